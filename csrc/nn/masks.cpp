@@ -1,0 +1,19 @@
+#include "nn/masks.h"
+
+namespace vlmzoo::nn {
+
+torch::Tensor causal_mask(int64_t query_len, int64_t past_len, const torch::Tensor& key_padding,
+                          const torch::Device& device) {
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device);
+  auto query_pos = torch::arange(past_len, past_len + query_len, long_opts).unsqueeze(1);  // [T, 1]
+  auto key_pos = torch::arange(past_len + query_len, long_opts).unsqueeze(0);              // [1, S]
+  auto allowed = (key_pos <= query_pos).view({1, 1, query_len, past_len + query_len});
+  if (!key_padding.defined()) return allowed;
+  TORCH_CHECK_VALUE(key_padding.dim() == 2 && key_padding.size(1) == past_len + query_len,
+                    "attention_mask: expected [batch, ", past_len + query_len, "], got ", key_padding.sizes());
+  auto real = key_padding.to(torch::kBool).view({key_padding.size(0), 1, 1, past_len + query_len});
+  auto self = (key_pos == query_pos).view({1, 1, query_len, past_len + query_len});
+  return (allowed & real) | self;
+}
+
+}  // namespace vlmzoo::nn

@@ -1,0 +1,33 @@
+#pragma once
+// Feed-forward blocks: plain two-layer MLP (CLIP, SigLIP, projectors) and gated SwiGLU (Llama).
+#include "nn/functional.h"
+
+namespace vlmzoo::nn {
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t in, int64_t hidden, int64_t out, std::string act, bool bias, KernelPolicyPtr policy);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+
+ private:
+  std::string act_;
+  KernelPolicyPtr policy_;
+};
+TORCH_MODULE(Mlp);
+
+class GatedMlpImpl : public torch::nn::Module {
+ public:
+  GatedMlpImpl(int64_t hidden, int64_t intermediate, std::string act, bool bias, KernelPolicyPtr policy);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  std::string act_;
+  KernelPolicyPtr policy_;
+};
+TORCH_MODULE(GatedMlp);
+
+}  // namespace vlmzoo::nn

@@ -1,0 +1,25 @@
+#include "nn/norms.h"
+
+namespace vlmzoo::nn {
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, KernelPolicyPtr policy) : eps_(eps), policy_(std::move(policy)) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return rms_norm(x, weight, eps_, policy_->fused); }
+
+std::pair<torch::Tensor, torch::Tensor> RMSNormImpl::forward_residual(const torch::Tensor& x,
+                                                                      const torch::Tensor& residual) {
+  return add_rms_norm(x, residual, weight, eps_, policy_->fused);
+}
+
+LayerNormImpl::LayerNormImpl(int64_t dim, double eps, KernelPolicyPtr policy) : eps_(eps), policy_(std::move(policy)) {
+  weight = register_parameter("weight", torch::ones({dim}));
+  bias = register_parameter("bias", torch::zeros({dim}));
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  return layer_norm(x, weight, bias, eps_, policy_->fused);
+}
+
+}  // namespace vlmzoo::nn
