@@ -1,0 +1,16 @@
+"""vlmzoo: vision-language models assembled in C++ from JSON configs, used from Python."""
+from __future__ import annotations
+
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from . import _C
+from .convert import from_pretrained
+from .info import info, parameter_counts, forward_flops, visual_tokens_per_image
+from .model import Model, ModelOutput, build
+from .presets import load_config, presets, resolve_config
+
+__all__ = [
+    "Model", "ModelOutput", "build", "from_pretrained", "info", "parameter_counts", "forward_flops",
+    "visual_tokens_per_image", "load_config", "presets", "resolve_config",
+]
+__version__ = "0.1.0"
