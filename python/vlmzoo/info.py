@@ -45,7 +45,7 @@ def _abstractor_params(config: Mapping[str, Any]) -> int:
     if a["kind"] == "identity":
         return 0
     n_in = _feature_dim(config["vision"])
-    return _linear(n_in, hidden, a["bias"]) + (a["depth"] - 1) * _linear(hidden, hidden, a["bias"])
+    return _linear(n_in, hidden, a["bias"]) + (a.get("depth", 1) - 1) * _linear(hidden, hidden, a["bias"])
 
 
 def _llm_layer_matmul_params(l: Mapping[str, Any]) -> int:

@@ -51,10 +51,14 @@ def load_config(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 def resolve_config(config: str | Path | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     """Validated config with every default filled in. `overrides` merge into slots:
-    resolve_config("llava-1.5-tiny", llm={"vocab": 1000})."""
+    resolve_config("llava-1.5-tiny", llm={"vocab": 1000}); an override that changes a slot's
+    kind replaces the slot, since the old kind's fields may not apply to the new one."""
     raw = load_config(config)
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(raw.get(key), Mapping):
+        old = raw.get(key)
+        same_kind = isinstance(old, Mapping) and value.get("kind", old.get("kind")) == old.get("kind") \
+            if isinstance(value, Mapping) else False
+        if same_kind:
             raw[key] = {**raw[key], **value}
         else:
             raw[key] = value

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs: system packages (C++ JSON, GoogleTest, ccache), the CPU torch
+# the extension builds against, and the Python dependencies (with the test/reference extras).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+[ -f /usr/include/nlohmann/json.hpp ] || missing+=(nlohmann-json3-dev)
+[ -f /usr/include/gtest/gtest.h ] || missing+=(libgtest-dev)
+command -v ccache >/dev/null || missing+=(ccache)
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+python3 -m pip install -q "torch==${VLMZOO_TORCH_VERSION:-2.13.0}"
+python3 -m pip install -q scikit-build-core ninja cmake numpy safetensors pillow scikit-learn scikit-image \
+  pandas matplotlib tqdm rich pytest pytest-benchmark transformers tokenizers nbclient nbformat ipykernel
