@@ -1,0 +1,297 @@
+"""Training a vlmzoo model on a built-in task: AdamW, warmup + cosine, clipping, freezing presets,
+a budget in steps or training FLOPs, checkpoints that resume."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from .data import NORMALIZATIONS, Task
+from .data.tokenizer import WordTokenizer
+from .info import forward_flops
+from .model import SLOTS, Model
+
+# The slots each family trains in its usual first stage, when its towers come pretrained.
+# Flamingo's gated cross-attention and BLIP-2's Q-Former land in these slots as the families arrive.
+FAMILY_TRAINABLE: dict[str, tuple[str, ...]] = {
+    "llava": ("abstractor",),  # stage 1: projector only, CLIP and Vicuna frozen
+    "blip2": ("abstractor",),  # the Q-Former
+    "flamingo": ("abstractor", "llm"),  # perceiver + gated cross-attention layers (live in llm)
+    "fuyu": SLOTS,
+    "beit3": SLOTS,
+}
+# Named choices for `trainable=`; a from-scratch model needs more than its family's stage-1 preset to learn.
+TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {"all": SLOTS, "projector+llm": ("abstractor", "llm")}
+# Training FLOPs per example = this x forward FLOPs (backward costs about two forwards).
+TRAIN_FLOPS_PER_FORWARD = 3
+TRAINER_STATE = "trainer_state.pt"
+TOKENIZER_FILE = "vlmzoo_tokenizer.json"
+
+
+@dataclass
+class TrainResult:
+    steps: int  # optimizer steps done, counting those before a resume
+    losses: list[float]  # training loss of every step
+    learning_rates: list[float]
+    trainable_slots: tuple[str, ...]
+    batch_size: int
+    flops_per_example: int  # training FLOPs of one example (TRAIN_FLOPS_PER_FORWARD x forward)
+    train_flops: int  # FLOPs of all `steps` steps
+    wall_time_s: float  # time spent in this call's steps (not counting setup)
+    examples_per_s: float  # throughput of this call's steps
+    tokens_per_s: float
+    checkpoint: str | None = None  # the last checkpoint written
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_budget(budget: int | str, flops_per_step: float | None = None) -> int:
+    """Optimizer steps for a budget: 300, "300", "300steps", or "2e12flops" (needs flops_per_step)."""
+    if isinstance(budget, bool):
+        raise ValueError(f"budget must be steps or FLOPs, got {budget!r}")
+    if isinstance(budget, int):
+        steps = budget
+    else:
+        match = re.fullmatch(r"\s*([0-9.eE+]+)\s*(steps?|flops?)?\s*", str(budget).lower())
+        if not match:
+            raise ValueError(f"budget {budget!r}: expected steps (300, '300steps') or FLOPs ('2e12flops')")
+        try:
+            value = float(match.group(1))
+        except ValueError:
+            raise ValueError(f"budget {budget!r}: {match.group(1)!r} is not a number") from None
+        if (match.group(2) or "steps").startswith("flop"):
+            if flops_per_step is None:
+                raise ValueError(f"budget {budget!r} is in FLOPs; FLOPs per step are needed to convert it")
+            steps = int(value // flops_per_step)
+        else:
+            steps = int(value)
+    if steps < 1:
+        raise ValueError(f"budget {budget!r} buys {steps} optimizer steps; it must buy at least 1")
+    return steps
+
+
+def trainable_slots(model: Model, trainable: str | Sequence[str] = "family") -> tuple[str, ...]:
+    """Slots to train: "family" (the family's usual preset), "all", "projector+llm", or slot names."""
+    if isinstance(trainable, str):
+        if trainable == "family":
+            family = model.config["family"]
+            if family not in FAMILY_TRAINABLE:
+                raise ValueError(f"no freezing preset for family {family!r}; pass trainable= slot names")
+            return FAMILY_TRAINABLE[family]
+        if trainable in TRAINABLE_PRESETS:
+            return TRAINABLE_PRESETS[trainable]
+        trainable = [trainable]
+    slots = tuple(trainable)
+    unknown = [s for s in slots if s not in SLOTS]
+    if unknown or not slots:
+        raise ValueError(
+            f"trainable={trainable!r}: expected 'family', {', '.join(map(repr, TRAINABLE_PRESETS))} or slots from {SLOTS}"
+        )
+    return slots
+
+
+def check_model_fits_task(model: Model, tokenizer: WordTokenizer) -> None:
+    """The model must read and write every token id of the task's tokenizer."""
+    llm = model.config["llm"]
+    if llm["vocab"] < len(tokenizer):
+        raise ValueError(f"llm.vocab {llm['vocab']} is smaller than the task's tokenizer ({len(tokenizer)} tokens)")
+    if model.visual_tokens_per_image and model.image_token_id != tokenizer.image_id:
+        raise ValueError(
+            f"fusion.image_token_id {model.image_token_id} differs from the tokenizer's <image> id {tokenizer.image_id}"
+        )
+
+
+def task_overrides(config: dict[str, Any], tokenizer: WordTokenizer) -> dict[str, Any]:
+    """Slot overrides that make `config` speak `tokenizer`: its special ids, and a vocab at least as large."""
+    llm = config["llm"]
+    return {
+        "fusion": {"image_token_id": tokenizer.image_id},
+        "llm": {
+            "vocab": max(llm["vocab"], len(tokenizer)),
+            "bos_token_id": tokenizer.bos_id,
+            "eos_token_id": tokenizer.eos_id,
+            "pad_token_id": tokenizer.pad_id,
+        },
+    }
+
+
+def normalization(config: dict[str, Any]) -> tuple[Sequence[float], Sequence[float]]:
+    """(mean, std) the config's vision tower expects."""
+    return NORMALIZATIONS.get(config["vision"].get("style", "clip"), NORMALIZATIONS["clip"])
+
+
+def mean_text_tokens(task: Task, split: str = "train") -> float:
+    """Average non-image tokens of a training row: <bos>, question, answer, <eos>."""
+    examples = task.examples(split)
+    tok = task.tokenizer
+    return sum(2 + len(tok.encode(e.question)) + len(tok.encode(e.answer)) for e in examples) / max(1, len(examples))
+
+
+def train_flops_per_example(config: dict[str, Any], task: Task) -> int:
+    text = round(mean_text_tokens(task))
+    return TRAIN_FLOPS_PER_FORWARD * forward_flops(config, text_tokens=text, images=1)["total"]
+
+
+def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float) -> float:
+    """Linear warmup to lr, then cosine decay to lr * min_lr_ratio at total_steps (step counts from 0)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _param_groups(model: Model, weight_decay: float) -> list[dict[str, Any]]:
+    # Decay matrices only: decaying norm gains and biases pulls them towards 0, which hurts.
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _batches(task: Task, model: Model, batch_size: int, seed: int, start_step: int) -> Iterator[dict]:
+    """Endless shuffled epochs of the train split, positioned at `start_step` so a resume sees the same data."""
+    mean, std = normalization(model.config)
+    steps_per_epoch = max(1, len(task.train) // batch_size)
+    epoch, offset = divmod(start_step, steps_per_epoch)
+    for e in itertools.count(epoch):
+        batches = task.batches(
+            "train", batch_size, visual_tokens_per_image=model.visual_tokens_per_image,
+            image_size=model.config["vision"].get("image_size", task.image_size),
+            mean=mean, std=std, shuffle=True, seed=seed * 100_003 + e, drop_last=len(task.train) >= batch_size,
+        )
+        yield from itertools.islice(batches, offset if e == epoch else 0, None)
+
+
+def save_checkpoint(folder: str | Path, model: Model, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                    tokenizer: WordTokenizer | None = None) -> Path:
+    """Model (safetensors + config, loadable by vlmzoo.from_pretrained), tokenizer, and optimizer/step state."""
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    if tokenizer is not None:
+        (folder / TOKENIZER_FILE).write_text(json.dumps(tokenizer.to_dict()))
+    torch.save({**state, "optimizer": optimizer.state_dict()}, folder / TRAINER_STATE)
+    return folder
+
+
+def latest_checkpoint(path: str | Path) -> Path:
+    """`path` itself when it is a checkpoint, else its newest step-* checkpoint."""
+    path = Path(path)
+    if (path / TRAINER_STATE).is_file():
+        return path
+    steps = sorted(path.glob("step-*/" + TRAINER_STATE))
+    if not steps:
+        raise FileNotFoundError(f"resume_from={str(path)!r}: no {TRAINER_STATE} there or in its step-* folders")
+    return steps[-1].parent
+
+
+def train(
+    model: Model,
+    task: Task,
+    budget: int | str = 300,
+    *,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    weight_decay: float = 0.01,
+    warmup: float = 0.05,
+    min_lr_ratio: float = 0.1,
+    max_grad_norm: float = 1.0,
+    trainable: str | Sequence[str] = "family",
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> TrainResult:
+    """Trains `model` in place on `task`'s train split and returns the loss curve and throughput.
+
+    budget: optimizer steps (300, "300steps") or training FLOPs ("2e12flops"; one example costs
+      3 x its forward FLOPs at the task's mean text length). trainable: "family" (the family's
+      usual stage-1 freezing, e.g. LLaVA's projector only: right for pretrained towers), "all",
+      "projector+llm", or slot names. warmup: a fraction of the steps. Checkpoints go to
+      checkpoint_dir/step-NNNNNN every `checkpoint_every` steps and at the end; resume_from (a
+      checkpoint or such a dir) restores weights, optimizer and step, then trains up to the budget.
+    """
+    check_model_fits_task(model, task.tokenizer)
+    flops_per_example = train_flops_per_example(model.config, task)
+    total_steps = parse_budget(budget, flops_per_step=flops_per_example * batch_size)
+    slots = trainable_slots(model, trainable)
+    for slot in SLOTS:
+        model.requires_grad_(slot in slots, slot)
+
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    warmup_steps = max(1, round(warmup * total_steps))
+    losses: list[float] = []
+    lrs: list[float] = []
+    start_step = 0
+    if resume_from is not None:
+        folder = latest_checkpoint(resume_from)
+        from .convert.checkpoint import read_safetensors_folder
+
+        model.load_state_dict(read_safetensors_folder(folder))
+        state = torch.load(folder / TRAINER_STATE, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, losses, lrs = state["step"], list(state["losses"]), list(state["learning_rates"])
+
+    def checkpoint(step: int) -> str:
+        state = {"step": step, "losses": losses, "learning_rates": lrs, "total_steps": total_steps, "seed": seed}
+        return str(save_checkpoint(Path(checkpoint_dir) / f"step-{step:06d}", model, optimizer, state, task.tokenizer))
+
+    from tqdm.auto import tqdm
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=start_step, desc=desc or model.name, disable=not progress,
+               dynamic_ncols=True, leave=False)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    tokens = examples = 0
+    last_checkpoint = None
+    checkpoint_time = 0.0  # kept out of the throughput
+    started = time.perf_counter()
+    batches = _batches(task, model, batch_size, seed, start_step)
+    for step in range(start_step, total_steps):
+        batch = next(batches)
+        rate = lr_at(step, total_steps, lr, warmup_steps, min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        lrs.append(rate)
+        tokens += int(batch["attention_mask"].sum())
+        examples += batch["input_ids"].size(0)
+        elapsed = time.perf_counter() - started - checkpoint_time
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
+        if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            saving = time.perf_counter()
+            last_checkpoint = checkpoint(step + 1)
+            checkpoint_time += time.perf_counter() - saving
+    bar.close()
+    wall = time.perf_counter() - started - checkpoint_time
+    if checkpoint_dir is not None and (last_checkpoint is None or not last_checkpoint.endswith(f"{total_steps:06d}")):
+        last_checkpoint = checkpoint(total_steps)
+    model.eval()
+    return TrainResult(
+        steps=total_steps,
+        losses=losses,
+        learning_rates=lrs,
+        trainable_slots=slots,
+        batch_size=batch_size,
+        flops_per_example=flops_per_example,
+        train_flops=flops_per_example * batch_size * total_steps,
+        wall_time_s=wall,
+        examples_per_s=examples / wall if wall > 0 else 0.0,
+        tokens_per_s=tokens / wall if wall > 0 else 0.0,
+        checkpoint=last_checkpoint,
+    )
