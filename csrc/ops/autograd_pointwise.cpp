@@ -1,0 +1,189 @@
+// Autograd for the activations, rope and multiway_linear; backward is ATen composites.
+#include <ATen/ExpandUtils.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "ops/autograd_util.h"
+#include "ops/checks.h"
+#include "ops/ops.h"
+#include "ops/reference.h"
+
+namespace vlmzoo::ops {
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// d act(x) / dx, elementwise, in x's dtype.
+at::Tensor act_derivative(const at::Tensor& x, Act act) {
+  switch (act) {
+    case Act::gelu:
+      return 0.5 * (1 + at::erf(x * M_SQRT1_2)) + x * at::exp(-0.5 * x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+    case Act::gelu_tanh: {
+      const double k = M_2_SQRTPI * M_SQRT1_2, c = 0.044715;
+      auto t = at::tanh(k * (x + c * x.pow(3)));
+      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * c * x * x);
+    }
+    case Act::quick_gelu: {
+      auto s = at::sigmoid(1.702 * x);
+      return s + 1.702 * x * s * (1 - s);
+    }
+    case Act::relu: return (x > 0).to(x.scalar_type());
+    case Act::relu2: return 2 * at::relu(x);
+    case Act::silu: {
+      auto s = at::sigmoid(x);
+      return s * (1 + x * (1 - s));
+    }
+  }
+  TORCH_CHECK(false, "unreachable");
+}
+
+struct BiasAct : torch::autograd::Function<BiasAct> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                            c10::string_view act) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({x, bias.value_or(at::Tensor())});
+    ctx->saved_data["act"] = std::string(act);
+    return bias_act(x, bias, std::string(act));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& bias = saved[1];
+    const auto type = compute_type(x);
+    auto pre = bias.defined() ? x.to(type) + bias.to(type) : x.to(type);
+    auto g = grads[0].to(type) * act_derivative(pre, parse_act(ctx->saved_data["act"].toStringRef()));
+    auto dbias = bias.defined() ? sum_leading(g).to(bias.scalar_type()) : at::Tensor();
+    return {g.to(x.scalar_type()), dbias, at::Tensor()};
+  }
+};
+
+struct GatedAct : torch::autograd::Function<GatedAct> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({gate, up});
+    ctx->saved_data["act"] = std::string(act);
+    return gated_act(gate, up, std::string(act));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& act_name = ctx->saved_data["act"].toStringRef();
+    const auto type = compute_type(saved[0]);
+    auto gate = saved[0].to(type), up = saved[1].to(type), g = grads[0].to(type);
+    auto dgate = g * up * act_derivative(gate, parse_act(act_name));
+    auto dup = g * reference_activation(gate, act_name);
+    return {dgate.to(saved[0].scalar_type()), dup.to(saved[1].scalar_type()), at::Tensor()};
+  }
+};
+
+// rotate_half's adjoint: rotate_half(x) = cat(-x2, x1), so its transpose maps y to cat(y2, -y1).
+at::Tensor rotate_half_transposed(const at::Tensor& y) {
+  auto half = y.sym_size(-1) / 2;
+  return at::cat({y.narrow_symint(-1, half, half), -y.narrow_symint(-1, 0, half)}, -1);
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  auto half = x.sym_size(-1) / 2;
+  return at::cat({-x.narrow_symint(-1, half, half), x.narrow_symint(-1, 0, half)}, -1);
+}
+
+struct Rope : torch::autograd::Function<Rope> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                               const at::Tensor& sin) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({q, k, cos, sin});
+    auto [q_out, k_out] = rope(q, k, cos, sin);
+    return {q_out, k_out};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& cos = saved[2];
+    const auto& sin = saved[3];
+    const auto type = compute_type(saved[0]);
+    // As in the forward: cos/sin rounded to the input dtype, [B, T, r] -> [B, 1, T, r].
+    auto c = cos.to(saved[0].scalar_type()).to(type).unsqueeze(1);
+    auto s = sin.to(saved[0].scalar_type()).to(type).unsqueeze(1);
+    auto r = cos.sym_size(-1);
+    at::Tensor dcos, dsin;
+    variable_list out;
+    for (int i = 0; i < 2; ++i) {
+      const auto& x = saved[i];
+      auto g = grads[i].to(type);
+      auto d = x.sym_size(-1);
+      auto g_rot = g.narrow_symint(-1, 0, r);
+      auto dx_rot = g_rot * c + rotate_half_transposed(g_rot * s);
+      auto dx = r == d ? dx_rot : at::cat({dx_rot, g.narrow_symint(-1, r, d - r)}, -1);
+      out.push_back(dx.to(x.scalar_type()));
+      if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
+        auto x_rot = x.to(type).narrow_symint(-1, 0, r);
+        auto dc = (g_rot * x_rot).sum(1), ds = (g_rot * rotate_half(x_rot)).sum(1);
+        dcos = dcos.defined() ? dcos + dc : dc;
+        dsin = dsin.defined() ? dsin + ds : ds;
+      }
+    }
+    if (dcos.defined()) {
+      dcos = at::sum_to(dcos, cos.sym_sizes()).to(cos.scalar_type());
+      dsin = at::sum_to(dsin, sin.sym_sizes()).to(sin.scalar_type());
+    }
+    out.push_back(dcos);
+    out.push_back(dsin);
+    return out;
+  }
+};
+
+struct MultiwayLinear : torch::autograd::Function<MultiwayLinear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                            const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
+                            const std::optional<at::Tensor>& bias_b) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->save_for_backward({x, weight_a, weight_b});
+    ctx->saved_data["split"] = split;
+    ctx->saved_data["has_bias_a"] = bias_a.has_value();
+    ctx->saved_data["has_bias_b"] = bias_b.has_value();
+    return multiway_linear(x, split, weight_a, bias_a, weight_b, bias_b);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const int64_t split = ctx->saved_data["split"].toInt();
+    auto rest = x.sym_size(1) - split;
+    auto g = grads[0];
+    auto ga = g.narrow(1, 0, split), gb = g.narrow_symint(1, split, rest);
+    auto xa = x.narrow(1, 0, split), xb = x.narrow_symint(1, split, rest);
+    auto dx = at::cat({at::matmul(ga, saved[1]), at::matmul(gb, saved[2])}, 1);
+    auto dwa = at::matmul(ga.flatten(0, 1).t(), xa.flatten(0, 1));
+    auto dwb = at::matmul(gb.flatten(0, 1).t(), xb.flatten(0, 1));
+    auto dba = ctx->saved_data["has_bias_a"].toBool() ? ga.sum({0, 1}) : at::Tensor();
+    auto dbb = ctx->saved_data["has_bias_b"].toBool() ? gb.sum({0, 1}) : at::Tensor();
+    return {dx, at::Tensor(), dwa, dba, dwb, dbb};
+  }
+};
+
+at::Tensor bias_act_autograd(const at::Tensor& x, const std::optional<at::Tensor>& bias, c10::string_view act) {
+  return BiasAct::apply(x, bias, act);
+}
+at::Tensor gated_act_autograd(const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
+  return GatedAct::apply(gate, up, act);
+}
+std::tuple<at::Tensor, at::Tensor> rope_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                                 const at::Tensor& sin) {
+  auto out = Rope::apply(q, k, cos, sin);
+  return {out[0], out[1]};
+}
+at::Tensor multiway_linear_autograd(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                                    const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
+                                    const std::optional<at::Tensor>& bias_b) {
+  return MultiwayLinear::apply(x, split, weight_a, bias_a, weight_b,
+                               bias_b);
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vlmzoo, Autograd, m) {
+  m.impl("bias_act", &bias_act_autograd);
+  m.impl("gated_act", &gated_act_autograd);
+  m.impl("rope", &rope_autograd);
+  m.impl("multiway_linear", &multiway_linear_autograd);
+}
+
+}  // namespace vlmzoo::ops

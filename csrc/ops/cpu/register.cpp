@@ -1,0 +1,117 @@
+// CPU implementations of the vlmzoo ops: check, then run the kernel (or the reference on a CPU
+// without AVX-512, where the kernels in this folder cannot run).
+#include <torch/library.h>
+
+#include "ops/checks.h"
+#include "ops/cpu/kernels.h"
+#include "ops/reference.h"
+
+namespace vlmzoo::ops::cpu {
+
+bool kernels_supported() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(VLMZOO_NO_AVX512)
+  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return supported;
+#else
+  return true;  // vec.h compiled the kernels for the baseline instruction set
+#endif
+}
+
+namespace {
+using OptTensor = std::optional<at::Tensor>;
+
+// The kernels hold weights in acc_t of the input; a wider weight (say float64 on float32) is left to the reference.
+bool weight_fits(const at::Tensor& x, const at::Tensor& weight) {
+  auto out = rms_norm_out_type(x, weight);
+  return out == x.scalar_type() || (out == at::kFloat && x.scalar_type() != at::kDouble);
+}
+
+at::Tensor rms_norm_cpu(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  check_norm("vlmzoo::rms_norm", x, weight, std::nullopt);
+  if (!kernels_supported() || !weight_fits(x, weight)) return reference_rms_norm(x, weight, eps).contiguous();
+  return std::get<1>(rms_norm(x, at::Tensor(), weight, eps));
+}
+
+std::tuple<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& x, const at::Tensor& residual,
+                                                    const at::Tensor& weight, double eps) {
+  check_norm("vlmzoo::add_rms_norm", x, weight, std::nullopt, &residual);
+  if (!kernels_supported() || !weight_fits(x, weight)) {
+    auto [sum, normed] = reference_add_rms_norm(x, residual, weight, eps);
+    return {sum.contiguous(), normed.contiguous()};
+  }
+  return rms_norm(x, residual, weight, eps);
+}
+
+at::Tensor layer_norm_cpu(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias, double eps) {
+  check_norm("vlmzoo::layer_norm", x, weight, bias);
+  if (!kernels_supported()) return reference_layer_norm(x, weight, bias, eps).contiguous();
+  const int64_t tokens = x.dim() >= 2 ? x.size(-2) : 1;
+  return std::get<1>(layer_norm(x, at::Tensor(), tokens, tokens, weight, bias, weight, bias, eps));
+}
+
+std::tuple<at::Tensor, at::Tensor> add_layer_norm_cpu(const at::Tensor& x, const at::Tensor& residual,
+                                                      const at::Tensor& weight, const OptTensor& bias, double eps) {
+  check_norm("vlmzoo::add_layer_norm", x, weight, bias, &residual);
+  if (!kernels_supported()) {
+    auto [sum, normed] = reference_add_layer_norm(x, residual, weight, bias, eps);
+    return {sum.contiguous(), normed.contiguous()};
+  }
+  const int64_t tokens = x.dim() >= 2 ? x.size(-2) : 1;
+  return layer_norm(x, residual, tokens, tokens, weight, bias, weight, bias, eps);
+}
+
+at::Tensor multiway_layer_norm_cpu(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                                   const OptTensor& bias_a, const at::Tensor& weight_b, const OptTensor& bias_b,
+                                   double eps) {
+  check_multiway("vlmzoo::multiway_layer_norm", x, split, weight_a, bias_a, weight_b, bias_b, /*linear=*/false);
+  if (!kernels_supported())
+    return reference_multiway_layer_norm(x, split, weight_a, bias_a, weight_b, bias_b, eps).contiguous();
+  return std::get<1>(layer_norm(x, at::Tensor(), x.size(1), split, weight_a, bias_a, weight_b, bias_b, eps));
+}
+
+at::Tensor bias_act_cpu(const at::Tensor& x, const OptTensor& bias, c10::string_view act) {
+  const Act kind = parse_act(act);
+  check_bias_act(x, bias);
+  if (!kernels_supported()) return reference_bias_act(x, bias, std::string(act)).contiguous();
+  return bias_act(x, bias, kind);
+}
+
+at::Tensor gated_act_cpu(const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
+  const Act kind = parse_act(act);
+  check_gated_act(gate, up);
+  if (!kernels_supported()) return reference_gated_act(gate, up, std::string(act)).contiguous();
+  return gated_act(gate, up, kind);
+}
+
+std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                            const at::Tensor& sin) {
+  check_rope(q, k, cos, sin);
+  if (!kernels_supported()) {
+    auto [qr, kr] = reference_rope(q, k, cos, sin);
+    return {qr.contiguous(), kr.contiguous()};
+  }
+  return rope(q, k, cos, sin);
+}
+
+at::Tensor attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& allowed,
+                         std::optional<double> scale) {
+  check_attention(q, k, v, allowed);
+  if (!kernels_supported()) return reference_attention(q, k, v, allowed, scale).contiguous();
+  return attention(q, k, v, allowed, attention_scale(q, scale));
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
+  m.impl("rms_norm", &rms_norm_cpu);
+  m.impl("add_rms_norm", &add_rms_norm_cpu);
+  m.impl("layer_norm", &layer_norm_cpu);
+  m.impl("add_layer_norm", &add_layer_norm_cpu);
+  m.impl("multiway_layer_norm", &multiway_layer_norm_cpu);
+  m.impl("bias_act", &bias_act_cpu);
+  m.impl("gated_act", &gated_act_cpu);
+  m.impl("rope", &rope_cpu);
+  m.impl("attention", &attention_cpu);
+}
+
+}  // namespace vlmzoo::ops::cpu

@@ -1,0 +1,100 @@
+#pragma once
+// Include this first in every CPU kernel file (and nowhere else): it compiles the file's kernels for
+// AVX-512 with at::vec::Vectorized, whatever flags the rest of the build uses. The registration in
+// cpu/register.cpp calls these kernels only when the running CPU has AVX-512 (else the reference).
+// The CPU_CAPABILITY inline namespace keeps these Vectorized instantiations apart from any others.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(VLMZOO_NO_AVX512)
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+// GCC's target pragma does not define the ISA macros that sleef.h and ATen's vec headers test.
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#endif
+#ifndef __AVX512F__
+#define __AVX512F__ 1
+#endif
+#ifndef __AVX512BW__
+#define __AVX512BW__ 1
+#endif
+#ifndef __AVX512VL__
+#define __AVX512VL__ 1
+#endif
+#ifndef __AVX512DQ__
+#define __AVX512DQ__ 1
+#endif
+#ifndef CPU_CAPABILITY
+#define CPU_CAPABILITY AVX512
+#define CPU_CAPABILITY_AVX512
+#endif
+#define VLMZOO_VEC_AVX512 1
+#endif
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <type_traits>
+
+namespace vlmzoo::ops::cpu {
+
+// Accumulation type: float for float/bfloat16/half, double for double.
+template <typename T>
+using acc_t = at::opmath_type<T>;
+template <typename T>
+using AccVec = at::vec::Vectorized<acc_t<T>>;
+
+template <typename T>
+constexpr bool is_reduced = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
+
+// Loads AccVec<T>::size() elements of T as acc_t<T>; `count` < size loads a tail, zero-filling the rest.
+template <typename T>
+inline AccVec<T> load(const T* p, int64_t count = AccVec<T>::size()) {
+  if constexpr (is_reduced<T>) {
+    at::vec::Vectorized<float> out;
+    if (count >= AccVec<T>::size()) {
+      at::vec::load_to_float<T>(p, out);
+    } else {
+      T buf[AccVec<T>::size()] = {};
+      for (int64_t i = 0; i < count; ++i) buf[i] = p[i];
+      at::vec::load_to_float<T>(buf, out);
+    }
+    return out;
+  } else {
+    return AccVec<T>::loadu(p, count);
+  }
+}
+
+// Stores the first `count` lanes of v as T (rounding to nearest even for bfloat16/half).
+template <typename T>
+inline void store(T* p, const AccVec<T>& v, int64_t count = AccVec<T>::size()) {
+  if constexpr (is_reduced<T>) {
+    at::vec::convert_from_float<T>(v, v).store(p, std::min<int64_t>(count, AccVec<T>::size()));
+  } else {
+    v.store(p, count);
+  }
+}
+
+// v rounded to T's precision and back, to reproduce what an unfused composite stores in between.
+template <typename T>
+inline AccVec<T> round_to(const AccVec<T>& v) {
+  if constexpr (is_reduced<T>) {
+    return std::get<0>(at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(v, v)));
+  } else {
+    return v;
+  }
+}
+
+template <typename T>
+inline acc_t<T> reduce_sum(const AccVec<T>& v) {
+  return at::vec::vec_reduce_all<acc_t<T>>([](const AccVec<T>& a, const AccVec<T>& b) { return a + b; }, v);
+}
+
+}  // namespace vlmzoo::ops::cpu

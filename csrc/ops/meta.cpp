@@ -1,0 +1,83 @@
+// Meta kernels: checks and output shapes only, so fake tensors and torch.compile can trace the ops.
+#include <torch/library.h>
+
+#include "ops/checks.h"
+
+namespace vlmzoo::ops {
+namespace {
+using OptTensor = std::optional<at::Tensor>;
+
+at::Tensor rms_norm_meta(const at::Tensor& x, const at::Tensor& weight, double) {
+  check_norm("vlmzoo::rms_norm", x, weight, std::nullopt);
+  return empty_contiguous(x, rms_norm_out_type(x, weight));
+}
+
+std::tuple<at::Tensor, at::Tensor> add_rms_norm_meta(const at::Tensor& x, const at::Tensor& residual,
+                                                     const at::Tensor& weight, double) {
+  check_norm("vlmzoo::add_rms_norm", x, weight, std::nullopt, &residual);
+  return {empty_contiguous(x), empty_contiguous(x, rms_norm_out_type(x, weight))};
+}
+
+at::Tensor layer_norm_meta(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias, double) {
+  check_norm("vlmzoo::layer_norm", x, weight, bias);
+  return empty_contiguous(x);
+}
+
+std::tuple<at::Tensor, at::Tensor> add_layer_norm_meta(const at::Tensor& x, const at::Tensor& residual,
+                                                       const at::Tensor& weight, const OptTensor& bias, double) {
+  check_norm("vlmzoo::add_layer_norm", x, weight, bias, &residual);
+  return {empty_contiguous(x), empty_contiguous(x)};
+}
+
+at::Tensor bias_act_meta(const at::Tensor& x, const OptTensor& bias, c10::string_view act) {
+  parse_act(act);
+  check_bias_act(x, bias);
+  return empty_contiguous(x);
+}
+
+at::Tensor gated_act_meta(const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
+  parse_act(act);
+  check_gated_act(gate, up);
+  return empty_contiguous(gate);
+}
+
+std::tuple<at::Tensor, at::Tensor> rope_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                             const at::Tensor& sin) {
+  check_rope(q, k, cos, sin);
+  return {empty_contiguous(q), empty_contiguous(k)};
+}
+
+at::Tensor attention_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& allowed,
+                          std::optional<double>) {
+  check_attention(q, k, v, allowed);
+  return empty_contiguous(q);
+}
+
+at::Tensor multiway_linear_meta(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                                const OptTensor& bias_a, const at::Tensor& weight_b, const OptTensor& bias_b) {
+  check_multiway("vlmzoo::multiway_linear", x, split, weight_a, bias_a, weight_b, bias_b, /*linear=*/true);
+  return at::empty_symint({x.sym_size(0), x.sym_size(1), weight_a.sym_size(0)}, x.options());
+}
+
+at::Tensor multiway_layer_norm_meta(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                                    const OptTensor& bias_a, const at::Tensor& weight_b, const OptTensor& bias_b,
+                                    double) {
+  check_multiway("vlmzoo::multiway_layer_norm", x, split, weight_a, bias_a, weight_b, bias_b, /*linear=*/false);
+  return empty_contiguous(x);
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vlmzoo, Meta, m) {
+  m.impl("rms_norm", &rms_norm_meta);
+  m.impl("add_rms_norm", &add_rms_norm_meta);
+  m.impl("layer_norm", &layer_norm_meta);
+  m.impl("add_layer_norm", &add_layer_norm_meta);
+  m.impl("bias_act", &bias_act_meta);
+  m.impl("gated_act", &gated_act_meta);
+  m.impl("rope", &rope_meta);
+  m.impl("attention", &attention_meta);
+  m.impl("multiway_linear", &multiway_linear_meta);
+  m.impl("multiway_layer_norm", &multiway_layer_norm_meta);
+}
+
+}  // namespace vlmzoo::ops

@@ -1,0 +1,33 @@
+#pragma once
+// C++ entry points to the fused ops: each goes through the dispatcher (so CPU, CUDA, Meta and
+// Autograd kernels are picked as for torch.ops.vlmzoo.*). Shapes and semantics: see registration.cpp.
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace vlmzoo::ops {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                const at::Tensor& weight, double eps);
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                      double eps);
+std::tuple<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                  const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                                  double eps);
+at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, const std::string& act);
+at::Tensor gated_act(const at::Tensor& gate, const at::Tensor& up, const std::string& act);
+std::tuple<at::Tensor, at::Tensor> rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                        const at::Tensor& sin);
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const std::optional<at::Tensor>& allowed, std::optional<double> scale);
+at::Tensor multiway_linear(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                           const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
+                           const std::optional<at::Tensor>& bias_b);
+at::Tensor multiway_layer_norm(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                               const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
+                               const std::optional<at::Tensor>& bias_b, double eps);
+
+}  // namespace vlmzoo::ops

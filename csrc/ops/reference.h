@@ -1,0 +1,48 @@
+#pragma once
+// Plain-ATen references for every fused op: the definitions the kernels are tested against, the
+// `fused=false` path of the blocks, and the `vlmzoo::<op>_reference` ops (CompositeImplicitAutograd,
+// so their gradients come from ATen's autograd).
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace vlmzoo::ops {
+
+// x: [..., D]; weight: [D]. float32 math, cast back to x's dtype, then weight * (Llama convention).
+at::Tensor reference_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// Returns (x + residual, rms_norm(x + residual)).
+std::tuple<at::Tensor, at::Tensor> reference_add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                          const at::Tensor& weight, double eps);
+at::Tensor reference_layer_norm(const at::Tensor& x, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, double eps);
+std::tuple<at::Tensor, at::Tensor> reference_add_layer_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                            const at::Tensor& weight,
+                                                            const std::optional<at::Tensor>& bias, double eps);
+
+// act in: gelu, gelu_tanh, quick_gelu, relu, relu2, silu.
+at::Tensor reference_activation(const at::Tensor& x, const std::string& act);
+// act(x + bias); bias: [D] broadcast over x's last dimension, or none.
+at::Tensor reference_bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, const std::string& act);
+// act(gate) * up.
+at::Tensor reference_gated_act(const at::Tensor& gate, const at::Tensor& up, const std::string& act);
+
+// q: [B, H, T, d], k: [B, Hk, T, d]; cos/sin: [B or 1, T, r], r <= d even. rotate_half on the first r channels.
+std::tuple<at::Tensor, at::Tensor> reference_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                                  const at::Tensor& sin);
+
+// q: [B, H, Tq, d]; k, v: [B, Hkv, Tk, d]; allowed: bool broadcastable to [B, H, Tq, Tk], true = may attend.
+// Explicit scores, softmax in (at least) float32; a row with nothing to attend to yields zeros.
+at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const std::optional<at::Tensor>& allowed, std::optional<double> scale);
+
+// x: [B, T, D]; tokens [:split] use (weight_a, bias_a), tokens [split:] use (weight_b, bias_b).
+at::Tensor reference_multiway_linear(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                                     const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
+                                     const std::optional<at::Tensor>& bias_b);
+at::Tensor reference_multiway_layer_norm(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
+                                         const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
+                                         const std::optional<at::Tensor>& bias_b, double eps);
+
+}  // namespace vlmzoo::ops

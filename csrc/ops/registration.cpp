@@ -1,0 +1,68 @@
+// Every vlmzoo op's schema, declared once. Implementations live per dispatch key:
+// cpu/register.cpp (CPU), meta.cpp (Meta), autograd_*.cpp (Autograd), cuda_bridge/ (CUDA).
+#include <torch/library.h>
+
+#include "ops/reference.h"
+
+namespace {
+at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("vlmzoo::gated_act", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view)>();
+  return op.call(gate, up, "silu");
+}
+
+at::Tensor reference_swiglu(const at::Tensor& gate, const at::Tensor& up) {
+  return vlmzoo::ops::reference_gated_act(gate, up, "silu");
+}
+
+at::Tensor reference_gated_act(const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
+  return vlmzoo::ops::reference_gated_act(gate, up, std::string(act));
+}
+
+at::Tensor reference_bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, c10::string_view act) {
+  return vlmzoo::ops::reference_bias_act(x, bias, std::string(act));
+}
+}  // namespace
+
+TORCH_LIBRARY(vlmzoo, m) {
+  // Norms. x: [..., D]; weight, bias: [D]. The add_ variants return (x + residual, norm(x + residual)).
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
+  m.def("layer_norm(Tensor x, Tensor weight, Tensor? bias, float eps) -> Tensor");
+  m.def("add_layer_norm(Tensor x, Tensor residual, Tensor weight, Tensor? bias, float eps) -> (Tensor, Tensor)");
+  // Activations: act in gelu, gelu_tanh, quick_gelu, relu, relu2, silu.
+  m.def("bias_act(Tensor x, Tensor? bias, str act) -> Tensor");
+  m.def("gated_act(Tensor gate, Tensor up, str act) -> Tensor");
+  m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
+  // q: [B, H, T, d], k: [B, Hk, T, d]; cos/sin: [B or 1, T, r] with r <= d even.
+  m.def("rope(Tensor q, Tensor k, Tensor cos, Tensor sin) -> (Tensor, Tensor)");
+  // q: [B, H, Tq, d]; k, v: [B, Hkv, Tk, d]; allowed: bool broadcastable to [B, H, Tq, Tk].
+  m.def("attention(Tensor q, Tensor k, Tensor v, Tensor? allowed=None, float? scale=None) -> Tensor");
+  // x: [B, T, D]; tokens [:split] use the _a weights, tokens [split:] the _b weights.
+  m.def("multiway_linear(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b) -> Tensor");
+  m.def("multiway_layer_norm(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b, float eps) -> Tensor");
+
+  // The plain-ATen references, differentiable through ATen's own autograd.
+  m.def("rms_norm_reference(Tensor x, Tensor weight, float eps) -> Tensor", &vlmzoo::ops::reference_rms_norm);
+  m.def("add_rms_norm_reference(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)",
+        &vlmzoo::ops::reference_add_rms_norm);
+  m.def("layer_norm_reference(Tensor x, Tensor weight, Tensor? bias, float eps) -> Tensor",
+        &vlmzoo::ops::reference_layer_norm);
+  m.def("add_layer_norm_reference(Tensor x, Tensor residual, Tensor weight, Tensor? bias, float eps) -> (Tensor, Tensor)",
+        &vlmzoo::ops::reference_add_layer_norm);
+  m.def("bias_act_reference(Tensor x, Tensor? bias, str act) -> Tensor", &reference_bias_act);
+  m.def("gated_act_reference(Tensor gate, Tensor up, str act) -> Tensor", &reference_gated_act);
+  m.def("swiglu_reference(Tensor gate, Tensor up) -> Tensor", &reference_swiglu);
+  m.def("rope_reference(Tensor q, Tensor k, Tensor cos, Tensor sin) -> (Tensor, Tensor)",
+        &vlmzoo::ops::reference_rope);
+  m.def("attention_reference(Tensor q, Tensor k, Tensor v, Tensor? allowed=None, float? scale=None) -> Tensor",
+        &vlmzoo::ops::reference_attention);
+  m.def("multiway_linear_reference(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b) -> Tensor",
+        &vlmzoo::ops::reference_multiway_linear);
+  m.def("multiway_layer_norm_reference(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b, float eps) -> Tensor",
+        &vlmzoo::ops::reference_multiway_layer_norm);
+}
+
+// swiglu is gated_act with silu, on every backend and through autograd.
+TORCH_LIBRARY_IMPL(vlmzoo, CompositeImplicitAutograd, m) { m.impl("swiglu", &swiglu); }
