@@ -1,0 +1,115 @@
+// The fused ops called from C++ through the dispatcher, against definitions written as plain loops.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "ops/ops.h"
+#include "ops/reference.h"
+
+namespace {
+
+// Masked softmax attention as scalar loops over float64: nothing shared with the code under test.
+torch::Tensor naive_attention(const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
+                              const torch::Tensor& allowed_in, double scale) {
+  auto q = q_in.to(torch::kFloat64).contiguous(), k = k_in.to(torch::kFloat64).contiguous();
+  auto v = v_in.to(torch::kFloat64).contiguous();
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), d = q.size(3), Hkv = k.size(1), Tk = k.size(2);
+  auto allowed = allowed_in.defined() ? allowed_in.expand({B, H, Tq, Tk}).contiguous()
+                                      : torch::ones({B, H, Tq, Tk}, torch::kBool);
+  auto out = torch::zeros({B, H, Tq, d}, torch::kFloat64);
+  auto qa = q.accessor<double, 4>(), ka = k.accessor<double, 4>(), va = v.accessor<double, 4>();
+  auto ma = allowed.accessor<bool, 4>();
+  auto oa = out.accessor<double, 4>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Tq; ++i) {
+        const int64_t hk = h / (H / Hkv);
+        std::vector<double> scores(Tk, -std::numeric_limits<double>::infinity());
+        double top = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < Tk; ++j) {
+          if (!ma[b][h][i][j]) continue;
+          double s = 0;
+          for (int64_t c = 0; c < d; ++c) s += qa[b][h][i][c] * ka[b][hk][j][c];
+          scores[j] = s * scale;
+          top = std::max(top, scores[j]);
+        }
+        if (top == -std::numeric_limits<double>::infinity()) continue;  // nothing to attend to: zeros
+        double total = 0;
+        for (auto& s : scores) total += (s = std::exp(s - top));
+        for (int64_t j = 0; j < Tk; ++j)
+          for (int64_t c = 0; c < d; ++c) oa[b][h][i][c] += scores[j] / total * va[b][hk][j][c];
+      }
+  return out;
+}
+
+struct AttentionCase {
+  int64_t batch, heads, kv_heads, q_tokens, k_tokens, head_dim;
+};
+
+class FusedAttention : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(FusedAttention, MatchesNaiveLoopsWithCausalAndPaddingMasks) {
+  const auto c = GetParam();
+  torch::manual_seed(c.q_tokens * 131 + c.k_tokens);
+  auto q = torch::randn({c.batch, c.heads, c.q_tokens, c.head_dim});
+  auto k = torch::randn({c.batch, c.kv_heads, c.k_tokens, c.head_dim});
+  auto v = torch::randn({c.batch, c.kv_heads, c.k_tokens, c.head_dim});
+  // Causal over the last q_tokens positions, and the first batch row pads away its last 3 keys.
+  auto allowed = torch::ones({c.q_tokens, c.k_tokens}, torch::kBool).tril(c.k_tokens - c.q_tokens);
+  allowed = allowed.expand({c.batch, 1, c.q_tokens, c.k_tokens}).clone();
+  allowed[0].narrow(-1, c.k_tokens - 3, 3).fill_(false);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  auto expected = naive_attention(q, k, v, allowed, scale);
+  auto actual = vlmzoo::ops::attention(q, k, v, allowed, scale);
+  EXPECT_TRUE(torch::allclose(actual.to(torch::kFloat64), expected, 1e-5, 1e-5))
+      << "max error " << (actual.to(torch::kFloat64) - expected).abs().max().item<double>();
+  auto unmasked = vlmzoo::ops::attention(q, k, v, std::nullopt, std::nullopt);
+  EXPECT_TRUE(torch::allclose(unmasked.to(torch::kFloat64), naive_attention(q, k, v, {}, scale), 1e-5, 1e-5));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, FusedAttention,
+                         ::testing::Values(AttentionCase{2, 4, 2, 37, 37, 64},      // prefill, GQA
+                                           AttentionCase{1, 2, 2, 70, 700, 32},     // several key blocks
+                                           AttentionCase{2, 4, 1, 1, 1029, 128},    // decode over a long cache
+                                           AttentionCase{1, 3, 3, 9, 23, 80}));     // cross attention
+
+TEST(FusedRmsNorm, MatchesLlamaConventionInFloat32) {
+  torch::manual_seed(7);
+  auto x = torch::randn({3, 5, 77}), weight = torch::randn({77});
+  auto expected = weight * (x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6));
+  EXPECT_TRUE(torch::allclose(vlmzoo::ops::rms_norm(x, weight, 1e-6), expected, 1e-5, 1e-5));
+}
+
+TEST(FusedRmsNorm, AddVariantReturnsTheSumAndItsNorm) {
+  torch::manual_seed(8);
+  auto x = torch::randn({4, 100}, torch::kBFloat16), residual = torch::randn({4, 100}, torch::kBFloat16);
+  auto weight = torch::randn({100}, torch::kBFloat16);
+  auto [sum, normed] = vlmzoo::ops::add_rms_norm(x, residual, weight, 1e-6);
+  EXPECT_TRUE(torch::equal(sum, x + residual));
+  EXPECT_TRUE(torch::allclose(normed.to(torch::kFloat32),
+                              vlmzoo::ops::reference_rms_norm(sum, weight, 1e-6).to(torch::kFloat32), 1e-2, 1e-2));
+}
+
+TEST(FusedLayerNorm, MatchesTorchLayerNorm) {
+  torch::manual_seed(9);
+  auto x = torch::randn({2, 9, 93}), weight = torch::randn({93}), bias = torch::randn({93});
+  auto expected = torch::layer_norm(x, {93}, weight, bias, 1e-5);
+  EXPECT_TRUE(torch::allclose(vlmzoo::ops::layer_norm(x, weight, bias, 1e-5), expected, 1e-5, 1e-5));
+}
+
+TEST(FusedAttentionAutograd, GradientsFlowFromCpp) {
+  torch::manual_seed(10);
+  auto q = torch::randn({1, 2, 5, 16}, torch::requires_grad()), k = torch::randn({1, 1, 7, 16}, torch::requires_grad());
+  auto v = torch::randn({1, 1, 7, 16}, torch::requires_grad());
+  vlmzoo::ops::attention(q, k, v, std::nullopt, std::nullopt).sum().backward();
+  auto q2 = q.detach().clone().requires_grad_(), k2 = k.detach().clone().requires_grad_();
+  auto v2 = v.detach().clone().requires_grad_();
+  vlmzoo::ops::reference_attention(q2, k2, v2, std::nullopt, std::nullopt).sum().backward();
+  EXPECT_TRUE(torch::allclose(q.grad(), q2.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(k.grad(), k2.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(v.grad(), v2.grad(), 1e-5, 1e-5));
+}
+
+}  // namespace
