@@ -48,8 +48,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
 
-    table, _ = compare(args.configs or None, task=args.task, budget=args.budget, out=args.out, seed=args.seed,
-                       trainable=args.trainable, progress=not args.quiet)
+    sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
+    compare(args.configs or None, task=args.task, budget=args.budget, out=args.out, seed=args.seed,
+            task_sizes=sizes, batch_size=args.batch_size, trainable=args.trainable, progress=not args.quiet)
     print(f"wrote results.csv, loss_curves.csv and PNGs to {args.out}")
     return 0
 
@@ -106,6 +107,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .compare import DEFAULT_BUDGET, DEFAULT_TASK_SIZES, DEFAULT_TRAIN
     from .data import SAMPLE_IMAGE_NAMES, TASKS
     from .data.tasks import CAPTION_QUESTION
 
@@ -121,10 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("configs", nargs="*", metavar="CONFIG",
                          help="preset names or JSON paths (default: the tiny LLaVA and its one-slot variants)")
     compare.add_argument("--task", choices=sorted(TASKS), default="shapes")
-    compare.add_argument("--budget", default=None, help="steps (300, 300steps) or training FLOPs (8e12flops)")
+    compare.add_argument("--budget", default=DEFAULT_BUDGET,
+                         help=f"steps (300, 300steps) or training FLOPs (default {DEFAULT_BUDGET})")
     compare.add_argument("--out", default="vlmzoo-compare", help="folder for results.csv and the PNGs")
     compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument("--trainable", default="all", help="all, family, projector+llm, or one slot")
+    compare.add_argument("--trainable", default=DEFAULT_TRAIN["trainable"],
+                         help="all, family, projector+llm, or one slot")
+    compare.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN["batch_size"])
+    compare.add_argument("--n-train", type=int, default=None,
+                         help=f"training questions (default {DEFAULT_TASK_SIZES['n_train']})")
+    compare.add_argument("--n-test", type=int, default=None,
+                         help=f"held-out questions (default {DEFAULT_TASK_SIZES['n_test']})")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(run=cmd_compare)
 
@@ -140,10 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "budget", "unset") is None:
-        from .compare import DEFAULT_BUDGET
-
-        args.budget = DEFAULT_BUDGET
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, KeyError) as error:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 
-from .data import NORMALIZATIONS, Task
+from .data import NORMALIZATIONS, Example, Task, collate
 from .data.tokenizer import WordTokenizer
 from .info import forward_flops
 from .model import SLOTS, Model
@@ -133,8 +134,11 @@ def mean_text_tokens(task: Task, split: str = "train") -> float:
     return sum(2 + len(tok.encode(e.question)) + len(tok.encode(e.answer)) for e in examples) / max(1, len(examples))
 
 
-def train_flops_per_example(config: dict[str, Any], task: Task) -> int:
-    text = round(mean_text_tokens(task))
+def train_flops_per_example(config: dict[str, Any], task: Task, caption_fraction: float = 0.0) -> int:
+    text = mean_text_tokens(task, "train")
+    if caption_fraction > 0:
+        text = (1 - caption_fraction) * text + caption_fraction * mean_text_tokens(task, "captions")
+    text = round(text)
     return TRAIN_FLOPS_PER_FORWARD * forward_flops(config, text_tokens=text, images=1)["total"]
 
 
@@ -155,18 +159,35 @@ def _param_groups(model: Model, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _batches(task: Task, model: Model, batch_size: int, seed: int, start_step: int) -> Iterator[dict]:
-    """Endless shuffled epochs of the train split, positioned at `start_step` so a resume sees the same data."""
+def _epoch_examples(task: Task, epoch: int, seed: int, caption_fraction: float) -> list[Example]:
+    """One epoch's shuffled examples: every train question plus, with caption_fraction f, enough
+    caption examples to make up a share f of the epoch."""
+    rng = np.random.default_rng([seed, epoch])
+    examples = list(task.train)
+    if caption_fraction > 0:
+        n_captions = min(len(task.captions), round(len(examples) * caption_fraction / (1 - caption_fraction)))
+        examples += [task.captions[i] for i in rng.choice(len(task.captions), n_captions, replace=False)]
+    return [examples[i] for i in rng.permutation(len(examples))]
+
+
+def _batches(task: Task, model: Model, batch_size: int, seed: int, start_step: int,
+             caption_fraction: float = 0.0) -> Iterator[dict]:
+    """Endless shuffled epochs, positioned at `start_step` so a resumed run sees the data it would have seen."""
     mean, std = normalization(model.config)
-    steps_per_epoch = max(1, len(task.train) // batch_size)
-    epoch, offset = divmod(start_step, steps_per_epoch)
-    for e in itertools.count(epoch):
-        batches = task.batches(
-            "train", batch_size, visual_tokens_per_image=model.visual_tokens_per_image,
-            image_size=model.config["vision"].get("image_size", task.image_size),
-            mean=mean, std=std, shuffle=True, seed=seed * 100_003 + e, drop_last=len(task.train) >= batch_size,
-        )
-        yield from itertools.islice(batches, offset if e == epoch else 0, None)
+    image_size = model.config["vision"].get("image_size", task.image_size)
+    step = 0
+    for epoch in itertools.count():
+        examples = _epoch_examples(task, epoch, seed, caption_fraction)
+        full_batches = max(1, len(examples) // batch_size)  # drop the ragged tail: every step sees batch_size
+        if step + full_batches <= start_step:  # skip whole epochs without collating them
+            step += full_batches
+            continue
+        for b in range(full_batches):
+            if step >= start_step:
+                chunk = examples[b * batch_size : (b + 1) * batch_size]
+                yield collate(chunk, task.tokenizer, visual_tokens_per_image=model.visual_tokens_per_image,
+                              image_size=image_size, mean=mean, std=std)
+            step += 1
 
 
 def save_checkpoint(folder: str | Path, model: Model, optimizer: torch.optim.Optimizer, state: dict[str, Any],
@@ -202,6 +223,7 @@ def train(
     warmup: float = 0.05,
     min_lr_ratio: float = 0.1,
     max_grad_norm: float = 1.0,
+    caption_fraction: float = 0.0,
     trainable: str | Sequence[str] = "family",
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
@@ -215,12 +237,16 @@ def train(
     budget: optimizer steps (300, "300steps") or training FLOPs ("2e12flops"; one example costs
       3 x its forward FLOPs at the task's mean text length). trainable: "family" (the family's
       usual stage-1 freezing, e.g. LLaVA's projector only: right for pretrained towers), "all",
-      "projector+llm", or slot names. warmup: a fraction of the steps. Checkpoints go to
-      checkpoint_dir/step-NNNNNN every `checkpoint_every` steps and at the end; resume_from (a
-      checkpoint or such a dir) restores weights, optimizer and step, then trains up to the budget.
+      "projector+llm", or slot names. caption_fraction: share of each epoch made of the task's
+      template captions (LLaVA-style alignment data). warmup: a fraction of the steps.
+      Checkpoints go to checkpoint_dir/step-NNNNNN every `checkpoint_every` steps and at the end;
+      resume_from (a checkpoint or such a dir) restores weights, optimizer and step, then trains
+      up to the budget (the schedule follows the budget, so keep it to continue the same run).
     """
     check_model_fits_task(model, task.tokenizer)
-    flops_per_example = train_flops_per_example(model.config, task)
+    if not 0 <= caption_fraction < 1:
+        raise ValueError(f"caption_fraction must be in [0, 1), got {caption_fraction}")
+    flops_per_example = train_flops_per_example(model.config, task, caption_fraction)
     total_steps = parse_budget(budget, flops_per_step=flops_per_example * batch_size)
     slots = trainable_slots(model, trainable)
     for slot in SLOTS:
@@ -255,7 +281,7 @@ def train(
     last_checkpoint = None
     checkpoint_time = 0.0  # kept out of the throughput
     started = time.perf_counter()
-    batches = _batches(task, model, batch_size, seed, start_step)
+    batches = _batches(task, model, batch_size, seed, start_step, caption_fraction)
     for step in range(start_step, total_steps):
         batch = next(batches)
         rate = lr_at(step, total_steps, lr, warmup_steps, min_lr_ratio)

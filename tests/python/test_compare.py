@@ -1,0 +1,88 @@
+"""Specifications of evaluation and `vlmzoo.compare`: exact-match scoring, the default set, files written."""
+import pandas as pd
+import pytest
+import torch
+
+import vlmzoo
+from vlmzoo.compare import DEFAULT_PRESET, TABLE_COLUMNS, compare, default_configs
+from vlmzoo.data import make_task
+from vlmzoo.evaluate import evaluate
+from vlmzoo.train import task_overrides
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task("shapes", seed=0, n_train=32, n_val=0, n_test=24)
+
+
+class Oracle:
+    """Wraps a model but answers every question right (or wrong), in test-split order."""
+
+    def __init__(self, model, answers, tokenizer, wrong=False):
+        self._model, self._answers, self._tokenizer, self._wrong = model, list(answers), tokenizer, wrong
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def generate(self, input_ids, max_new_tokens, eos_token_id, **_):
+        rows = []
+        for _ in range(input_ids.size(0)):
+            answer = "purple" if self._wrong else self._answers.pop(0)
+            ids = (self._tokenizer.encode(answer) + [eos_token_id] * max_new_tokens)[:max_new_tokens]
+            rows.append(ids)
+        return torch.cat([input_ids, torch.tensor(rows)], dim=1)
+
+
+def tiny_model(task):
+    config = vlmzoo.resolve_config(DEFAULT_PRESET)
+    return vlmzoo.build(config, **task_overrides(config, task.tokenizer))
+
+
+def test_evaluation_scores_exact_matches_per_kind_and_overall(task):
+    right = evaluate(Oracle(tiny_model(task), [e.answer for e in task.test], task.tokenizer), task, batch_size=5)
+    assert right.accuracy == {k: 1.0 for k in right.accuracy}
+    assert set(right.accuracy) == {*(e.kind for e in task.test), "all"}
+    assert sum(n for k, n in right.counts.items() if k != "all") == right.counts["all"] == len(task.test)
+    wrong = evaluate(Oracle(tiny_model(task), [], task.tokenizer, wrong=True), task)
+    purple = sum(e.answer == "purple" for e in task.test) / len(task.test)
+    assert wrong.overall == pytest.approx(purple)
+
+
+def test_evaluation_of_a_real_model_decodes_greedy_answers(task):
+    evaluation = evaluate(tiny_model(task), task, max_examples=8)
+    assert evaluation.counts["all"] == 8
+    assert all(set(p) == {"question", "answer", "prediction", "kind", "correct"} for p in evaluation.predictions)
+    assert 0.0 <= evaluation.overall <= 1.0
+
+
+def test_the_default_set_is_the_tiny_llava_and_variants_differing_in_one_slot():
+    base, *variants = default_configs()
+    assert base["family"] == "llava"
+    assert base == {**vlmzoo.resolve_config(DEFAULT_PRESET), "name": base["name"]}
+    for variant in variants:
+        differing = [slot for slot in ("vision", "abstractor", "fusion", "llm") if variant[slot] != base[slot]]
+        assert len(differing) == 1, (variant["name"], differing)
+
+
+def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):
+    table, figures = compare([DEFAULT_PRESET, {**vlmzoo.load_config(DEFAULT_PRESET), "abstractor": {"kind": "linear"},
+                                               "name": "linear"}],
+                             task=task, budget=2, out=tmp_path, batch_size=4, progress=False, print_table=False)
+    assert list(table["model"]) == [DEFAULT_PRESET, "linear"]
+    assert set(TABLE_COLUMNS) <= set(table.columns)
+    assert (table["steps"] == 2).all()
+    assert (table["peak_rss_mib"] > 0).all()
+    assert table["chance_accuracy"].iloc[0] == pytest.approx(task.chance_accuracy["all"])
+    written = pd.read_csv(tmp_path / "results.csv")
+    assert list(written["model"]) == list(table["model"])
+    assert set(figures) == {"accuracy_vs_visual_tokens", "accuracy_vs_train_flops", "loss_curves"}
+    for name in figures:
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    assert len(pd.read_csv(tmp_path / "loss_curves.csv")) == 4
+
+
+def test_compare_checks_configs_and_budget_before_training(task):
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        compare(["nope"], task=task, budget=1, print_table=False)
+    with pytest.raises(ValueError, match="budget"):
+        compare([DEFAULT_PRESET], task=task, budget="soon", print_table=False)

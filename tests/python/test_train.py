@@ -1,0 +1,109 @@
+"""Specifications of training: loss goes down, freezing holds, budgets convert, checkpoints resume."""
+import pytest
+import torch
+
+import vlmzoo
+from vlmzoo.data import make_task
+from vlmzoo.train import (
+    FAMILY_TRAINABLE, TOKENIZER_FILE, TRAIN_FLOPS_PER_FORWARD, parse_budget, task_overrides, train,
+    train_flops_per_example,
+)
+
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task("shapes", seed=0, n_train=64, n_val=0, n_test=16)
+
+
+def tiny_model(task, **overrides):
+    config = vlmzoo.resolve_config("llava-1.5-tiny", **overrides)
+    torch.manual_seed(0)
+    return vlmzoo.build(config, **task_overrides(config, task.tokenizer))
+
+
+def snapshot(model, slot):
+    return {name: p.detach().clone() for name, p in model.named_parameters(slot)}
+
+
+def changed(before, model, slot):
+    after = dict(model.named_parameters(slot))
+    return any(not torch.equal(before[name], after[name]) for name in before)
+
+
+def test_training_lowers_the_loss(task):
+    result = train(tiny_model(task), task, 12, batch_size=BATCH, lr=2e-3, trainable="all", progress=False)
+    assert len(result.losses) == result.steps == 12
+    assert sum(result.losses[-3:]) / 3 < 0.5 * result.losses[0]
+
+
+def test_frozen_slots_do_not_change(task):
+    model = tiny_model(task)
+    before = {slot: snapshot(model, slot) for slot in ("vision", "abstractor", "llm")}
+    result = train(model, task, 2, batch_size=BATCH, trainable=["abstractor"], progress=False)
+    assert result.trainable_slots == ("abstractor",)
+    assert changed(before["abstractor"], model, "abstractor")
+    assert not changed(before["vision"], model, "vision")
+    assert not changed(before["llm"], model, "llm")
+    assert model.num_parameters(trainable_only=True) == model.num_parameters("abstractor")
+
+
+def test_the_family_preset_trains_llava_projector_only(task):
+    model = tiny_model(task)
+    result = train(model, task, 1, batch_size=BATCH, progress=False)
+    assert result.trainable_slots == FAMILY_TRAINABLE["llava"] == ("abstractor",)
+
+
+def test_budget_is_steps_or_flops():
+    assert parse_budget(300) == parse_budget("300") == parse_budget("300steps") == 300
+    assert parse_budget("2e12flops", flops_per_step=1e9) == 2000
+    assert parse_budget("1.5e3 FLOPs", flops_per_step=100) == 15
+    for bad in ("fast", "0steps", "10flops", True):
+        with pytest.raises(ValueError, match="budget"):
+            parse_budget(bad, flops_per_step=1e9)
+
+
+def test_a_flops_budget_buys_steps_at_three_forwards_per_example(task):
+    model = tiny_model(task)
+    per_example = train_flops_per_example(model.config, task)
+    forward = vlmzoo.forward_flops(model.config, text_tokens=12, images=1)["total"]
+    assert per_example > TRAIN_FLOPS_PER_FORWARD * 0.5 * forward  # same order as 3 forwards of a short row
+    result = train(model, task, f"{3.5 * per_example * BATCH:.6e}flops", batch_size=BATCH, progress=False)
+    assert result.steps == 3
+    assert result.train_flops == 3 * per_example * BATCH
+
+
+def test_a_model_whose_vocab_is_smaller_than_the_tokenizer_is_refused(task):
+    model = vlmzoo.build("llava-1.5-tiny", llm={"vocab": 16})
+    with pytest.raises(ValueError, match="llm.vocab 16"):
+        train(model, task, 1, progress=False)
+
+
+def test_a_checkpoint_round_trips(task, tmp_path):
+    model = tiny_model(task)
+    result = train(model, task, 2, batch_size=BATCH, trainable="all", checkpoint_dir=tmp_path, progress=False)
+    folder = tmp_path / "step-000002"
+    assert result.checkpoint == str(folder)
+    assert (folder / TOKENIZER_FILE).is_file()
+    loaded = vlmzoo.from_pretrained(folder)
+    for name, p in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], p, rtol=0, atol=0)
+    batch = next(task.batches("test", 4, visual_tokens_per_image=model.visual_tokens_per_image))
+    torch.testing.assert_close(loaded(**batch).logits, model.eval()(**batch).logits)
+
+
+def test_resume_continues_the_step_count_and_the_run(task, tmp_path):
+    kwargs = dict(batch_size=BATCH, trainable="all", progress=False)
+    straight = train(tiny_model(task), task, 4, **kwargs)
+    train(tiny_model(task), task, 4, checkpoint_dir=tmp_path, checkpoint_every=2, **kwargs)
+    resumed = train(tiny_model(task), task, 4, resume_from=tmp_path / "step-000002", **kwargs)
+    assert resumed.steps == 4 and len(resumed.losses) == 4
+    torch.testing.assert_close(resumed.losses, straight.losses, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_from_a_checkpoint_dir_picks_its_latest_step(task, tmp_path):
+    kwargs = dict(batch_size=BATCH, trainable="all", progress=False)
+    train(tiny_model(task), task, 2, checkpoint_dir=tmp_path, checkpoint_every=1, **kwargs)
+    resumed = train(tiny_model(task), task, 3, resume_from=tmp_path, **kwargs)
+    assert len(resumed.losses) == 3  # two restored, one new
