@@ -19,6 +19,8 @@ namespace {
 constexpr int64_t kBlockQ = 64;   // query rows per tile
 constexpr int64_t kBlockK = 512;  // keys per inner block
 constexpr int64_t kMinSplit = 256;  // fewest keys worth a task of their own
+// Tiles this small (decode) skip packing and GEMM calls: dot products and axpys over K and V rows.
+constexpr int64_t kSmallRows = 4;
 
 // C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
@@ -60,6 +62,11 @@ struct Problem {
   int64_t mask_b, mask_h, mask_q, mask_k;
   int64_t Hkv, G, Tq, Tk, d;
   acc_t<T> scale;
+  // Tiles larger than kSmallRows read K transposed, [B * Hkv, d, kt_ld], packed once per call,
+  // and (for bfloat16/half) V converted, [B * Hkv, Tk, d]; null when no tile needs them.
+  const acc_t<T>* kt = nullptr;
+  int64_t kt_ld = 0;
+  const acc_t<T>* vf = nullptr;
 };
 
 // Running state of one tile: per row max m, sum l and unnormalised output acc [rows, d].
@@ -78,12 +85,13 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
   using V = AccVec<T>;
   constexpr int64_t n = V::size();
   const int64_t d = p.d;
-  A* q_tile = scratch<A>(kBlockQ * d + d * kBlockK + kBlockQ * kBlockK + kBlockK * d);
-  A* k_packed = q_tile + kBlockQ * d;         // [d, block]: K transposed
-  A* scores = k_packed + d * kBlockK;          // [rows, block], then probabilities
-  A* v_block = scores + kBlockQ * kBlockK;     // [block, d] when T is not A
+  A* q_tile = scratch<A>(kBlockQ * d + kBlockQ * kBlockK);  // [rows, d], scaled
+  A* scores = q_tile + kBlockQ * d;                          // [rows, block], then probabilities
   const bool* mask_rows[kBlockQ];
-  bool row_all_allowed[kBlockQ];
+  struct Span {
+    int64_t begin, end;
+    bool dense;
+  } row_span[kBlockQ];
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t g = (row0 + r) / p.Tq, i = (row0 + r) % p.Tq, h = hkv * p.G + g;
     const T* qr = p.q + b * p.qs.b + h * p.qs.h + i * p.qs.t;
@@ -98,55 +106,80 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
   }
   const T* k_head = p.k + b * p.ks.b + hkv * p.ks.h;
   const T* v_head = p.v + b * p.vs.b + hkv * p.vs.h;
-  for (int64_t j0 = key_begin; j0 < key_end; j0 += kBlockK) {
-    const int64_t block = std::min(kBlockK, key_end - j0);
-    if (p.mask != nullptr) {  // skip blocks with nothing to attend to (e.g. above a causal diagonal)
-      bool any = false;
+  const A* kt_head = p.kt == nullptr ? nullptr : p.kt + (b * p.Hkv + hkv) * d * p.kt_ld;
+  const A* vf_head = p.vf == nullptr ? nullptr : p.vf + (b * p.Hkv + hkv) * p.Tk * d;
+  for (int64_t block_begin = key_begin; block_begin < key_end; block_begin += kBlockK) {
+    int64_t j0 = block_begin, block = std::min(kBlockK, key_end - block_begin);
+    if (p.mask != nullptr) {
+      // Trim the block to the keys some row may attend to: a block above a causal diagonal is
+      // skipped, the diagonal block shrinks to its allowed span.
+      int64_t lo = block, hi = 0;
       for (int64_t r = 0; r < rows; ++r) {
         const bool* mr = mask_rows[r] + j0 * p.mask_k;
-        bool row_any = false, row_all = true;
+        int64_t first = block, last = -1;
+        bool dense = true;  // no disallowed key between first and last
         if (p.mask_k == 1) {
-          row_any = std::memchr(mr, 1, block) != nullptr;
-          row_all = std::memchr(mr, 0, block) == nullptr;
+          if (const void* f = std::memchr(mr, 1, block)) {
+            first = static_cast<const bool*>(f) - mr;
+            last = static_cast<const bool*>(memrchr(mr, 1, block)) - mr;
+            dense = std::memchr(mr + first, 0, last - first + 1) == nullptr;
+          }
         } else {
           for (int64_t jj = 0; jj < block; ++jj) {
-            const bool allowed = mr[jj * p.mask_k];
-            row_any = row_any || allowed;
-            row_all = row_all && allowed;
+            if (!mr[jj * p.mask_k]) continue;
+            dense = dense && (last < 0 || last == jj - 1);
+            first = std::min(first, jj);
+            last = jj;
           }
         }
-        row_all_allowed[r] = row_all;
-        any = any || row_any;
+        row_span[r] = {first, last + 1, dense};
+        lo = std::min(lo, first);
+        hi = std::max(hi, last + 1);
       }
-      if (!any) continue;
+      if (hi <= lo) continue;
+      for (int64_t r = 0; r < rows; ++r) {
+        row_span[r].begin = std::max<int64_t>(row_span[r].begin - lo, 0);
+        row_span[r].end = std::max<int64_t>(row_span[r].end - lo, 0);
+      }
+      j0 += lo;
+      block = hi - lo;
     }
-    for (int64_t jj = 0; jj < block; ++jj) {
-      const T* kr = k_head + (j0 + jj) * p.ks.t;
-      for (int64_t c = 0; c < d; ++c) k_packed[c * block + jj] = static_cast<A>(kr[c]);
+    const bool small = rows <= kSmallRows;
+    if (small) {
+      for (int64_t jj = 0; jj < block; ++jj) {
+        const T* kr = k_head + (j0 + jj) * p.ks.t;
+        for (int64_t r = 0; r < rows; ++r) {
+          V dot(0);
+          for (int64_t c = 0; c < d; c += n) {
+            const int64_t cnt = std::min(n, d - c);
+            dot = at::vec::fmadd(V::loadu(q_tile + r * d + c, cnt), load(kr + c, cnt), dot);
+          }
+          scores[r * block + jj] = reduce_sum<T>(dot);
+        }
+      }
+    } else {
+      gemm(rows, block, d, q_tile, d, kt_head + j0, p.kt_ld, scores, block, /*add=*/false);
     }
-    gemm(rows, block, d, q_tile, d, k_packed, block, scores, block, /*add=*/false);
-    const A* v_ptr;
-    int64_t v_ld;
+    const A* v_ptr = nullptr;
+    int64_t v_ld = d;
     if constexpr (std::is_same_v<T, A>) {
       v_ptr = v_head + j0 * p.vs.t;
       v_ld = p.vs.t;
     } else {
-      for (int64_t jj = 0; jj < block; ++jj) {
-        const T* vr = v_head + (j0 + jj) * p.vs.t;
-        for (int64_t c = 0; c < d; c += n) {
-          const int64_t cnt = std::min(n, d - c);
-          load(vr + c, cnt).store(v_block + jj * d + c, cnt);
-        }
-      }
-      v_ptr = v_block;
-      v_ld = d;
+      v_ptr = small ? nullptr : vf_head + j0 * d;
     }
     for (int64_t r = 0; r < rows; ++r) {
       A* sr = scores + r * block;
-      if (p.mask != nullptr && !row_all_allowed[r]) {
-        const bool* mr = mask_rows[r] + j0 * p.mask_k;
-        for (int64_t jj = 0; jj < block; ++jj)
-          if (!mr[jj * p.mask_k]) sr[jj] = -std::numeric_limits<A>::infinity();
+      if (p.mask != nullptr) {  // allowed keys of a row: a span, possibly with holes
+        const auto& span = row_span[r];
+        const A neg_inf = -std::numeric_limits<A>::infinity();
+        std::fill(sr, sr + std::min(span.begin, block), neg_inf);
+        std::fill(sr + std::min(span.end, block), sr + block, neg_inf);
+        if (!span.dense) {
+          const bool* mr = mask_rows[r] + j0 * p.mask_k;
+          for (int64_t jj = span.begin; jj < span.end; ++jj)
+            if (!mr[jj * p.mask_k]) sr[jj] = neg_inf;
+        }
       }
       V vmax(-std::numeric_limits<A>::infinity());
       for (int64_t jj = 0; jj < block; jj += n) {
@@ -179,7 +212,21 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
         }
       }
     }
-    gemm(rows, d, block, scores, block, v_ptr, v_ld, state.acc, d, /*add=*/true);
+    if (small) {
+      for (int64_t jj = 0; jj < block; ++jj) {
+        const T* vr = v_head + (j0 + jj) * p.vs.t;
+        for (int64_t c = 0; c < d; c += n) {
+          const int64_t cnt = std::min(n, d - c);
+          const V vv = load(vr + c, cnt);
+          for (int64_t r = 0; r < rows; ++r) {
+            A* ar = state.acc + r * d + c;
+            at::vec::fmadd(V(scores[r * block + jj]), vv, V::loadu(ar, cnt)).store(ar, cnt);
+          }
+        }
+      }
+    } else {
+      gemm(rows, d, block, scores, block, v_ptr, v_ld, state.acc, d, /*add=*/true);
+    }
   }
 }
 
@@ -200,10 +247,44 @@ void store_rows(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int64
   }
 }
 
+// K transposed to [B * Hkv, d, kt_ld] (and V converted to acc_t), once for all query tiles.
 template <typename T>
-void attention_kernel(const Problem<T>& p, int64_t B, T* out) {
+void pack_keys(Problem<T>& p, int64_t B, std::vector<acc_t<T>>& kt, std::vector<acc_t<T>>& vf) {
+  using A = acc_t<T>;
+  using V = AccVec<T>;
+  constexpr int64_t n = V::size(), chunk = 64;
+  const int64_t d = p.d, chunks = (p.Tk + chunk - 1) / chunk;
+  p.kt_ld = (p.Tk + 15) / 16 * 16 + 16;  // not a power of two: the d rows spread over the L1 sets
+  kt.resize(B * p.Hkv * d * p.kt_ld);
+  if constexpr (!std::is_same_v<T, A>) vf.resize(B * p.Hkv * p.Tk * d);
+  at::parallel_for(0, B * p.Hkv * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t head = task / chunks, j_begin = (task % chunks) * chunk;
+      const int64_t j_end = std::min(p.Tk, j_begin + chunk), b = head / p.Hkv, hkv = head % p.Hkv;
+      A* dst = kt.data() + head * d * p.kt_ld;
+      for (int64_t j = j_begin; j < j_end; ++j) {
+        const T* kr = p.k + b * p.ks.b + hkv * p.ks.h + j * p.ks.t;
+        for (int64_t c = 0; c < d; ++c) dst[c * p.kt_ld + j] = static_cast<A>(kr[c]);
+      }
+      if constexpr (!std::is_same_v<T, A>) {
+        for (int64_t j = j_begin; j < j_end; ++j) {
+          const T* vr = p.v + b * p.vs.b + hkv * p.vs.h + j * p.vs.t;
+          A* vd = vf.data() + (head * p.Tk + j) * d;
+          for (int64_t c = 0; c < d; c += n) load(vr + c, std::min(n, d - c)).store(vd + c, std::min(n, d - c));
+        }
+      }
+    }
+  });
+  p.kt = kt.data();
+  p.vf = vf.empty() ? nullptr : vf.data();
+}
+
+template <typename T>
+void attention_kernel(Problem<T> p, int64_t B, T* out) {
   using A = acc_t<T>;
   const int64_t d = p.d, rows_per_head = p.G * p.Tq;
+  std::vector<A> kt, vf;
+  if (std::min(rows_per_head, kBlockQ) > kSmallRows) pack_keys(p, B, kt, vf);
   const int64_t tiles = (rows_per_head + kBlockQ - 1) / kBlockQ;
   const int64_t base_tasks = B * p.Hkv * tiles;
   const int64_t threads = at::get_num_threads();
