@@ -80,9 +80,6 @@ VisionConfig parse_vision(JsonReader r, VisionConfig c) {
       r.fail("feature_layers", msg.str());
     }
   }
-  if (c.select == "full" && !c.class_token) {
-    // Nothing to keep or drop: "full" and "default" agree without a class token.
-  }
   return c;
 }
 

@@ -25,12 +25,14 @@ struct VisionConfig {
   bool post_norm = true;     // the parameter exists (checkpoints hold it); applied only for siglip
   bool patch_bias = false;
   std::vector<int> feature_layers = {-2};  // indices into hidden states: 0 = embeddings, i = layer i
-  std::string select = "default";          // default drops the class token, full keeps it
+  // "default" drops the first token (the class token; transformers drops it even without one),
+  // "full" keeps every token.
+  std::string select = "default";
 
   int patches_per_image() const { return (image_size / patch_size) * (image_size / patch_size); }
   int tokens_per_image() const { return patches_per_image() + (class_token ? 1 : 0); }
   // Features handed to the abstractor per image, and their width.
-  int feature_tokens() const { return patches_per_image() + (class_token && select == "full" ? 1 : 0); }
+  int feature_tokens() const { return tokens_per_image() - (select == "default" ? 1 : 0); }
   int feature_dim() const { return hidden * static_cast<int>(feature_layers.size()); }
   // Feature layer indices resolved to [0, layers].
   std::vector<int> resolved_feature_layers() const;

@@ -58,7 +58,7 @@ std::vector<torch::Tensor> VisionTransformerImpl::hidden_states(const torch::Ten
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& pixel_values) {
   auto selected = hidden_states(pixel_values, config_.resolved_feature_layers());
-  if (config_.class_token && config_.select == "default") {
+  if (config_.select == "default") {
     for (auto& s : selected) s = s.narrow(1, 1, s.size(1) - 1);
   }
   return selected.size() == 1 ? selected[0] : torch::cat(selected, -1);

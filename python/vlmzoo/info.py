@@ -11,8 +11,9 @@ def visual_tokens_per_image(config: Mapping[str, Any]) -> int:
     v = config["vision"]
     if v["kind"] == "none":
         return 0
-    patches = (v["image_size"] // v["patch_size"]) ** 2
-    return patches + (1 if v["class_token"] and v["select"] == "full" else 0)
+    tokens = (v["image_size"] // v["patch_size"]) ** 2 + (1 if v["class_token"] else 0)
+    # "default" drops the first token: the class token (transformers drops it even without one).
+    return tokens - (1 if v["select"] == "default" else 0)
 
 
 def _linear(n_in: int, n_out: int, bias: bool) -> int:

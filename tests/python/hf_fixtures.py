@@ -9,12 +9,14 @@ IMAGE_TOKEN = 100
 VOCAB = 128
 
 
-def make_hf_llava(folder: Path, *, feature_layer=-2, select="default", seed=0, tie=False):
+def make_hf_llava(folder: Path, *, feature_layer=-2, select="default", seed=0, tie=False, vision_kind="clip"):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import SiglipVisionConfig
 
     torch.manual_seed(seed)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                              image_size=32, patch_size=8, projection_dim=16)
+    vision_config = CLIPVisionConfig if vision_kind == "clip" else SiglipVisionConfig
+    vision = vision_config(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                           image_size=32, patch_size=8)
     text = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                        tie_word_embeddings=tie, pad_token_id=0)

@@ -109,6 +109,19 @@ def test_feature_layers_and_select_strategies_match(tmp_path, feature_layer, sel
     assert real_positions_max_diff(actual, expected, mask) <= 1e-4
 
 
+@pytest.mark.parametrize("select,tokens", [("full", 16), ("default", 15)])
+def test_siglip_vision_tower_matches(tmp_path, select, tokens):
+    # SigLIP: no class token, conv bias, no pre-LN, gelu_tanh; its pooling head is not used.
+    reference = make_hf_llava(tmp_path, vision_kind="siglip", feature_layer=-1, select=select, seed=10)
+    model = vlmzoo.from_pretrained(tmp_path)
+    assert model.config["vision"]["style"] == "siglip" and model.visual_tokens_per_image == tokens
+    input_ids, mask, pixels = llava_batch(tokens_per_image=tokens, seed=11)
+    with torch.no_grad():
+        expected = reference(input_ids=input_ids, pixel_values=pixels, attention_mask=mask).logits
+        actual = model(input_ids=input_ids, pixel_values=pixels, attention_mask=mask).logits
+    assert real_positions_max_diff(actual, expected, mask) <= 1e-4
+
+
 def test_tied_embeddings_checkpoint_loads_and_matches(tmp_path):
     reference = make_hf_llava(tmp_path, tie=True, seed=7)
     model = vlmzoo.from_pretrained(tmp_path)
