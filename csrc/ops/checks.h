@@ -25,6 +25,13 @@ void check_multiway(const char* op, const at::Tensor& x, int64_t split, const at
                     const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
                     const std::optional<at::Tensor>& bias_b, bool linear);
 
+// x viewed as [rows, D] with unit stride along D (concrete sizes: kernels only); a copy only when no
+// such view exists.
+inline at::Tensor as_rows(const at::Tensor& x) {
+  auto rows = x.reshape({-1, x.size(-1)});
+  return rows.stride(1) == 1 ? rows : rows.contiguous();
+}
+
 double attention_scale(const at::Tensor& q, std::optional<double> scale);
 // Outputs are always contiguous, on every backend.
 at::Tensor empty_contiguous(const at::Tensor& like, at::ScalarType dtype);

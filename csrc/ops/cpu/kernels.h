@@ -13,12 +13,6 @@ namespace vlmzoo::ops::cpu {
 // Whether this CPU runs the kernels (AVX-512 F/BW/VL/DQ); when not, register.cpp uses the references.
 bool kernels_supported();
 
-// x viewed as [rows, D] with unit stride along D; a copy only when no such view exists.
-inline at::Tensor as_rows(const at::Tensor& x) {
-  auto rows = x.reshape({-1, x.size(-1)});
-  return rows.stride(1) == 1 ? rows : rows.contiguous();
-}
-
 // residual may be undefined (plain norm); then the first result is undefined too.
 std::tuple<at::Tensor, at::Tensor> rms_norm(const at::Tensor& x, const at::Tensor& residual,
                                             const at::Tensor& weight, double eps);
