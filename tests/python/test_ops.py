@@ -3,12 +3,16 @@
 Every test draws fresh random inputs (never zeros), uses odd sizes, and covers non-contiguous layouts,
 float32 / bfloat16 / float16, masks, gradients against the reference's, gradcheck in float64 and opcheck.
 """
+import os
+
 import pytest
 import torch
 
 import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
 
 ops = torch.ops.vlmzoo
+# bench/gpu_check.sh runs this file again with VLMZOO_TEST_DEVICE=cuda.
+DEVICE = torch.device(os.environ.get("VLMZOO_TEST_DEVICE", "cpu"))
 ACTS = ["gelu", "gelu_tanh", "quick_gelu", "relu", "relu2", "silu"]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # float32 must match tightly; reduced types are compared with the reference evaluated in float32.
@@ -25,19 +29,19 @@ def seed(request):
 
 
 def rand(*shape, dtype=torch.float32, layout="contiguous"):
-    """Random values, never zero; `layout` gives a non-contiguous tensor holding the same shape."""
+    """Random values, never zero; `layout` gives a non-contiguous view holding the same shape."""
+    def fresh(*base):
+        t = torch.randn(*base, device=DEVICE)
+        return torch.where(t.abs() < 1e-3, torch.full_like(t, 0.5), t).to(dtype)
     if layout == "contiguous":
-        t = torch.randn(*shape, dtype=torch.float32)
-    elif layout == "transposed":  # last two dims swapped in memory
-        t = torch.randn(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2)
-    elif layout == "strided_rows":  # rows of a wider tensor (like gate/up halves of one projection)
-        t = torch.randn(*shape[:-1], shape[-1] * 2 + 3)[..., 1 : shape[-1] + 1]
-    elif layout == "strided_last":  # every other element of the last dim
-        t = torch.randn(*shape[:-1], shape[-1] * 2)[..., ::2]
-    else:
-        raise ValueError(layout)
-    t = torch.where(t.abs() < 1e-3, torch.full_like(t, 0.5), t)
-    return t.to(dtype)
+        return fresh(*shape)
+    if layout == "transposed":  # last two dims swapped in memory
+        return fresh(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2)
+    if layout == "strided_rows":  # rows of a wider tensor (like gate/up halves of one projection)
+        return fresh(*shape[:-1], shape[-1] * 2 + 3)[..., 1 : shape[-1] + 1]
+    if layout == "strided_last":  # every other element of the last dim
+        return fresh(*shape[:-1], shape[-1] * 2)[..., ::2]
+    raise ValueError(layout)
 
 
 def assert_matches(ours, ref_fn, args, dtype):
@@ -64,6 +68,11 @@ def assert_grads_match(op, ref_op, args, grad_idx):
         return torch.autograd.grad(loss, [leaves[i] for i in grad_idx])
     for g, r in zip(grads(op), grads(ref_op)):
         torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+def test_rand_layouts_are_really_not_contiguous():
+    for layout in ["transposed", "strided_rows", "strided_last"]:
+        assert not rand(3, 4, 5, dtype=torch.bfloat16, layout=layout).is_contiguous()
 
 
 def double(args, grad_idx):
@@ -218,7 +227,7 @@ def test_unknown_activation_is_rejected_by_name():
 def rope_inputs(B, H, Hk, T, d, r, dtype, layout="contiguous", cos_batch=None):
     q = rand(B, T, H, d, dtype=dtype).transpose(1, 2) if layout == "transposed" else rand(B, H, T, d, dtype=dtype)
     k = rand(B, Hk, T, d, dtype=dtype, layout="strided_rows" if layout != "contiguous" else "contiguous")
-    angles = torch.rand(cos_batch or B, T, r // 2) * 6.28
+    angles = torch.rand(cos_batch or B, T, r // 2, device=DEVICE) * 6.28
     angles = torch.cat([angles, angles], -1)
     return q, k, angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -252,6 +261,11 @@ def test_rope_opcheck():
 
 
 def make_mask(kind, B, Tq, Tk):
+    mask = make_mask_cpu(kind, B, Tq, Tk)
+    return None if mask is None else mask.to(DEVICE)
+
+
+def make_mask_cpu(kind, B, Tq, Tk):
     if kind is None:
         return None
     if kind == "causal":  # queries are the last Tq positions of Tk
@@ -296,7 +310,7 @@ def test_attention_reads_transposed_projections_without_copies_and_takes_a_scale
 
 def test_attention_rows_with_nothing_to_attend_are_zero():
     q, k, v = rand(1, 2, 5, 32), rand(1, 2, 8, 32), rand(1, 2, 8, 32)
-    allowed = torch.zeros(1, 1, 5, 8, dtype=torch.bool)
+    allowed = torch.zeros(1, 1, 5, 8, dtype=torch.bool, device=DEVICE)
     allowed[..., 1:, :3] = True
     out = ops.attention(q, k, v, allowed)
     assert torch.equal(out[:, :, 0], torch.zeros_like(out[:, :, 0]))
