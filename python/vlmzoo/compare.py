@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .data import Task, make_task
+from .initialize import INIT_STD
 from .presets import resolve_config
 
 DEFAULT_PRESET = "llava-1.5-tiny"
@@ -57,18 +58,24 @@ def _peak_rss_mib() -> float:
 
 
 def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: int | str, seed: int,
-                       train_kwargs: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """One row of the comparison: builds `config` to fit the task's tokenizer, trains, evaluates."""
+                       train_kwargs: dict[str, Any], progress: bool = True, init_std: float | None = INIT_STD,
+                       threads: int | None = None) -> dict[str, Any]:
+    """One row of the comparison: builds `config` to fit the task's tokenizer, initialises, trains, evaluates."""
     import torch
 
     from .evaluate import evaluate
+    from .initialize import init_weights
     from .model import build
     from .train import task_overrides, train
 
+    if threads:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
     rss_before = _peak_rss_mib()
     torch.manual_seed(seed)
     model = build(config, name=name, **task_overrides(config, task.tokenizer))
+    if init_std is not None:
+        init_weights(model, std=init_std, seed=seed)
     result = train(model, task, budget, seed=seed, progress=progress, desc=name, **train_kwargs)
     evaluation = evaluate(model, task, "test")
     peak = _peak_rss_mib()
@@ -106,6 +113,8 @@ def compare(
     batch_size: int = DEFAULT_TRAIN["batch_size"],
     lr: float = DEFAULT_TRAIN["lr"],
     trainable: str | Sequence[str] = DEFAULT_TRAIN["trainable"],
+    init_std: float | None = INIT_STD,
+    threads: int | None = None,
     isolate: bool = True,
     progress: bool = True,
     print_table: bool = True,
@@ -116,7 +125,9 @@ def compare(
       one-slot variants (linear projector, feature layer -1, SigLIP-style vision).
     budget: steps (300, "300steps") or training FLOPs ("8e12flops"): at equal FLOPs a cheaper
       model takes more steps. trainable: slots to train (default "all": the tiny models start
-      from scratch). isolate: train each model in a fresh process, so its peak RSS is its own.
+      from scratch). init_std: every model is re-initialised N(0, init_std) as transformers does
+      (None keeps libtorch's defaults, which learn far slower). threads: torch threads per model
+      (None: torch's default). isolate: train each model in a fresh process, so its peak RSS is its own.
     Returns (DataFrame, {name: matplotlib Figure}); with `out`, writes results.csv,
     loss_curves.csv, configs.json and one PNG per figure there.
     """
@@ -134,7 +145,7 @@ def compare(
     train_kwargs = {"batch_size": batch_size, "lr": lr, "trainable": trainable}
     results = []
     for name, config in named:
-        args = (name, config, task, budget, seed, train_kwargs, progress)
+        args = (name, config, task, budget, seed, train_kwargs, progress, init_std, threads)
         if isolate:
             # A fresh process per model: ru_maxrss never goes down, so a shared process would report the max so far.
             with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:

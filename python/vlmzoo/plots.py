@@ -39,7 +39,11 @@ def loss_curves_figure(curves: Mapping[str, Mapping[str, list[float]]], x: str =
     for i, (name, curve) in enumerate(curves.items()):
         ax.plot(curve[x], curve["loss"], color=f"C{i}", alpha=0.2, linewidth=0.8)
         ax.plot(curve[x], smooth(curve["loss"]), color=f"C{i}", label=name)
-    ax.set(xlabel="training GFLOPs" if x == "gflops" else x, ylabel="training loss", title="loss curves", yscale="log")
+    losses = [v for curve in curves.values() for v in curve["loss"]]
+    # Log scale spreads the long tail; over a near-flat range (a 1-step run) matplotlib's log limits break.
+    wide = bool(losses) and min(losses) > 0 and max(losses) > 1.5 * min(losses)
+    ax.set(xlabel="training GFLOPs" if x == "gflops" else x, ylabel="training loss", title="loss curves",
+           yscale="log" if wide else "linear")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return figure

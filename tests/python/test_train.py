@@ -107,3 +107,14 @@ def test_resume_from_a_checkpoint_dir_picks_its_latest_step(task, tmp_path):
     train(tiny_model(task), task, 2, checkpoint_dir=tmp_path, checkpoint_every=1, **kwargs)
     resumed = train(tiny_model(task), task, 3, resume_from=tmp_path, **kwargs)
     assert len(resumed.losses) == 3  # two restored, one new
+
+
+def test_init_weights_follows_transformers_recipe(task):
+    from vlmzoo.initialize import init_weights
+
+    model = init_weights(tiny_model(task), std=0.02)
+    params = dict(model.named_parameters())
+    assert torch.equal(params["llm.norm.weight"], torch.ones_like(params["llm.norm.weight"]))
+    assert not params["vision.layers.0.attn.q_proj.bias"].any()
+    for name in ("vision.position_embed.weight", "llm.embed_tokens.weight", "llm.layers.0.attn.q_proj.weight"):
+        assert abs(params[name].std().item() - 0.02) < 0.002, name
