@@ -14,8 +14,9 @@ inline V apply(const V& x) {
   if constexpr (act == Act::gelu) {
     return x * V(A(0.5)) * (V(A(1)) + (x * V(A(M_SQRT1_2))).erf());
   } else if constexpr (act == Act::gelu_tanh) {
-    const V inner = V(A(M_2_SQRTPI * M_SQRT1_2)) * at::vec::fmadd(V(A(0.044715)) * x * x, x, x);
-    return x * V(A(0.5)) * (V(A(1)) + inner.tanh());
+    // 0.5 * (1 + tanh(u)) == sigmoid(2u): one exp instead of a tanh.
+    const V minus_2u = V(A(-2 * M_2_SQRTPI * M_SQRT1_2)) * at::vec::fmadd(V(A(0.044715)) * x * x, x, x);
+    return x / (V(A(1)) + minus_2u.exp());
   } else if constexpr (act == Act::quick_gelu) {
     return x / (V(A(1)) + (x * V(A(-1.702))).exp());
   } else if constexpr (act == Act::relu) {

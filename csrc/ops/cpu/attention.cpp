@@ -77,6 +77,55 @@ struct TileState {
   A* acc;
 };
 
+// Decode tiles (rows <= kSmallRows), head dim NC * 16: q and the output rows stay in registers while
+// the keys stream by. scores[r, jj] = q_r . K[jj]; acc[r] += sum_jj p[r, jj] V[jj].
+template <int NC, typename T>
+void small_scores(const float* q_tile, int64_t rows, const T* k, int64_t k_stride, int64_t block, float* scores) {
+  using V = at::vec::Vectorized<float>;
+  for (int64_t r = 0; r < rows; ++r) {
+    V q[NC];
+    for (int t = 0; t < NC; ++t) q[t] = V::loadu(q_tile + r * NC * 16 + t * 16);
+    for (int64_t jj = 0; jj < block; ++jj) {
+      const T* kr = k + jj * k_stride;
+      V dot = q[0] * load(kr, 16);
+      for (int t = 1; t < NC; ++t) dot = at::vec::fmadd(q[t], load(kr + t * 16, 16), dot);
+#ifdef VLMZOO_VEC_AVX512
+      scores[r * block + jj] = _mm512_reduce_add_ps(__m512(dot));
+#else
+      scores[r * block + jj] = reduce_sum<float>(dot);
+#endif
+    }
+  }
+}
+
+template <int NC, typename T>
+void small_accumulate(const float* probs, int64_t rows, const T* v, int64_t v_stride, int64_t block, float* acc) {
+  using V = at::vec::Vectorized<float>;
+  for (int64_t r = 0; r < rows; ++r) {
+    V out[NC];
+    for (int t = 0; t < NC; ++t) out[t] = V::loadu(acc + r * NC * 16 + t * 16);
+    for (int64_t jj = 0; jj < block; ++jj) {
+      const V p(probs[r * block + jj]);
+      const T* vr = v + jj * v_stride;
+      for (int t = 0; t < NC; ++t) out[t] = at::vec::fmadd(p, load(vr + t * 16, 16), out[t]);
+    }
+    for (int t = 0; t < NC; ++t) out[t].store(acc + r * NC * 16 + t * 16);
+  }
+}
+
+// Runs f(std::integral_constant<int, NC>) for the head dims with a register-blocked decode path.
+template <typename F>
+bool with_chunks(int64_t d, F&& f) {
+  switch (d) {
+    case 32: f(std::integral_constant<int, 2>()); return true;
+    case 64: f(std::integral_constant<int, 4>()); return true;
+    case 80: f(std::integral_constant<int, 5>()); return true;
+    case 96: f(std::integral_constant<int, 6>()); return true;
+    case 128: f(std::integral_constant<int, 8>()); return true;
+    default: return false;
+  }
+}
+
 // Processes keys [key_begin, key_end) for the tile's rows [row0, row0 + rows) of kv head (b, hkv).
 template <typename T>
 void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int64_t rows, int64_t key_begin,
@@ -145,7 +194,15 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
       block = hi - lo;
     }
     const bool small = rows <= kSmallRows;
-    if (small) {
+    bool done = false;
+    if constexpr (std::is_same_v<A, float>) {
+      if (small)
+        done = with_chunks(d, [&](auto nc) {
+          small_scores<decltype(nc)::value>(q_tile, rows, k_head + j0 * p.ks.t, p.ks.t, block, scores);
+        });
+    }
+    if (done) {
+    } else if (small) {
       for (int64_t jj = 0; jj < block; ++jj) {
         const T* kr = k_head + (j0 + jj) * p.ks.t;
         for (int64_t r = 0; r < rows; ++r) {
@@ -212,7 +269,15 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
         }
       }
     }
-    if (small) {
+    done = false;
+    if constexpr (std::is_same_v<A, float>) {
+      if (small)
+        done = with_chunks(d, [&](auto nc) {
+          small_accumulate<decltype(nc)::value>(scores, rows, v_head + j0 * p.vs.t, p.vs.t, block, state.acc);
+        });
+    }
+    if (done) {
+    } else if (small) {
       for (int64_t jj = 0; jj < block; ++jj) {
         const T* vr = v_head + (j0 + jj) * p.vs.t;
         for (int64_t c = 0; c < d; c += n) {

@@ -72,10 +72,32 @@ inline AccVec<T> load(const T* p, int64_t count = AccVec<T>::size()) {
   }
 }
 
+#ifdef VLMZOO_VEC_AVX512
+// 16 floats <-> 16 bfloat16/half in one 256-bit register (round to nearest even).
+template <typename T>
+inline __m256i to_reduced(const at::vec::Vectorized<float>& v) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) return at::vec::cvtfp32_bf16(__m512(v));
+  else return at::vec::cvtfp32_fp16(__m512(v));
+}
+template <typename T>
+inline at::vec::Vectorized<float> from_reduced(const __m256i& r) {
+  __m512 out;
+  if constexpr (std::is_same_v<T, c10::BFloat16>) at::vec::cvtbf16_fp32(r, out);
+  else at::vec::cvtfp16_fp32(r, out);
+  return out;
+}
+#endif
+
 // Stores the first `count` lanes of v as T (rounding to nearest even for bfloat16/half).
 template <typename T>
 inline void store(T* p, const AccVec<T>& v, int64_t count = AccVec<T>::size()) {
   if constexpr (is_reduced<T>) {
+#ifdef VLMZOO_VEC_AVX512
+    if (count >= AccVec<T>::size()) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_reduced<T>(v));
+      return;
+    }
+#endif
     at::vec::convert_from_float<T>(v, v).store(p, std::min<int64_t>(count, AccVec<T>::size()));
   } else {
     v.store(p, count);
@@ -86,7 +108,11 @@ inline void store(T* p, const AccVec<T>& v, int64_t count = AccVec<T>::size()) {
 template <typename T>
 inline AccVec<T> round_to(const AccVec<T>& v) {
   if constexpr (is_reduced<T>) {
+#ifdef VLMZOO_VEC_AVX512
+    return from_reduced<T>(to_reduced<T>(v));
+#else
     return std::get<0>(at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(v, v)));
+#endif
   } else {
     return v;
   }
