@@ -1,0 +1,210 @@
+"""Per-op CPU benchmark: vlmzoo's fused ops vs the unfused ATen composite vs torch's own fused op.
+
+Shapes are those of a small LLaVA (hidden 768, 12 heads of 64, MLP 2048/3072, 576 prefill tokens,
+decode over a 1024-token cache). Candidates are timed round-robin in one process, so the ratios
+compare like with like even on a noisy machine. Prints a markdown table; --append adds it to
+bench/RESULTS.md with the machine, torch version, date and commit.
+
+    PYTHONPATH=python python bench/ops_cpu.py [--threads N] [--clock wall|cpu] [--append]
+
+On a shared machine use --threads 1 --clock cpu: the time each call spends on the CPU, unaffected by
+other processes taking the core (wall-clock multi-thread timings there mostly measure OpenMP waits).
+"""
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import time
+
+import torch
+import torch.nn.functional as F
+
+import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
+
+ops = torch.ops.vlmzoo
+HIDDEN, HEADS, HEAD_DIM, MLP_LLM, MLP_VIT, TOKENS, CACHE = 768, 12, 64, 2048, 3072, 576, 1024
+NORM_TARGET, ATTN_PREFILL_TARGET, ATTN_DECODE_TARGET = 1.5, 1.0, 1.5
+
+
+CLOCK = time.perf_counter
+
+
+def timeit(candidates, rounds, min_time=2e-3):
+    """Seconds per call of each candidate: the best of interleaved rounds."""
+    for fn in candidates.values():
+        for _ in range(3):
+            fn()
+    calls = {}
+    for name, fn in candidates.items():  # calls per round so that one round takes ~min_time
+        start, n = CLOCK(), 0
+        while CLOCK() - start < min_time:
+            fn()
+            n += 1
+        calls[name] = max(1, n)
+    samples = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = CLOCK()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((CLOCK() - start) / calls[name])
+    return {name: min(s) for name, s in samples.items()}
+
+
+def composite_layer_norm(x, w, b, eps):
+    x32 = x.float()
+    mean = x32.mean(-1, keepdim=True)
+    var = (x32 - mean).pow(2).mean(-1, keepdim=True)
+    return ((x32 - mean) * torch.rsqrt(var + eps) * w.float() + b.float()).to(x.dtype)
+
+
+def cases(dtype):
+    """(name, shape text, target, {ours, composite, torch?})."""
+    r = lambda *s: torch.randn(*s, dtype=dtype)  # noqa: E731
+    x, res, w, b = r(TOKENS, HIDDEN), r(TOKENS, HIDDEN), r(HIDDEN), r(HIDDEN)
+    h_vit, b_vit = r(TOKENS, MLP_VIT), r(MLP_VIT)
+    gate_up = r(TOKENS, 2 * MLP_LLM)
+    gate, up = gate_up.chunk(2, -1)
+    q, k = r(1, HEADS, TOKENS, HEAD_DIM), r(1, HEADS, TOKENS, HEAD_DIM)
+    v = r(1, HEADS, TOKENS, HEAD_DIM)
+    angles = torch.rand(1, TOKENS, HEAD_DIM // 2) * 6.28
+    cos, sin = torch.cat([angles, angles], -1).cos().to(dtype), torch.cat([angles, angles], -1).sin().to(dtype)
+    causal = torch.ones(TOKENS, TOKENS, dtype=torch.bool).tril()[None, None]
+    q1, k_cache, v_cache = r(1, HEADS, 1, HEAD_DIM), r(1, HEADS, CACHE, HEAD_DIM), r(1, HEADS, CACHE, HEAD_DIM)
+    mw_a, mw_b = r(HIDDEN, HIDDEN), r(HIDDEN, HIDDEN)
+    xb = r(1, TOKENS, HIDDEN)
+    t = f"[{TOKENS}, {HIDDEN}]"
+    return [
+        ("rms_norm", t, NORM_TARGET, {
+            "ours": lambda: ops.rms_norm(x, w, 1e-6),
+            "composite": lambda: ops.rms_norm_reference(x, w, 1e-6),
+            "torch": lambda: F.rms_norm(x, (HIDDEN,), w, 1e-6)}),
+        ("add_rms_norm", t, NORM_TARGET, {
+            "ours": lambda: ops.add_rms_norm(x, res, w, 1e-6),
+            "composite": lambda: ops.add_rms_norm_reference(x, res, w, 1e-6),
+            "torch": lambda: F.rms_norm(x + res, (HIDDEN,), w, 1e-6)}),
+        ("layer_norm", t, NORM_TARGET, {
+            "ours": lambda: ops.layer_norm(x, w, b, 1e-5),
+            "composite": lambda: composite_layer_norm(x, w, b, 1e-5),
+            "torch": lambda: F.layer_norm(x, (HIDDEN,), w, b, 1e-5)}),
+        ("add_layer_norm", t, NORM_TARGET, {
+            "ours": lambda: ops.add_layer_norm(x, res, w, b, 1e-5),
+            "composite": lambda: composite_layer_norm(x + res, w, b, 1e-5),
+            "torch": lambda: F.layer_norm(x + res, (HIDDEN,), w, b, 1e-5)}),
+        ("bias_act gelu_tanh", f"[{TOKENS}, {MLP_VIT}]", NORM_TARGET, {
+            "ours": lambda: ops.bias_act(h_vit, b_vit, "gelu_tanh"),
+            "composite": lambda: F.gelu(h_vit + b_vit, approximate="tanh")}),
+        ("bias_act quick_gelu", f"[{TOKENS}, {MLP_VIT}]", NORM_TARGET, {
+            "ours": lambda: ops.bias_act(h_vit, b_vit, "quick_gelu"),
+            "composite": lambda: ops.bias_act_reference(h_vit, b_vit, "quick_gelu")}),
+        ("bias_act relu2", f"[{TOKENS}, {MLP_VIT}]", NORM_TARGET, {
+            "ours": lambda: ops.bias_act(h_vit, None, "relu2"),
+            "composite": lambda: torch.relu(h_vit).square()}),
+        ("swiglu (halves of one projection)", f"[{TOKENS}, {MLP_LLM}]", NORM_TARGET, {
+            "ours": lambda: ops.swiglu(gate, up),
+            "composite": lambda: F.silu(gate) * up}),
+        ("rope q+k", f"[1, {HEADS}, {TOKENS}, {HEAD_DIM}] x2", NORM_TARGET, {
+            "ours": lambda: ops.rope(q, k, cos, sin),
+            "composite": lambda: ops.rope_reference(q, k, cos, sin)}),
+        ("attention prefill causal", f"{HEADS}h x {TOKENS} x {HEAD_DIM}", ATTN_PREFILL_TARGET, {
+            "ours": lambda: ops.attention(q, k, v, causal),
+            "composite": lambda: ops.attention_reference(q, k, v, causal),
+            "torch": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=causal),
+            "torch is_causal": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)}),
+        ("attention prefill, no mask", f"{HEADS}h x {TOKENS} x {HEAD_DIM}", ATTN_PREFILL_TARGET, {
+            "ours": lambda: ops.attention(q, k, v),
+            "composite": lambda: ops.attention_reference(q, k, v),
+            "torch": lambda: F.scaled_dot_product_attention(q, k, v)}),
+        ("attention decode, 1k cache", f"{HEADS}h x 1 x {CACHE} x {HEAD_DIM}", ATTN_DECODE_TARGET, {
+            "ours": lambda: ops.attention(q1, k_cache, v_cache),
+            "composite": lambda: ops.attention_reference(q1, k_cache, v_cache),
+            "torch": lambda: F.scaled_dot_product_attention(q1, k_cache, v_cache)}),
+        ("multiway_linear (split 256)", f"[1, {TOKENS}, {HIDDEN}]", None, {
+            "ours": lambda: ops.multiway_linear(xb, 256, mw_a, b, mw_b, b),
+            "composite": lambda: ops.multiway_linear_reference(xb, 256, mw_a, b, mw_b, b)}),
+    ]
+
+
+def machine():
+    model = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+
+
+def commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the calling thread's CPU time (needs --threads 1)")
+    parser.add_argument("--append", action="store_true", help="append the table to bench/RESULTS.md")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        if torch.get_num_threads() != 1:
+            parser.error("--clock cpu measures one thread: add --threads 1")
+        global CLOCK
+        CLOCK = time.thread_time
+    torch.manual_seed(0)
+    lines = [
+        "| op | dtype | shape | ours µs | composite µs | torch fused µs | vs composite | vs torch | target | met |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for dtype_name in args.dtypes.split(","):
+        dtype = getattr(torch, dtype_name)
+        for name, shape, target, candidates in cases(dtype):
+            t = timeit(candidates, args.rounds)
+            torch_names = [n for n in t if n.startswith("torch")]
+            best_torch = min((t[n] for n in torch_names), default=None)
+            vs_comp = t["composite"] / t["ours"]
+            vs_torch = best_torch / t["ours"] if best_torch else None
+            if target is None:
+                goal, met = "-", "-"
+            elif name.startswith("attention"):
+                goal = f">= {target:g}x torch"
+                met = "yes" if vs_torch >= target else "no"
+            else:
+                goal = f">= {target:g}x composite"
+                met = "yes" if vs_comp >= target else "no"
+            torch_text = " / ".join(f"{t[n] * 1e6:.0f}" for n in torch_names) or "-"
+            lines.append(
+                f"| {name} | {dtype_name} | {shape} | {t['ours'] * 1e6:.0f} | {t['composite'] * 1e6:.0f} | "
+                f"{torch_text} | {vs_comp:.2f}x | {f'{vs_torch:.2f}x' if vs_torch else '-'} | {goal} | {met} |")
+            print(lines[-1], flush=True)
+    header = (f"### ops_cpu.py — {datetime.date.today()} — commit {commit()}\n\n"
+              f"Machine: {machine()}; torch {torch.__version__}; {args.clock}-clock time, best of {args.rounds} "
+              f"interleaved rounds; load average before the run {load_before:.1f}. "
+              f"`torch fused` is F.rms_norm / F.layer_norm / F.scaled_dot_product_attention "
+              f"(attention: with the bool mask / with is_causal); ratios use the faster.\n\n")
+    table = header + "\n".join(lines) + "\n"
+    print()
+    print(table)
+    if args.append:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+        new = not os.path.exists(path)
+        with open(path, "a") as f:
+            if new:
+                f.write("# Benchmark results\n\nEvery measured table, newest last.\n\n")
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
