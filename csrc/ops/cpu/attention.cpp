@@ -5,126 +5,16 @@
 // threads (decode over a long cache), the keys are split and the partial results merged.
 #include "ops/cpu/vec.h"
 // (vec.h first: it selects the instruction set for this file)
-#include <ATen/native/CPUBlas.h>
 
 #include <cstring>
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/attention_blocks.h"
 #include "ops/cpu/kernels.h"
 
 namespace vlmzoo::ops::cpu {
 namespace {
-
-constexpr int64_t kBlockQ = 64;   // query rows per tile
-constexpr int64_t kBlockK = 512;  // keys per inner block
-constexpr int64_t kMinSplit = 256;  // fewest keys worth a task of their own
-// Tiles this small (decode) skip packing and GEMM calls: dot products and axpys over K and V rows.
-constexpr int64_t kSmallRows = 4;
-
-// C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
-inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                 int64_t ldc, bool add) {
-  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
-}
-inline void gemm(int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b, int64_t ldb,
-                 double* c, int64_t ldc, bool add) {  // float64 serves gradcheck only: plain loops
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double s = add ? c[i * ldc + j] : 0.0;
-      for (int64_t p = 0; p < K; ++p) s += a[i * lda + p] * b[p * ldb + j];
-      c[i * ldc + j] = s;
-    }
-}
-
-template <typename A>
-A* scratch(int64_t n) {  // per-thread buffer, grown on demand (no allocation per task)
-  thread_local std::vector<A> buffer;
-  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
-  return buffer.data();
-}
-
-template <typename V>
-inline V fast_exp(const V& x) {
-  if constexpr (std::is_same_v<typename V::value_type, float>) return x.exp_u20();
-  else return x.exp();
-}
-
-struct Strides {
-  int64_t b, h, t;
-};
-
-template <typename T>
-struct Problem {
-  const T *q, *k, *v;
-  const bool* mask;  // null: everything allowed
-  Strides qs, ks, vs;
-  int64_t mask_b, mask_h, mask_q, mask_k;
-  int64_t Hkv, G, Tq, Tk, d;
-  acc_t<T> scale;
-  // Tiles larger than kSmallRows read K transposed, [B * Hkv, d, kt_ld], packed once per call,
-  // and (for bfloat16/half) V converted, [B * Hkv, Tk, d]; null when no tile needs them.
-  const acc_t<T>* kt = nullptr;
-  int64_t kt_ld = 0;
-  const acc_t<T>* vf = nullptr;
-};
-
-// Running state of one tile: per row max m, sum l and unnormalised output acc [rows, d].
-template <typename A>
-struct TileState {
-  A* m;
-  A* l;
-  A* acc;
-};
-
-// Decode tiles (rows <= kSmallRows), head dim NC * 16: q and the output rows stay in registers while
-// the keys stream by. scores[r, jj] = q_r . K[jj]; acc[r] += sum_jj p[r, jj] V[jj].
-template <int NC, typename T>
-void small_scores(const float* q_tile, int64_t rows, const T* k, int64_t k_stride, int64_t block, float* scores) {
-  using V = at::vec::Vectorized<float>;
-  for (int64_t r = 0; r < rows; ++r) {
-    V q[NC];
-    for (int t = 0; t < NC; ++t) q[t] = V::loadu(q_tile + r * NC * 16 + t * 16);
-    for (int64_t jj = 0; jj < block; ++jj) {
-      const T* kr = k + jj * k_stride;
-      V dot = q[0] * load(kr, 16);
-      for (int t = 1; t < NC; ++t) dot = at::vec::fmadd(q[t], load(kr + t * 16, 16), dot);
-#ifdef VLMZOO_VEC_AVX512
-      scores[r * block + jj] = _mm512_reduce_add_ps(__m512(dot));
-#else
-      scores[r * block + jj] = reduce_sum<float>(dot);
-#endif
-    }
-  }
-}
-
-template <int NC, typename T>
-void small_accumulate(const float* probs, int64_t rows, const T* v, int64_t v_stride, int64_t block, float* acc) {
-  using V = at::vec::Vectorized<float>;
-  for (int64_t r = 0; r < rows; ++r) {
-    V out[NC];
-    for (int t = 0; t < NC; ++t) out[t] = V::loadu(acc + r * NC * 16 + t * 16);
-    for (int64_t jj = 0; jj < block; ++jj) {
-      const V p(probs[r * block + jj]);
-      const T* vr = v + jj * v_stride;
-      for (int t = 0; t < NC; ++t) out[t] = at::vec::fmadd(p, load(vr + t * 16, 16), out[t]);
-    }
-    for (int t = 0; t < NC; ++t) out[t].store(acc + r * NC * 16 + t * 16);
-  }
-}
-
-// Runs f(std::integral_constant<int, NC>) for the head dims with a register-blocked decode path.
-template <typename F>
-bool with_chunks(int64_t d, F&& f) {
-  switch (d) {
-    case 32: f(std::integral_constant<int, 2>()); return true;
-    case 64: f(std::integral_constant<int, 4>()); return true;
-    case 80: f(std::integral_constant<int, 5>()); return true;
-    case 96: f(std::integral_constant<int, 6>()); return true;
-    case 128: f(std::integral_constant<int, 8>()); return true;
-    default: return false;
-  }
-}
 
 // Processes keys [key_begin, key_end) for the tile's rows [row0, row0 + rows) of kv head (b, hkv).
 template <typename T>
@@ -136,6 +26,9 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
   const int64_t d = p.d;
   A* q_tile = scratch<A>(kBlockQ * d + kBlockQ * kBlockK);  // [rows, d], scaled
   A* scores = q_tile + kBlockQ * d;                          // [rows, block], then probabilities
+  const bool bf16_gemm = p.bf16_gemm && rows > kSmallRows;
+  c10::BFloat16* q16 = bf16_gemm ? scratch<c10::BFloat16>(kBlockQ * d + kBlockQ * kBlockK) : nullptr;
+  c10::BFloat16* p16 = bf16_gemm ? q16 + kBlockQ * d : nullptr;  // [rows, block] probabilities
   const bool* mask_rows[kBlockQ];
   struct Span {
     int64_t begin, end;
@@ -148,6 +41,8 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
       const int64_t cnt = std::min(n, d - c);
       (load(qr + c, cnt) * V(p.scale)).store(q_tile + r * d + c, cnt);
     }
+    if constexpr (std::is_same_v<T, c10::BFloat16>)
+      if (bf16_gemm) std::copy(qr, qr + d, q16 + r * d);  // unscaled: the scores are scaled in float
     if (p.mask != nullptr) mask_rows[r] = p.mask + b * p.mask_b + h * p.mask_h + i * p.mask_q;
     state.m[r] = -std::numeric_limits<A>::infinity();
     state.l[r] = 0;
@@ -212,6 +107,15 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
             dot = at::vec::fmadd(V::loadu(q_tile + r * d + c, cnt), load(kr + c, cnt), dot);
           }
           scores[r * block + jj] = reduce_sum<T>(dot);
+        }
+      }
+    } else if (bf16_gemm) {
+      if constexpr (std::is_same_v<A, float>) {
+        const c10::BFloat16* kt16_head = p.kt16 + (b * p.Hkv + hkv) * d * p.kt_ld;
+        gemm(rows, block, d, q16, d, kt16_head + j0, p.kt_ld, scores, block, /*add=*/false);
+        for (int64_t i = 0; i < rows * block; i += n) {
+          const int64_t cnt = std::min(n, rows * block - i);
+          (V::loadu(scores + i, cnt) * V(p.scale)).store(scores + i, cnt);
         }
       }
     } else {
@@ -289,6 +193,14 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
           }
         }
       }
+    } else if (bf16_gemm) {
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        for (int64_t i = 0; i < rows * block; i += n) {
+          const int64_t cnt = std::min(n, rows * block - i);
+          store(p16 + i, V::loadu(scores + i, cnt), cnt);
+        }
+        gemm(rows, d, block, p16, block, v_head + j0 * p.vs.t, p.vs.t, state.acc, d, /*add=*/true);
+      }
     } else {
       gemm(rows, d, block, scores, block, v_ptr, v_ld, state.acc, d, /*add=*/true);
     }
@@ -314,24 +226,36 @@ void store_rows(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int64
 
 // K transposed to [B * Hkv, d, kt_ld] (and V converted to acc_t), once for all query tiles.
 template <typename T>
-void pack_keys(Problem<T>& p, int64_t B, std::vector<acc_t<T>>& kt, std::vector<acc_t<T>>& vf) {
+void pack_keys(Problem<T>& p, int64_t B, std::vector<acc_t<T>>& kt, std::vector<acc_t<T>>& vf,
+               std::vector<c10::BFloat16>& kt16) {
   using A = acc_t<T>;
   using V = AccVec<T>;
   constexpr int64_t n = V::size(), chunk = 64;
   const int64_t d = p.d, chunks = (p.Tk + chunk - 1) / chunk;
   p.kt_ld = (p.Tk + 15) / 16 * 16 + 16;  // not a power of two: the d rows spread over the L1 sets
-  kt.resize(B * p.Hkv * d * p.kt_ld);
-  if constexpr (!std::is_same_v<T, A>) vf.resize(B * p.Hkv * p.Tk * d);
+  if (p.bf16_gemm) kt16.resize(B * p.Hkv * d * p.kt_ld);
+  else kt.resize(B * p.Hkv * d * p.kt_ld);
+  if (!std::is_same_v<T, A> && !p.bf16_gemm) vf.resize(B * p.Hkv * p.Tk * d);
   at::parallel_for(0, B * p.Hkv * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task / chunks, j_begin = (task % chunks) * chunk;
       const int64_t j_end = std::min(p.Tk, j_begin + chunk), b = head / p.Hkv, hkv = head % p.Hkv;
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        if (p.bf16_gemm) {
+          c10::BFloat16* dst16 = kt16.data() + head * d * p.kt_ld;
+          for (int64_t j = j_begin; j < j_end; ++j) {
+            const T* kr = p.k + b * p.ks.b + hkv * p.ks.h + j * p.ks.t;
+            for (int64_t c = 0; c < d; ++c) dst16[c * p.kt_ld + j] = kr[c];
+          }
+          continue;
+        }
+      }
       A* dst = kt.data() + head * d * p.kt_ld;
       for (int64_t j = j_begin; j < j_end; ++j) {
         const T* kr = p.k + b * p.ks.b + hkv * p.ks.h + j * p.ks.t;
         for (int64_t c = 0; c < d; ++c) dst[c * p.kt_ld + j] = static_cast<A>(kr[c]);
       }
-      if constexpr (!std::is_same_v<T, A>) {
+      if (!vf.empty()) {
         for (int64_t j = j_begin; j < j_end; ++j) {
           const T* vr = p.v + b * p.vs.b + hkv * p.vs.h + j * p.vs.t;
           A* vd = vf.data() + (head * p.Tk + j) * d;
@@ -340,8 +264,9 @@ void pack_keys(Problem<T>& p, int64_t B, std::vector<acc_t<T>>& kt, std::vector<
       }
     }
   });
-  p.kt = kt.data();
+  p.kt = kt.empty() ? nullptr : kt.data();
   p.vf = vf.empty() ? nullptr : vf.data();
+  p.kt16 = kt16.empty() ? nullptr : kt16.data();
 }
 
 template <typename T>
@@ -349,7 +274,9 @@ void attention_kernel(Problem<T> p, int64_t B, T* out) {
   using A = acc_t<T>;
   const int64_t d = p.d, rows_per_head = p.G * p.Tq;
   std::vector<A> kt, vf;
-  if (std::min(rows_per_head, kBlockQ) > kSmallRows) pack_keys(p, B, kt, vf);
+  std::vector<c10::BFloat16> kt16;
+  p.bf16_gemm = std::is_same_v<T, c10::BFloat16> && at::native::cpublas::could_pack(at::kBFloat16);
+  if (std::min(rows_per_head, kBlockQ) > kSmallRows) pack_keys(p, B, kt, vf, kt16);
   const int64_t tiles = (rows_per_head + kBlockQ - 1) / kBlockQ;
   const int64_t base_tasks = B * p.Hkv * tiles;
   const int64_t threads = at::get_num_threads();
@@ -372,6 +299,7 @@ void attention_kernel(Problem<T> p, int64_t B, T* out) {
       attend_tile(p, b, hkv, row0, rows, key_begin, key_end, st);
       if (splits == 1) store_rows(p, b, hkv, row0, rows, st.acc, st.l, out);
     }
+    if (p.bf16_gemm) at::native::cpublas::brgemm_release(/*is_vnni=*/false);  // hand the AMX tiles back
   });
   if (splits == 1) return;
   // Merge the splits of each tile: rescale every partial to the common max.

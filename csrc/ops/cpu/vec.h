@@ -35,6 +35,8 @@
 #define CPU_CAPABILITY_AVX512
 #endif
 #define VLMZOO_VEC_AVX512 1
+// GCC 12 flags the deliberately undefined upper half in its own _mm512_cvtps_ph / cvtph_ps intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>

@@ -1,0 +1,132 @@
+#pragma once
+// Building blocks of the CPU attention kernel (cpu/attention.cpp, its only includer, after vec.h):
+// block sizes, GEMM wrappers, per-thread scratch, the problem description, and the register-blocked
+// decode loops.
+#include <ATen/native/CPUBlas.h>
+
+#include <type_traits>
+#include <vector>
+
+namespace vlmzoo::ops::cpu {
+namespace {
+
+constexpr int64_t kBlockQ = 64;   // query rows per tile
+constexpr int64_t kBlockK = 512;  // keys per inner block
+constexpr int64_t kMinSplit = 256;  // fewest keys worth a task of their own
+// Tiles this small (decode) skip packing and GEMM calls: dot products and axpys over K and V rows.
+constexpr int64_t kSmallRows = 4;
+
+// C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
+inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                 int64_t ldc, bool add) {
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
+}
+inline void gemm(int64_t M, int64_t N, int64_t K, const c10::BFloat16* a, int64_t lda, const c10::BFloat16* b,
+                 int64_t ldb, float* c, int64_t ldc, bool add) {  // oneDNN brgemm: AMX / AVX512-BF16
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
+}
+inline void gemm(int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b, int64_t ldb,
+                 double* c, int64_t ldc, bool add) {  // float64 serves gradcheck only: plain loops
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = add ? c[i * ldc + j] : 0.0;
+      for (int64_t p = 0; p < K; ++p) s += a[i * lda + p] * b[p * ldb + j];
+      c[i * ldc + j] = s;
+    }
+}
+
+template <typename A>
+A* scratch(int64_t n) {  // per-thread buffer, grown on demand (no allocation per task)
+  thread_local std::vector<A> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
+}
+
+template <typename V>
+inline V fast_exp(const V& x) {
+  if constexpr (std::is_same_v<typename V::value_type, float>) return x.exp_u20();
+  else return x.exp();
+}
+
+struct Strides {
+  int64_t b, h, t;
+};
+
+template <typename T>
+struct Problem {
+  const T *q, *k, *v;
+  const bool* mask;  // null: everything allowed
+  Strides qs, ks, vs;
+  int64_t mask_b, mask_h, mask_q, mask_k;
+  int64_t Hkv, G, Tq, Tk, d;
+  acc_t<T> scale;
+  // Tiles larger than kSmallRows read K transposed, [B * Hkv, d, kt_ld], packed once per call,
+  // and (for bfloat16/half) V converted, [B * Hkv, Tk, d]; null when no tile needs them.
+  const acc_t<T>* kt = nullptr;
+  int64_t kt_ld = 0;
+  const acc_t<T>* vf = nullptr;
+  // bfloat16 where oneDNN has bf16 brgemm: both GEMMs in bf16 with float accumulation, K transposed
+  // in bf16 (kt16), V read in place, probabilities rounded to bf16 (as torch's flash kernel does).
+  bool bf16_gemm = false;
+  const c10::BFloat16* kt16 = nullptr;
+};
+
+// Running state of one tile: per row max m, sum l and unnormalised output acc [rows, d].
+template <typename A>
+struct TileState {
+  A* m;
+  A* l;
+  A* acc;
+};
+
+// Decode tiles (rows <= kSmallRows), head dim NC * 16: q and the output rows stay in registers while
+// the keys stream by. scores[r, jj] = q_r . K[jj]; acc[r] += sum_jj p[r, jj] V[jj].
+template <int NC, typename T>
+void small_scores(const float* q_tile, int64_t rows, const T* k, int64_t k_stride, int64_t block, float* scores) {
+  using V = at::vec::Vectorized<float>;
+  for (int64_t r = 0; r < rows; ++r) {
+    V q[NC];
+    for (int t = 0; t < NC; ++t) q[t] = V::loadu(q_tile + r * NC * 16 + t * 16);
+    for (int64_t jj = 0; jj < block; ++jj) {
+      const T* kr = k + jj * k_stride;
+      V dot = q[0] * load(kr, 16);
+      for (int t = 1; t < NC; ++t) dot = at::vec::fmadd(q[t], load(kr + t * 16, 16), dot);
+#ifdef VLMZOO_VEC_AVX512
+      scores[r * block + jj] = _mm512_reduce_add_ps(__m512(dot));
+#else
+      scores[r * block + jj] = reduce_sum<float>(dot);
+#endif
+    }
+  }
+}
+
+template <int NC, typename T>
+void small_accumulate(const float* probs, int64_t rows, const T* v, int64_t v_stride, int64_t block, float* acc) {
+  using V = at::vec::Vectorized<float>;
+  for (int64_t r = 0; r < rows; ++r) {
+    V out[NC];
+    for (int t = 0; t < NC; ++t) out[t] = V::loadu(acc + r * NC * 16 + t * 16);
+    for (int64_t jj = 0; jj < block; ++jj) {
+      const V p(probs[r * block + jj]);
+      const T* vr = v + jj * v_stride;
+      for (int t = 0; t < NC; ++t) out[t] = at::vec::fmadd(p, load(vr + t * 16, 16), out[t]);
+    }
+    for (int t = 0; t < NC; ++t) out[t].store(acc + r * NC * 16 + t * 16);
+  }
+}
+
+// Runs f(std::integral_constant<int, NC>) for the head dims with a register-blocked decode path.
+template <typename F>
+bool with_chunks(int64_t d, F&& f) {
+  switch (d) {
+    case 32: f(std::integral_constant<int, 2>()); return true;
+    case 64: f(std::integral_constant<int, 4>()); return true;
+    case 80: f(std::integral_constant<int, 5>()); return true;
+    case 96: f(std::integral_constant<int, 6>()); return true;
+    case 128: f(std::integral_constant<int, 8>()); return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+}  // namespace vlmzoo::ops::cpu
