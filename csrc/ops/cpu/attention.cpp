@@ -24,11 +24,12 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
   using V = AccVec<T>;
   constexpr int64_t n = V::size();
   const int64_t d = p.d;
-  A* q_tile = scratch<A>(kBlockQ * d + kBlockQ * kBlockK);  // [rows, d], scaled
-  A* scores = q_tile + kBlockQ * d;                          // [rows, block], then probabilities
+  constexpr int64_t kCols = kBlockK + kChunk;                  // a block widened to whole chunks
+  A* q_tile = scratch<A>(kBlockQ * d + kBlockQ * kCols);  // [rows, d], scaled
+  A* scores = q_tile + kBlockQ * d;                        // [rows, block], then probabilities
   const bool bf16_gemm = p.bf16_gemm && rows > kSmallRows;
-  c10::BFloat16* q16 = bf16_gemm ? scratch<c10::BFloat16>(kBlockQ * d + kBlockQ * kBlockK) : nullptr;
-  c10::BFloat16* p16 = bf16_gemm ? q16 + kBlockQ * d : nullptr;  // [rows, block] probabilities
+  c10::BFloat16* q16 = bf16_gemm ? scratch<c10::BFloat16>(kBlockQ * d + kBlockQ * kCols) : nullptr;
+  c10::BFloat16* p16 = bf16_gemm ? q16 + kBlockQ * d : nullptr;  // [rows, cols] probabilities
   const bool* mask_rows[kBlockQ];
   struct Span {
     int64_t begin, end;
@@ -50,6 +51,7 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
   }
   const T* k_head = p.k + b * p.ks.b + hkv * p.ks.h;
   const T* v_head = p.v + b * p.vs.b + hkv * p.vs.h;
+  const int64_t chunks_per_head = (p.Tk + kChunk - 1) / kChunk;
   const A* kt_head = p.kt == nullptr ? nullptr : p.kt + (b * p.Hkv + hkv) * d * p.kt_ld;
   const A* vf_head = p.vf == nullptr ? nullptr : p.vf + (b * p.Hkv + hkv) * p.Tk * d;
   for (int64_t block_begin = key_begin; block_begin < key_end; block_begin += kBlockK) {
@@ -89,6 +91,8 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
       block = hi - lo;
     }
     const bool small = rows <= kSmallRows;
+    A* sbase = scores;  // row r of this block's scores: sbase + r * sld
+    int64_t sld = block, aligned = j0, lead = 0, cols = block;
     bool done = false;
     if constexpr (std::is_same_v<A, float>) {
       if (small)
@@ -110,14 +114,18 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
         }
       }
     } else if (bf16_gemm) {
+      // Whole chunks [aligned, aligned + cols) around the block; scores row r of the block start at
+      // scores + r * cols + lead.
+      aligned = j0 / kChunk * kChunk;
+      lead = j0 - aligned;
+      cols = (lead + block + kChunk - 1) / kChunk * kChunk;
+      sld = cols;
       if constexpr (std::is_same_v<A, float>) {
-        const c10::BFloat16* kt16_head = p.kt16 + (b * p.Hkv + hkv) * d * p.kt_ld;
-        gemm(rows, block, d, q16, d, kt16_head + j0, p.kt_ld, scores, block, /*add=*/false);
-        for (int64_t i = 0; i < rows * block; i += n) {
-          const int64_t cnt = std::min(n, rows * block - i);
-          (V::loadu(scores + i, cnt) * V(p.scale)).store(scores + i, cnt);
-        }
+        const c10::BFloat16* k_chunks = p.k_vnni + ((b * p.Hkv + hkv) * chunks_per_head + aligned / kChunk) * d * kChunk;
+        for (int64_t c = 0; c < cols; c += kChunk)
+          gemm(rows, kChunk, d, q16, d, k_chunks + c * d, kChunk, scores + c, cols, /*add=*/false);
       }
+      sbase = scores + lead;
     } else {
       gemm(rows, block, d, q_tile, d, kt_head + j0, p.kt_ld, scores, block, /*add=*/false);
     }
@@ -130,7 +138,7 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
       v_ptr = small ? nullptr : vf_head + j0 * d;
     }
     for (int64_t r = 0; r < rows; ++r) {
-      A* sr = scores + r * block;
+      A* sr = sbase + r * sld;
       if (p.mask != nullptr) {  // allowed keys of a row: a span, possibly with holes
         const auto& span = row_span[r];
         const A neg_inf = -std::numeric_limits<A>::infinity();
@@ -142,24 +150,38 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
             if (!mr[jj * p.mask_k]) sr[jj] = neg_inf;
         }
       }
+      // bf16 GEMMs ran on unscaled q: scale here (p.scale > 0 there, so -inf stays -inf).
+      const V vscale(bf16_gemm ? p.scale : A(1));
+      c10::BFloat16* pr = bf16_gemm ? p16 + r * cols : nullptr;  // this row's bf16 probabilities
+      if (pr != nullptr) {
+        std::fill(pr, pr + lead, c10::BFloat16(0.f));
+        std::fill(pr + lead + block, pr + cols, c10::BFloat16(0.f));
+      }
       V vmax(-std::numeric_limits<A>::infinity());
       for (int64_t jj = 0; jj < block; jj += n) {
         const int64_t cnt = std::min(n, block - jj);
-        vmax = at::vec::maximum(vmax, V::set(V(-std::numeric_limits<A>::infinity()), V::loadu(sr + jj, cnt), cnt));
+        vmax = at::vec::maximum(vmax,
+                                V::set(V(-std::numeric_limits<A>::infinity()), V::loadu(sr + jj, cnt) * vscale, cnt));
       }
       const A block_max =
           at::vec::vec_reduce_all<A>([](const V& x, const V& y) { return at::vec::maximum(x, y); }, vmax);
       const A m_new = std::max(state.m[r], block_max);
       if (m_new == -std::numeric_limits<A>::infinity()) {  // nothing allowed yet: contribute zeros
         std::fill(sr, sr + block, A(0));
+        if (pr != nullptr) std::fill(pr + lead, pr + lead + block, c10::BFloat16(0.f));
         continue;
       }
       V vsum(0);
       const V vm(m_new);
       for (int64_t jj = 0; jj < block; jj += n) {
         const int64_t cnt = std::min(n, block - jj);
-        const V e = fast_exp(V::loadu(sr + jj, cnt) - vm);
-        e.store(sr + jj, cnt);
+        const V e = fast_exp(at::vec::fmsub(V::loadu(sr + jj, cnt), vscale, vm));
+        if constexpr (std::is_same_v<A, float>) {
+          if (pr != nullptr) store(pr + lead + jj, e, cnt);
+          else e.store(sr + jj, cnt);
+        } else {
+          e.store(sr + jj, cnt);
+        }
         vsum = vsum + V::set(V(0), e, cnt);
       }
       const A alpha = std::exp(state.m[r] - m_new);
@@ -194,12 +216,13 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
         }
       }
     } else if (bf16_gemm) {
-      if constexpr (std::is_same_v<T, c10::BFloat16>) {
-        for (int64_t i = 0; i < rows * block; i += n) {
-          const int64_t cnt = std::min(n, rows * block - i);
-          store(p16 + i, V::loadu(scores + i, cnt), cnt);
+      if constexpr (std::is_same_v<A, float>) {
+        const c10::BFloat16* v_packed = p.v_vnni + (b * p.Hkv + hkv) * chunks_per_head * kChunk * d;
+        for (int64_t c0 = 0; c0 < d; c0 += kChunk) {
+          const int64_t width = std::min(kChunk, d - c0);
+          gemm(rows, width, cols, p16, cols, v_packed + chunks_per_head * kChunk * c0 + aligned * width, width,
+               state.acc + c0, d, /*add=*/true);
         }
-        gemm(rows, d, block, p16, block, v_head + j0 * p.vs.t, p.vs.t, state.acc, d, /*add=*/true);
       }
     } else {
       gemm(rows, d, block, scores, block, v_ptr, v_ld, state.acc, d, /*add=*/true);
@@ -224,49 +247,67 @@ void store_rows(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int64
   }
 }
 
-// K transposed to [B * Hkv, d, kt_ld] (and V converted to acc_t), once for all query tiles.
+// K transposed to [B * Hkv, d, kt_ld] (and V converted to acc_t), once for all query tiles; for the
+// bf16 GEMMs, K^T and V in VNNI chunks instead.
 template <typename T>
 void pack_keys(Problem<T>& p, int64_t B, std::vector<acc_t<T>>& kt, std::vector<acc_t<T>>& vf,
-               std::vector<c10::BFloat16>& kt16) {
+               std::vector<c10::BFloat16>& k_vnni, std::vector<c10::BFloat16>& v_vnni) {
   using A = acc_t<T>;
   using V = AccVec<T>;
-  constexpr int64_t n = V::size(), chunk = 64;
-  const int64_t d = p.d, chunks = (p.Tk + chunk - 1) / chunk;
+  constexpr int64_t n = V::size();
+  const int64_t d = p.d, chunks = (p.Tk + kChunk - 1) / kChunk;
   p.kt_ld = (p.Tk + 15) / 16 * 16 + 16;  // not a power of two: the d rows spread over the L1 sets
-  if (p.bf16_gemm) kt16.resize(B * p.Hkv * d * p.kt_ld);
-  else kt.resize(B * p.Hkv * d * p.kt_ld);
-  if (!std::is_same_v<T, A> && !p.bf16_gemm) vf.resize(B * p.Hkv * p.Tk * d);
+  if (p.bf16_gemm) {
+    k_vnni.resize(B * p.Hkv * chunks * d * kChunk);
+    v_vnni.resize(B * p.Hkv * chunks * kChunk * d);
+  } else {
+    kt.resize(B * p.Hkv * d * p.kt_ld);
+    if (!std::is_same_v<T, A>) vf.resize(B * p.Hkv * p.Tk * d);
+  }
   at::parallel_for(0, B * p.Hkv * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t head = task / chunks, j_begin = (task % chunks) * chunk;
-      const int64_t j_end = std::min(p.Tk, j_begin + chunk), b = head / p.Hkv, hkv = head % p.Hkv;
+      const int64_t head = task / chunks, j_begin = (task % chunks) * kChunk;
+      const int64_t j_end = std::min(p.Tk, j_begin + kChunk), b = head / p.Hkv, hkv = head % p.Hkv;
+      const T* k_rows = p.k + b * p.ks.b + hkv * p.ks.h;
+      const T* v_rows = p.v + b * p.vs.b + hkv * p.vs.h;
       if constexpr (std::is_same_v<T, c10::BFloat16>) {
-        if (p.bf16_gemm) {
-          c10::BFloat16* dst16 = kt16.data() + head * d * p.kt_ld;
-          for (int64_t j = j_begin; j < j_end; ++j) {
-            const T* kr = p.k + b * p.ks.b + hkv * p.ks.h + j * p.ks.t;
-            for (int64_t c = 0; c < d; ++c) dst16[c * p.kt_ld + j] = kr[c];
+        if (p.bf16_gemm) {  // keys past Tk are zeros (their scores are never used)
+          c10::BFloat16* tmp = scratch<c10::BFloat16>(d * kChunk);
+          const auto zero = c10::BFloat16(0.f);
+          for (int64_t jj = 0; jj < kChunk; ++jj)
+            for (int64_t c = 0; c < d; ++c)
+              tmp[c * kChunk + jj] = j_begin + jj < j_end ? k_rows[(j_begin + jj) * p.ks.t + c] : zero;
+          at::native::cpublas::pack(d, kChunk, kChunk, kChunk, at::kBFloat16, at::kBFloat16, tmp,
+                                    k_vnni.data() + task * d * kChunk);
+          for (int64_t jj = 0; jj < kChunk; ++jj)
+            for (int64_t c = 0; c < d; ++c)
+              tmp[jj * d + c] = j_begin + jj < j_end ? v_rows[(j_begin + jj) * p.vs.t + c] : zero;
+          // V: [head][column block of <= 64][chunk][kChunk x width], so chunks stack along K.
+          const int64_t chunk = task % chunks;
+          for (int64_t c0 = 0; c0 < d; c0 += kChunk) {
+            const int64_t width = std::min(kChunk, d - c0);
+            at::native::cpublas::pack(kChunk, width, d, width, at::kBFloat16, at::kBFloat16, tmp + c0,
+                                      v_vnni.data() + head * chunks * kChunk * d + chunks * kChunk * c0 +
+                                          chunk * kChunk * width);
           }
           continue;
         }
       }
       A* dst = kt.data() + head * d * p.kt_ld;
-      for (int64_t j = j_begin; j < j_end; ++j) {
-        const T* kr = p.k + b * p.ks.b + hkv * p.ks.h + j * p.ks.t;
-        for (int64_t c = 0; c < d; ++c) dst[c * p.kt_ld + j] = static_cast<A>(kr[c]);
-      }
+      for (int64_t j = j_begin; j < j_end; ++j)
+        for (int64_t c = 0; c < d; ++c) dst[c * p.kt_ld + j] = static_cast<A>(k_rows[j * p.ks.t + c]);
       if (!vf.empty()) {
         for (int64_t j = j_begin; j < j_end; ++j) {
-          const T* vr = p.v + b * p.vs.b + hkv * p.vs.h + j * p.vs.t;
           A* vd = vf.data() + (head * p.Tk + j) * d;
-          for (int64_t c = 0; c < d; c += n) load(vr + c, std::min(n, d - c)).store(vd + c, std::min(n, d - c));
+          for (int64_t c = 0; c < d; c += n) load(v_rows + j * p.vs.t + c, std::min(n, d - c)).store(vd + c, std::min(n, d - c));
         }
       }
     }
   });
   p.kt = kt.empty() ? nullptr : kt.data();
   p.vf = vf.empty() ? nullptr : vf.data();
-  p.kt16 = kt16.empty() ? nullptr : kt16.data();
+  p.k_vnni = k_vnni.empty() ? nullptr : k_vnni.data();
+  p.v_vnni = v_vnni.empty() ? nullptr : v_vnni.data();
 }
 
 template <typename T>
@@ -274,16 +315,17 @@ void attention_kernel(Problem<T> p, int64_t B, T* out) {
   using A = acc_t<T>;
   const int64_t d = p.d, rows_per_head = p.G * p.Tq;
   std::vector<A> kt, vf;
-  std::vector<c10::BFloat16> kt16;
-  p.bf16_gemm = std::is_same_v<T, c10::BFloat16> && at::native::cpublas::could_pack(at::kBFloat16);
-  if (std::min(rows_per_head, kBlockQ) > kSmallRows) pack_keys(p, B, kt, vf, kt16);
+  std::vector<c10::BFloat16> k_vnni, v_vnni;
+  p.bf16_gemm = std::is_same_v<T, c10::BFloat16> && d % 2 == 0 && p.scale > 0 &&
+                at::native::cpublas::could_pack(at::kBFloat16);
+  if (std::min(rows_per_head, kBlockQ) > kSmallRows) pack_keys(p, B, kt, vf, k_vnni, v_vnni);
   const int64_t tiles = (rows_per_head + kBlockQ - 1) / kBlockQ;
   const int64_t base_tasks = B * p.Hkv * tiles;
   const int64_t threads = at::get_num_threads();
   int64_t splits = 1;
   if (base_tasks < 2 * threads && p.Tk >= 2 * kMinSplit)
     splits = std::min((p.Tk + kMinSplit - 1) / kMinSplit, (2 * threads + base_tasks - 1) / base_tasks);
-  const int64_t split_len = (p.Tk + splits - 1) / splits;
+  const int64_t split_len = ((p.Tk + splits - 1) / splits + kChunk - 1) / kChunk * kChunk;  // whole chunks
   // Partial results per (task, row) when the keys are split: m, l, acc[d].
   std::vector<A> partial(splits > 1 ? base_tasks * splits * kBlockQ * (d + 2) : 0);
   at::parallel_for(0, base_tasks * splits, 1, [&](int64_t begin, int64_t end) {
@@ -299,7 +341,7 @@ void attention_kernel(Problem<T> p, int64_t B, T* out) {
       attend_tile(p, b, hkv, row0, rows, key_begin, key_end, st);
       if (splits == 1) store_rows(p, b, hkv, row0, rows, st.acc, st.l, out);
     }
-    if (p.bf16_gemm) at::native::cpublas::brgemm_release(/*is_vnni=*/false);  // hand the AMX tiles back
+    if (p.bf16_gemm) at::native::cpublas::brgemm_release(/*is_vnni=*/true);  // hand the AMX tiles back
   });
   if (splits == 1) return;
   // Merge the splits of each tile: rescale every partial to the common max.

@@ -10,20 +10,22 @@
 namespace vlmzoo::ops::cpu {
 namespace {
 
-constexpr int64_t kBlockQ = 64;   // query rows per tile
+constexpr int64_t kBlockQ = 128;  // query rows per tile
 constexpr int64_t kBlockK = 512;  // keys per inner block
 constexpr int64_t kMinSplit = 256;  // fewest keys worth a task of their own
 // Tiles this small (decode) skip packing and GEMM calls: dot products and axpys over K and V rows.
 constexpr int64_t kSmallRows = 4;
+constexpr int64_t kChunk = 64;  // keys per VNNI-packed chunk (oneDNN packs at most 64 columns)
 
 // C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                  int64_t ldc, bool add) {
   at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
 }
+// b packed by at::native::cpublas::pack (VNNI), N <= 64: oneDNN brgemm on AMX / AVX512-BF16.
 inline void gemm(int64_t M, int64_t N, int64_t K, const c10::BFloat16* a, int64_t lda, const c10::BFloat16* b,
-                 int64_t ldb, float* c, int64_t ldc, bool add) {  // oneDNN brgemm: AMX / AVX512-BF16
-  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
+                 int64_t ldb, float* c, int64_t ldc, bool add) {
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/true);
 }
 inline void gemm(int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b, int64_t ldb,
                  double* c, int64_t ldc, bool add) {  // float64 serves gradcheck only: plain loops
@@ -65,10 +67,12 @@ struct Problem {
   const acc_t<T>* kt = nullptr;
   int64_t kt_ld = 0;
   const acc_t<T>* vf = nullptr;
-  // bfloat16 where oneDNN has bf16 brgemm: both GEMMs in bf16 with float accumulation, K transposed
-  // in bf16 (kt16), V read in place, probabilities rounded to bf16 (as torch's flash kernel does).
+  // bfloat16 where oneDNN has a bf16 brgemm (AMX): both GEMMs in bf16 with float accumulation, on
+  // K^T and V packed once per call in VNNI layout, chunks of kChunk keys (V also in <= 64-column
+  // blocks of d); probabilities are rounded to bf16 for the second GEMM (as torch's flash kernel does).
   bool bf16_gemm = false;
-  const c10::BFloat16* kt16 = nullptr;
+  const c10::BFloat16* k_vnni = nullptr;  // [B * Hkv, chunks, d * kChunk]
+  const c10::BFloat16* v_vnni = nullptr;  // [B * Hkv, column blocks of d, chunks, kChunk * width]
 };
 
 // Running state of one tile: per row max m, sum l and unnormalised output acc [rows, d].
