@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="vlmzoo-compare", help="folder for results.csv and the PNGs")
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--trainable", default=DEFAULT_TRAIN["trainable"],
-                         help="all, family, projector+llm, or one slot")
+                         help="projector+llm (default), all, family, or one slot")
     compare.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN["batch_size"])
     compare.add_argument("--n-train", type=int, default=None,
                          help=f"training questions (default {DEFAULT_TASK_SIZES['n_train']})")

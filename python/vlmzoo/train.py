@@ -30,8 +30,6 @@ FAMILY_TRAINABLE: dict[str, tuple[str, ...]] = {
 }
 # Named choices for `trainable=`; a from-scratch model needs more than its family's stage-1 preset to learn.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {"all": SLOTS, "projector+llm": ("abstractor", "llm")}
-# Training FLOPs per example = this x forward FLOPs (backward costs about two forwards).
-TRAIN_FLOPS_PER_FORWARD = 3
 TRAINER_STATE = "trainer_state.pt"
 TOKENIZER_FILE = "vlmzoo_tokenizer.json"
 
@@ -43,7 +41,7 @@ class TrainResult:
     learning_rates: list[float]
     trainable_slots: tuple[str, ...]
     batch_size: int
-    flops_per_example: int  # training FLOPs of one example (TRAIN_FLOPS_PER_FORWARD x forward)
+    flops_per_example: int  # training FLOPs of one example (see train_flops_per_example)
     train_flops: int  # FLOPs of all `steps` steps
     wall_time_s: float  # time spent in this call's steps (not counting setup)
     examples_per_s: float  # throughput of this call's steps
@@ -134,12 +132,20 @@ def mean_text_tokens(task: Task, split: str = "train") -> float:
     return sum(2 + len(tok.encode(e.question)) + len(tok.encode(e.answer)) for e in examples) / max(1, len(examples))
 
 
-def train_flops_per_example(config: dict[str, Any], task: Task, caption_fraction: float = 0.0) -> int:
+def train_flops_per_example(config: dict[str, Any], task: Task, caption_fraction: float = 0.0,
+                            trainable: Sequence[str] = SLOTS) -> int:
+    """FLOPs of one training example: each slot's forward, plus one forward-worth for its weight
+    gradients when it trains, plus one for its input gradients when a slot upstream trains (about 3x
+    when all train; pixels need no gradient, and a frozen vision tower costs only its forward)."""
     text = mean_text_tokens(task, "train")
     if caption_fraction > 0:
         text = (1 - caption_fraction) * text + caption_fraction * mean_text_tokens(task, "captions")
-    text = round(text)
-    return TRAIN_FLOPS_PER_FORWARD * forward_flops(config, text_tokens=text, images=1)["total"]
+    forward = forward_flops(config, text_tokens=round(text), images=1)
+    total = 0
+    for i, slot in enumerate(SLOTS):
+        upstream_trains = any(s in trainable for s in SLOTS[:i])
+        total += forward[slot] * (1 + (slot in trainable) + upstream_trains)
+    return total
 
 
 def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -235,7 +241,7 @@ def train(
     """Trains `model` in place on `task`'s train split and returns the loss curve and throughput.
 
     budget: optimizer steps (300, "300steps") or training FLOPs ("2e12flops"; one example costs
-      3 x its forward FLOPs at the task's mean text length). trainable: "family" (the family's
+      about 3x its forward FLOPs at the task's mean text length, less for frozen slots). trainable: "family" (the family's
       usual stage-1 freezing, e.g. LLaVA's projector only: right for pretrained towers), "all",
       "projector+llm", or slot names. caption_fraction: share of each epoch made of the task's
       template captions (LLaVA-style alignment data). warmup: a fraction of the steps.
@@ -246,9 +252,9 @@ def train(
     check_model_fits_task(model, task.tokenizer)
     if not 0 <= caption_fraction < 1:
         raise ValueError(f"caption_fraction must be in [0, 1), got {caption_fraction}")
-    flops_per_example = train_flops_per_example(model.config, task, caption_fraction)
-    total_steps = parse_budget(budget, flops_per_step=flops_per_example * batch_size)
     slots = trainable_slots(model, trainable)
+    flops_per_example = train_flops_per_example(model.config, task, caption_fraction, slots)
+    total_steps = parse_budget(budget, flops_per_step=flops_per_example * batch_size)
     for slot in SLOTS:
         model.requires_grad_(slot in slots, slot)
 
