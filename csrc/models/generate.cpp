@@ -65,7 +65,8 @@ torch::Tensor VlmModelImpl::generate(const torch::Tensor& input_ids, const torch
     if (step + 1 == o.max_new_tokens || finished.all().item<bool>()) break;
     mask = torch::cat({mask, torch::ones({batch, 1}, ids_options)}, 1);
     positions = positions.narrow(1, positions.size(1) - 1, 1) + 1;
-    hidden = llm(llm->embed(next.unsqueeze(1)), mask, positions, &caches);
+    // next comes from the vocabulary's own logits: no id check needed.
+    hidden = llm(llm->embed_tokens(next.unsqueeze(1)), mask, positions, &caches);
     logits = llm->logits(hidden.select(1, 0)).to(torch::kFloat32);
   }
   return torch::cat(pieces, 1);

@@ -15,6 +15,7 @@ class RotaryEmbedding {
  private:
   int64_t rotary_dim_;
   double theta_;
+  torch::Tensor inv_freq_;  // [rotary_dim / 2] float32 on the CPU, computed once
 };
 
 }  // namespace vlmzoo::nn

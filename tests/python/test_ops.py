@@ -380,3 +380,14 @@ def test_multiway_opcheck():
     x = rand(2, 7, 12)
     check_op(ops.multiway_linear, (x, 3, rand(10, 12), rand(10), rand(10, 12), None), [0, 2, 3, 4])
     check_op(ops.multiway_layer_norm, (x, 3, rand(12), rand(12), rand(12), None, 1e-5), [0, 2, 3, 4])
+
+
+@pytest.mark.parametrize("head_dim", [16, 24, 48, 80, 160])
+@pytest.mark.parametrize("queries", [1, 7, 200])
+def test_attention_bfloat16_takes_head_dims_the_packed_gemm_cannot(head_dim, queries):
+    # The bf16 GEMM path (oneDNN brgemm) packs only some shapes; the others must still be right.
+    q = rand(2, 4, queries, head_dim, dtype=torch.bfloat16)
+    k, v = rand(2, 2, 300, head_dim, dtype=torch.bfloat16), rand(2, 2, 300, head_dim, dtype=torch.bfloat16)
+    ours = torch.ops.vlmzoo.attention(q, k, v, None, None)
+    reference = torch.ops.vlmzoo.attention_reference(q, k, v, None, None)
+    torch.testing.assert_close(ours.float(), reference.float(), atol=1e-2, rtol=1e-2)

@@ -316,7 +316,8 @@ void attention_kernel(Problem<T> p, int64_t B, T* out) {
   const int64_t d = p.d, rows_per_head = p.G * p.Tq;
   std::vector<A> kt, vf;
   std::vector<c10::BFloat16> k_vnni, v_vnni;
-  p.bf16_gemm = std::is_same_v<T, c10::BFloat16> && d % 2 == 0 && p.scale > 0 &&
+  // oneDNN cannot pack every shape: head dims that are multiples of 32 (32..128) are the ones it takes.
+  p.bf16_gemm = std::is_same_v<T, c10::BFloat16> && d % 32 == 0 && p.scale > 0 &&
                 at::native::cpublas::could_pack(at::kBFloat16);
   if (std::min(rows_per_head, kBlockQ) > kSmallRows) pack_keys(p, B, kt, vf, k_vnni, v_vnni);
   const int64_t tiles = (rows_per_head + kBlockQ - 1) / kBlockQ;
