@@ -19,7 +19,8 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
     "llava-tiny": {},  # MLP projector, features of layer -2, CLIP-style ViT
     "llava-tiny/linear": {"abstractor": {"kind": "linear"}},
     "llava-tiny/layer-1": {"vision": {"feature_layers": -1}},
-    "llava-tiny/siglip": {"vision": {"style": "siglip"}},
+    # "full": SigLIP has no CLS, and "default" would drop a real patch (as transformers does).
+    "llava-tiny/siglip": {"vision": {"style": "siglip", "select": "full"}},
 }
 # Sized so the default run (4 models) ends in under 10 minutes on 2 CPU cores; see the module test.
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
