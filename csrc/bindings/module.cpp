@@ -56,6 +56,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask"), py::arg("max_new_tokens"),
            py::arg("do_sample"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("eos_token_ids"),
            py::arg("pad_token_id"), py::arg("seed"))
+      .def("initialize_weights", &VlmModelImpl::initialize_weights, py::arg("std") = 0.02, py::arg("seed") = -1)
       .def("config_json", [](const VlmModelImpl& self) { return vlmzoo::config::to_json(self.config()).dump(); })
       .def_property("fused", &VlmModelImpl::fused, &VlmModelImpl::set_fused);
 }

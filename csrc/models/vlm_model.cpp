@@ -10,6 +10,28 @@ VlmModelImpl::VlmModelImpl(config::ModelConfig config)
     abstractor = register_module("abstractor", nn::Projector(c.vision.feature_dim(), c.llm.hidden, c.abstractor, policy_));
   }
   llm = register_module("llm", nn::LlamaModel(c.llm, policy_));
+  initialize_weights();
+}
+
+void VlmModelImpl::initialize_weights(double std, int64_t seed) {
+  torch::NoGradGuard no_grad;
+  std::optional<at::Generator> generator;
+  if (seed >= 0) generator = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    auto& p = item.value();
+    auto dot = name.rfind('.');
+    auto owner = name.substr(0, dot);
+    bool is_norm = owner.substr(owner.rfind('.') + 1).find("norm") != std::string::npos;
+    bool is_bias = name.compare(dot + 1, std::string::npos, "bias") == 0;
+    if (is_norm) {
+      p.fill_(is_bias ? 0.0 : 1.0);
+    } else if (is_bias) {
+      p.zero_();
+    } else {
+      p.copy_(torch::normal(0.0, std, p.sizes(), generator, torch::TensorOptions().dtype(torch::kFloat32)).to(p.options()));
+    }
+  }
 }
 
 torch::Tensor VlmModelImpl::encode_images(const torch::Tensor& pixel_values) {

@@ -37,6 +37,11 @@ class VlmModelImpl : public torch::nn::Module {
   torch::Tensor generate(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
                          const torch::Tensor& attention_mask, const GenerateOptions& options);
 
+  // Training-from-scratch initialisation, as transformers' _init_weights: norms 1 and 0, biases 0,
+  // every other weight N(0, std). libtorch's defaults (N(0, 1) embeddings) drown the image.
+  // seed < 0 draws from torch's global generator.
+  void initialize_weights(double std = 0.02, int64_t seed = -1);
+
   const config::ModelConfig& config() const { return config_; }
   void set_fused(bool fused) { policy_->fused = fused; }
   bool fused() const { return policy_->fused; }
