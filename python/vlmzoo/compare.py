@@ -29,7 +29,8 @@ DEFAULT_BUDGET = "1.1e13flops"  # about 225 steps of 32 for the tiny preset
 # A frozen, well-initialised random ViT is a stable random-feature extractor; training it too, or
 # only the projector (stage 1), stays at chance within a CPU budget (measured, see the issue note).
 # A quarter of each epoch is the task's template captions: a denser image-grounded signal.
-DEFAULT_TRAIN = {"batch_size": 32, "lr": 3e-3, "trainable": "projector+llm", "caption_fraction": 0.25}
+# lr 1e-3: the tiny MLP-projector LLaVA reached 53.5% on shapes (chance 42.8%) vs 40.8% at 3e-3.
+DEFAULT_TRAIN = {"batch_size": 32, "lr": 1e-3, "trainable": "projector+llm", "caption_fraction": 0.25}
 # Columns the printed table shows, with their headers.
 TABLE_COLUMNS = {
     "model": "model", "family": "family", "params_total": "params", "params_trainable": "trainable",
