@@ -12,6 +12,7 @@
 
 #include "ops/cpu/attention_blocks.h"
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/vnni_pack.h"
 
 namespace vlmzoo::ops::cpu {
 namespace {
@@ -28,6 +29,9 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
   A* q_tile = scratch<A>(kBlockQ * d + kBlockQ * kCols);  // [rows, d], scaled
   A* scores = q_tile + kBlockQ * d;                        // [rows, block], then probabilities
   const bool bf16_gemm = p.bf16_gemm && rows > kSmallRows;
+#ifdef VLMZOO_VEC_AVX512
+  const bool native_bf16 = bf16_gemm && has_native_bf16();
+#endif
   c10::BFloat16* q16 = bf16_gemm ? scratch<c10::BFloat16>(kBlockQ * d + kBlockQ * kCols) : nullptr;
   c10::BFloat16* p16 = bf16_gemm ? q16 + kBlockQ * d : nullptr;  // [rows, cols] probabilities
   const bool* mask_rows[kBlockQ];
@@ -51,7 +55,6 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
   }
   const T* k_head = p.k + b * p.ks.b + hkv * p.ks.h;
   const T* v_head = p.v + b * p.vs.b + hkv * p.vs.h;
-  const int64_t chunks_per_head = (p.Tk + kChunk - 1) / kChunk;
   const A* kt_head = p.kt == nullptr ? nullptr : p.kt + (b * p.Hkv + hkv) * d * p.kt_ld;
   const A* vf_head = p.vf == nullptr ? nullptr : p.vf + (b * p.Hkv + hkv) * p.Tk * d;
   for (int64_t block_begin = key_begin; block_begin < key_end; block_begin += kBlockK) {
@@ -121,9 +124,8 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
       cols = (lead + block + kChunk - 1) / kChunk * kChunk;
       sld = cols;
       if constexpr (std::is_same_v<A, float>) {
-        const c10::BFloat16* k_chunks = p.k_vnni + ((b * p.Hkv + hkv) * chunks_per_head + aligned / kChunk) * d * kChunk;
-        for (int64_t c = 0; c < cols; c += kChunk)
-          gemm(rows, kChunk, d, q16, d, k_chunks + c * d, kChunk, scores + c, cols, /*add=*/false);
+        const c10::BFloat16* k_packed = p.k_vnni + (b * p.Hkv + hkv) * d * p.tk_pad;
+        gemm(rows, cols, d, q16, d, k_packed + 2 * aligned, p.tk_pad, scores, cols, /*add=*/false);
       }
       sbase = scores + lead;
     } else {
@@ -150,42 +152,31 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
             if (!mr[jj * p.mask_k]) sr[jj] = neg_inf;
         }
       }
-      // bf16 GEMMs ran on unscaled q: scale here (p.scale > 0 there, so -inf stays -inf).
-      const V vscale(bf16_gemm ? p.scale : A(1));
       c10::BFloat16* pr = bf16_gemm ? p16 + r * cols : nullptr;  // this row's bf16 probabilities
       if (pr != nullptr) {
         std::fill(pr, pr + lead, c10::BFloat16(0.f));
         std::fill(pr + lead + block, pr + cols, c10::BFloat16(0.f));
       }
-      V vmax(-std::numeric_limits<A>::infinity());
-      for (int64_t jj = 0; jj < block; jj += n) {
-        const int64_t cnt = std::min(n, block - jj);
-        vmax = at::vec::maximum(vmax,
-                                V::set(V(-std::numeric_limits<A>::infinity()), V::loadu(sr + jj, cnt) * vscale, cnt));
-      }
-      const A block_max =
-          at::vec::vec_reduce_all<A>([](const V& x, const V& y) { return at::vec::maximum(x, y); }, vmax);
-      const A m_new = std::max(state.m[r], block_max);
+      // The bf16 GEMMs ran on unscaled q: scale here (p.scale > 0 there, so -inf stays -inf).
+      const A scale = bf16_gemm ? p.scale : A(1);
+      const A m_new = std::max(state.m[r], scaled_max(sr, block, scale));
       if (m_new == -std::numeric_limits<A>::infinity()) {  // nothing allowed yet: contribute zeros
         std::fill(sr, sr + block, A(0));
         if (pr != nullptr) std::fill(pr + lead, pr + lead + block, c10::BFloat16(0.f));
         continue;
       }
-      V vsum(0);
-      const V vm(m_new);
-      for (int64_t jj = 0; jj < block; jj += n) {
-        const int64_t cnt = std::min(n, block - jj);
-        const V e = fast_exp(at::vec::fmsub(V::loadu(sr + jj, cnt), vscale, vm));
-        if constexpr (std::is_same_v<A, float>) {
-          if (pr != nullptr) store(pr + lead + jj, e, cnt);
-          else e.store(sr + jj, cnt);
-        } else {
-          e.store(sr + jj, cnt);
-        }
-        vsum = vsum + V::set(V(0), e, cnt);
+      A row_sum;
+      if constexpr (std::is_same_v<A, float>) {
+        if (pr == nullptr) row_sum = exp_and_sum(sr, block, scale, m_new, sr);
+#ifdef VLMZOO_VEC_AVX512
+        else if (native_bf16) row_sum = exp_and_sum_native_bf16(sr, block, scale, m_new, pr + lead);
+#endif
+        else row_sum = exp_and_sum(sr, block, scale, m_new, pr + lead);
+      } else {
+        row_sum = exp_and_sum(sr, block, scale, m_new, sr);
       }
       const A alpha = std::exp(state.m[r] - m_new);
-      state.l[r] = state.l[r] * alpha + reduce_sum<T>(vsum);
+      state.l[r] = state.l[r] * alpha + row_sum;
       state.m[r] = m_new;
       if (alpha != A(1)) {
         A* ar = state.acc + r * d;
@@ -217,12 +208,8 @@ void attend_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int6
       }
     } else if (bf16_gemm) {
       if constexpr (std::is_same_v<A, float>) {
-        const c10::BFloat16* v_packed = p.v_vnni + (b * p.Hkv + hkv) * chunks_per_head * kChunk * d;
-        for (int64_t c0 = 0; c0 < d; c0 += kChunk) {
-          const int64_t width = std::min(kChunk, d - c0);
-          gemm(rows, width, cols, p16, cols, v_packed + chunks_per_head * kChunk * c0 + aligned * width, width,
-               state.acc + c0, d, /*add=*/true);
-        }
+        const c10::BFloat16* v_packed = p.v_vnni + (b * p.Hkv + hkv) * p.tk_pad * d;
+        gemm(rows, d, cols, p16, cols, v_packed + aligned * d, d, state.acc, d, /*add=*/true);
       }
     } else {
       gemm(rows, d, block, scores, block, v_ptr, v_ld, state.acc, d, /*add=*/true);
@@ -249,21 +236,27 @@ void store_rows(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int64
 
 // K transposed to [B * Hkv, d, kt_ld] (and V converted to acc_t), once for all query tiles; for the
 // bf16 GEMMs, K^T and V in VNNI chunks instead.
+// The buffers are uninitialised tensors (a std::vector would zero megabytes on every call).
 template <typename T>
-void pack_keys(Problem<T>& p, int64_t B, std::vector<acc_t<T>>& kt, std::vector<acc_t<T>>& vf,
-               std::vector<c10::BFloat16>& k_vnni, std::vector<c10::BFloat16>& v_vnni) {
+void pack_keys(Problem<T>& p, int64_t B, at::Tensor& kt, at::Tensor& vf, at::Tensor& k_vnni, at::Tensor& v_vnni) {
   using A = acc_t<T>;
   using V = AccVec<T>;
   constexpr int64_t n = V::size();
   const int64_t d = p.d, chunks = (p.Tk + kChunk - 1) / kChunk;
   p.kt_ld = (p.Tk + 15) / 16 * 16 + 16;  // not a power of two: the d rows spread over the L1 sets
+  const auto acc_type = c10::CppTypeToScalarType<A>::value;
   if (p.bf16_gemm) {
-    k_vnni.resize(B * p.Hkv * chunks * d * kChunk);
-    v_vnni.resize(B * p.Hkv * chunks * kChunk * d);
+    p.tk_pad = chunks * kChunk;
+    k_vnni = at::empty({B * p.Hkv * d * p.tk_pad}, at::kBFloat16);
+    v_vnni = at::empty({B * p.Hkv * p.tk_pad * d}, at::kBFloat16);
   } else {
-    kt.resize(B * p.Hkv * d * p.kt_ld);
-    if (!std::is_same_v<T, A>) vf.resize(B * p.Hkv * p.Tk * d);
+    kt = at::empty({B * p.Hkv * d * p.kt_ld}, acc_type);
+    if (!std::is_same_v<T, A>) vf = at::empty({B * p.Hkv * p.Tk * d}, acc_type);
   }
+  auto* k_vnni_data = k_vnni.defined() ? k_vnni.mutable_data_ptr<c10::BFloat16>() : nullptr;
+  auto* v_vnni_data = v_vnni.defined() ? v_vnni.mutable_data_ptr<c10::BFloat16>() : nullptr;
+  A* kt_data = kt.defined() ? kt.mutable_data_ptr<A>() : nullptr;
+  A* vf_data = vf.defined() ? vf.mutable_data_ptr<A>() : nullptr;
   at::parallel_for(0, B * p.Hkv * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task / chunks, j_begin = (task % chunks) * kChunk;
@@ -272,50 +265,35 @@ void pack_keys(Problem<T>& p, int64_t B, std::vector<acc_t<T>>& kt, std::vector<
       const T* v_rows = p.v + b * p.vs.b + hkv * p.vs.h;
       if constexpr (std::is_same_v<T, c10::BFloat16>) {
         if (p.bf16_gemm) {  // keys past Tk are zeros (their scores are never used)
-          c10::BFloat16* tmp = scratch<c10::BFloat16>(d * kChunk);
-          const auto zero = c10::BFloat16(0.f);
-          for (int64_t jj = 0; jj < kChunk; ++jj)
-            for (int64_t c = 0; c < d; ++c)
-              tmp[c * kChunk + jj] = j_begin + jj < j_end ? k_rows[(j_begin + jj) * p.ks.t + c] : zero;
-          at::native::cpublas::pack(d, kChunk, kChunk, kChunk, at::kBFloat16, at::kBFloat16, tmp,
-                                    k_vnni.data() + task * d * kChunk);
-          for (int64_t jj = 0; jj < kChunk; ++jj)
-            for (int64_t c = 0; c < d; ++c)
-              tmp[jj * d + c] = j_begin + jj < j_end ? v_rows[(j_begin + jj) * p.vs.t + c] : zero;
-          // V: [head][column block of <= 64][chunk][kChunk x width], so chunks stack along K.
-          const int64_t chunk = task % chunks;
-          for (int64_t c0 = 0; c0 < d; c0 += kChunk) {
-            const int64_t width = std::min(kChunk, d - c0);
-            at::native::cpublas::pack(kChunk, width, d, width, at::kBFloat16, at::kBFloat16, tmp + c0,
-                                      v_vnni.data() + head * chunks * kChunk * d + chunks * kChunk * c0 +
-                                          chunk * kChunk * width);
-          }
+          const int64_t valid = j_end - j_begin;
+          pack_keys_transposed_vnni(k_rows + j_begin * p.ks.t, valid, p.ks.t, d, kChunk, p.tk_pad,
+                                    k_vnni_data + head * d * p.tk_pad + 2 * j_begin);
+          pack_rows_vnni(v_rows + j_begin * p.vs.t, valid, kChunk, p.vs.t, d, v_vnni_data + (head * p.tk_pad + j_begin) * d);
           continue;
         }
       }
-      A* dst = kt.data() + head * d * p.kt_ld;
+      A* dst = kt_data + head * d * p.kt_ld;
       for (int64_t j = j_begin; j < j_end; ++j)
         for (int64_t c = 0; c < d; ++c) dst[c * p.kt_ld + j] = static_cast<A>(k_rows[j * p.ks.t + c]);
-      if (!vf.empty()) {
+      if (vf_data != nullptr) {
         for (int64_t j = j_begin; j < j_end; ++j) {
-          A* vd = vf.data() + (head * p.Tk + j) * d;
+          A* vd = vf_data + (head * p.Tk + j) * d;
           for (int64_t c = 0; c < d; c += n) load(v_rows + j * p.vs.t + c, std::min(n, d - c)).store(vd + c, std::min(n, d - c));
         }
       }
     }
   });
-  p.kt = kt.empty() ? nullptr : kt.data();
-  p.vf = vf.empty() ? nullptr : vf.data();
-  p.k_vnni = k_vnni.empty() ? nullptr : k_vnni.data();
-  p.v_vnni = v_vnni.empty() ? nullptr : v_vnni.data();
+  p.kt = kt_data;
+  p.vf = vf_data;
+  p.k_vnni = k_vnni_data;
+  p.v_vnni = v_vnni_data;
 }
 
 template <typename T>
 void attention_kernel(Problem<T> p, int64_t B, T* out) {
   using A = acc_t<T>;
   const int64_t d = p.d, rows_per_head = p.G * p.Tq;
-  std::vector<A> kt, vf;
-  std::vector<c10::BFloat16> k_vnni, v_vnni;
+  at::Tensor kt, vf, k_vnni, v_vnni;
   // oneDNN cannot pack every shape: head dims that are multiples of 32 (32..128) are the ones it takes.
   p.bf16_gemm = std::is_same_v<T, c10::BFloat16> && d % 32 == 0 && p.scale > 0 &&
                 at::native::cpublas::could_pack(at::kBFloat16);

@@ -4,13 +4,14 @@
 // decode loops.
 #include <ATen/native/CPUBlas.h>
 
+#include <limits>
 #include <type_traits>
 #include <vector>
 
 namespace vlmzoo::ops::cpu {
 namespace {
 
-constexpr int64_t kBlockQ = 128;  // query rows per tile
+constexpr int64_t kBlockQ = 64;  // query rows per tile
 constexpr int64_t kBlockK = 512;  // keys per inner block
 constexpr int64_t kMinSplit = 256;  // fewest keys worth a task of their own
 // Tiles this small (decode) skip packing and GEMM calls: dot products and axpys over K and V rows.
@@ -50,6 +51,73 @@ inline V fast_exp(const V& x) {
   else return x.exp();
 }
 
+// The softmax of one row of a block, in two passes (full vectors, then one masked tail).
+// Largest of s[0, n) times scale (scale > 0, so the max of the scaled scores).
+template <typename A>
+A scaled_max(const A* s, int64_t n, A scale) {
+  using V = at::vec::Vectorized<A>;
+  constexpr int64_t k = V::size();
+  const V lowest(-std::numeric_limits<A>::infinity());
+  V vmax = lowest;
+  int64_t j = 0;
+  for (; j + k <= n; j += k) vmax = at::vec::maximum(vmax, V::loadu(s + j));
+  if (j < n) vmax = at::vec::maximum(vmax, V::set(lowest, V::loadu(s + j, n - j), n - j));
+  return lanes_max(vmax) * scale;
+}
+
+// out[j] = exp(s[j] * scale - m) for j < n, returning their sum; out is s itself (exp_u20, 20 ulp) or
+// a bfloat16 row of probabilities for the second GEMM, where the cheaper fexp_u20 (about 1e-4
+// relative error, far below bfloat16's 4e-3 rounding) does, as in torch's flash kernel.
+template <typename A, typename O>
+A exp_and_sum(const A* s, int64_t n, A scale, A m, O* out) {
+  using V = at::vec::Vectorized<A>;
+  constexpr int64_t k = V::size();
+  const V vscale(scale), vm(m);
+  auto exp = [](const V& x) {
+    if constexpr (std::is_same_v<O, c10::BFloat16> && std::is_same_v<A, float>) return x.fexp_u20();
+    else return fast_exp(x);
+  };
+  V vsum(0);
+  int64_t j = 0;
+  for (; j + k <= n; j += k) {
+    const V e = exp(at::vec::fmsub(V::loadu(s + j), vscale, vm));
+    vsum = vsum + e;
+    if constexpr (std::is_same_v<O, A>) e.store(out + j);
+    else store(out + j, e);
+  }
+  if (j < n) {
+    const V e = V::set(V(0), exp(at::vec::fmsub(V::loadu(s + j, n - j), vscale, vm)), n - j);
+    vsum = vsum + e;
+    if constexpr (std::is_same_v<O, A>) e.store(out + j, n - j);
+    else store(out + j, e, n - j);
+  }
+  return lanes_sum(vsum);
+}
+
+#ifdef VLMZOO_VEC_AVX512
+// The same into bfloat16 with AVX512-BF16's one-instruction conversion (round to nearest even),
+// for CPUs that have it (Cooper Lake, Sapphire Rapids and later): see has_native_bf16().
+__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) inline float
+exp_and_sum_native_bf16(const float* s, int64_t n, float scale, float m, c10::BFloat16* out) {
+  using V = at::vec::Vectorized<float>;
+  const V vscale(scale), vm(m);
+  V vsum(0);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const V e = at::vec::fmsub(V::loadu(s + j), vscale, vm).fexp_u20();
+    vsum = vsum + e;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), __m256i(_mm512_cvtneps_pbh(__m512(e))));
+  }
+  float sum = lanes_sum(vsum);
+  if (j < n) sum += exp_and_sum(s + j, n - j, scale, m, out + j);
+  return sum;
+}
+inline bool has_native_bf16() {
+  static const bool supported = __builtin_cpu_supports("avx512bf16");
+  return supported;
+}
+#endif
+
 struct Strides {
   int64_t b, h, t;
 };
@@ -71,8 +139,10 @@ struct Problem {
   // K^T and V packed once per call in VNNI layout, chunks of kChunk keys (V also in <= 64-column
   // blocks of d); probabilities are rounded to bf16 for the second GEMM (as torch's flash kernel does).
   bool bf16_gemm = false;
-  const c10::BFloat16* k_vnni = nullptr;  // [B * Hkv, chunks, d * kChunk]
-  const c10::BFloat16* v_vnni = nullptr;  // [B * Hkv, column blocks of d, chunks, kChunk * width]
+  // Whole heads, keys padded with zeros to tk_pad (whole chunks), so one GEMM call covers a block.
+  const c10::BFloat16* k_vnni = nullptr;  // [B * Hkv] x K^T [d, tk_pad] in VNNI
+  const c10::BFloat16* v_vnni = nullptr;  // [B * Hkv] x V [tk_pad, d] in VNNI
+  int64_t tk_pad = 0;
 };
 
 // Running state of one tile: per row max m, sum l and unnormalised output acc [rows, d].

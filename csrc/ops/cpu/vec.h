@@ -35,8 +35,10 @@
 #define CPU_CAPABILITY_AVX512
 #endif
 #define VLMZOO_VEC_AVX512 1
-// GCC 12 flags the deliberately undefined upper half in its own _mm512_cvtps_ph / cvtph_ps intrinsics.
+// GCC 12 flags the deliberately undefined registers (_mm256_undefined_*) inside its own intrinsics
+// (_mm512_cvtps_ph, the _mm512_reduce_* shuffles).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
@@ -118,6 +120,23 @@ inline AccVec<T> round_to(const AccVec<T>& v) {
   } else {
     return v;
   }
+}
+
+// Horizontal max / sum of one vector (AVX-512 float: the single intrinsic, which also spares GCC 12's
+// false "used uninitialized" on the shuffles of the generic vec_reduce_all).
+template <typename A>
+inline A lanes_max(const at::vec::Vectorized<A>& v) {
+#ifdef VLMZOO_VEC_AVX512
+  if constexpr (std::is_same_v<A, float>) return _mm512_reduce_max_ps(__m512(v));
+#endif
+  return at::vec::vec_reduce_all<A>([](const auto& x, const auto& y) { return at::vec::maximum(x, y); }, v);
+}
+template <typename A>
+inline A lanes_sum(const at::vec::Vectorized<A>& v) {
+#ifdef VLMZOO_VEC_AVX512
+  if constexpr (std::is_same_v<A, float>) return _mm512_reduce_add_ps(__m512(v));
+#endif
+  return at::vec::vec_reduce_all<A>([](const auto& x, const auto& y) { return x + y; }, v);
 }
 
 template <typename T>
