@@ -42,13 +42,13 @@ def hf_llava_for(config: dict, folder: str):
     LlavaForConditionalGeneration(hf_config).save_pretrained(folder)
 
 
-def load_hf(folder: str, attn: str):
+def load_hf(folder: str, attn: str, dtype: torch.dtype = torch.float32):
     from transformers import LlavaForConditionalGeneration
 
-    return LlavaForConditionalGeneration.from_pretrained(folder, attn_implementation=attn).eval()
+    return LlavaForConditionalGeneration.from_pretrained(folder, attn_implementation=attn, dtype=dtype).eval()
 
 
-def inputs(config: dict, batch: int, text_tokens: int):
+def inputs(config: dict, batch: int, text_tokens: int, dtype: torch.dtype = torch.float32):
     g = torch.Generator().manual_seed(0)
     size = config["vision"]["image_size"]
     image = [config["fusion"]["image_token_id"]] * vlmzoo.visual_tokens_per_image(config)
@@ -56,7 +56,7 @@ def inputs(config: dict, batch: int, text_tokens: int):
     rows = [[1] + image + torch.randint(5, min(1000, vocab), (text_tokens,), generator=g).tolist()
             for _ in range(batch)]
     return dict(input_ids=torch.tensor(rows), attention_mask=torch.ones(batch, len(rows[0]), dtype=torch.long),
-                pixel_values=torch.randn(batch, 3, size, size, generator=g))
+                pixel_values=torch.randn(batch, 3, size, size, generator=g).to(dtype))
 
 
 def status_mb(field: str) -> float:
@@ -105,22 +105,70 @@ def run_one(impl: str, folder: str, batches: list[int], args) -> list[dict]:
     """Loads one implementation in this (fresh) process and measures it at every batch size."""
     torch.set_num_threads(args.threads)
     config = vlmzoo.resolve_config(args.preset)
+    dtype = getattr(torch, args.dtype)
     rows = []
     if impl == "vlmzoo":
-        ours = vlmzoo.from_pretrained(folder).eval()
+        ours = vlmzoo.from_pretrained(folder).eval().to(dtype)
         for batch in batches:
-            x = inputs(config, batch, args.text_tokens)
+            x = inputs(config, batch, args.text_tokens, dtype)
             rows.append(measure("vlmzoo", lambda: ours(**x),
                                 lambda n: ours.generate(**x, eos_token_id=[], max_new_tokens=n),
                                 batch, args.new_tokens, args.repeats))
         return rows
-    hf = load_hf(folder, impl.split("-")[1])
+    hf = load_hf(folder, impl.split("-")[1], dtype)
     for batch in batches:
-        x = inputs(config, batch, args.text_tokens)
+        x = inputs(config, batch, args.text_tokens, dtype)
         rows.append(measure(impl, lambda: hf(**x),
                             lambda n: hf.generate(**x, do_sample=False, eos_token_id=None, pad_token_id=0,
                                                   min_new_tokens=n, max_new_tokens=n),
                             batch, args.new_tokens, args.repeats))
+    return rows
+
+
+def linear_shapes(config: dict, batch: int, text_tokens: int) -> tuple[list, list]:
+    """(n_in, n_out, rows) of every matmul a LLaVA forward over the prompt needs (prefill), and of
+    one decode step: the vision tower up to its feature layer, projector, decoder, lm_head."""
+    v, l = config["vision"], config["llm"]
+    patches = (v["image_size"] // v["patch_size"]) ** 2
+    vit_rows = batch * (patches + (1 if v["class_token"] else 0))
+    feature = v["feature_layers"][0] if isinstance(v["feature_layers"], list) else v["feature_layers"]
+    vit_layers = feature % (v["layers"] + 1)  # -2 of 12 layers: the output of layer 11 is used
+    h, hd, d = l["hidden"], l["head_dim"], v["hidden"]
+    prompt = batch * (1 + vlmzoo.visual_tokens_per_image(config) + text_tokens)
+
+    def decoder(rows):
+        layer = [(h, l["heads"] * hd, rows), (h, l["kv_heads"] * hd, rows), (h, l["kv_heads"] * hd, rows),
+                 (l["heads"] * hd, h, rows), (h, l["mlp"], rows), (h, l["mlp"], rows), (l["mlp"], h, rows)]
+        return layer * l["layers"]
+
+    vit = [(d, d, vit_rows)] * 4 + [(d, v["mlp"], vit_rows), (v["mlp"], d, vit_rows)]
+    projector = [(d, h, batch * vlmzoo.visual_tokens_per_image(config))]
+    projector += [(h, h, projector[0][2])] * (config["abstractor"].get("depth", 1) - 1)
+    prefill = vit * vit_layers + projector + decoder(prompt) + [(h, l["vocab"], prompt)]
+    return prefill, decoder(batch) + [(h, l["vocab"], batch)]
+
+
+def gemm_floor(config: dict, batches: list[int], args) -> list[dict]:
+    """The matmuls alone (torch.nn.functional.linear, fresh weights for each so decode streams them
+    from memory as a model must): no implementation calling the same BLAS goes faster than this."""
+    torch.set_num_threads(args.threads)
+    rows = []
+    for batch in batches:
+        prefill, step = linear_shapes(config, batch, args.text_tokens)
+        dtype = getattr(torch, args.dtype)
+        weights = {i: (torch.randn(n_out, n_in) * 0.02).to(dtype) for i, (n_in, n_out, _) in enumerate(prefill)}
+        inputs_ = {}
+        for i, (n_in, _, m) in enumerate(prefill):
+            inputs_.setdefault((n_in, m), torch.randn(m, n_in).to(dtype))
+        step_weights = [(torch.randn(n_out, n_in) * 0.02).to(dtype) for n_in, n_out, _ in step]
+        x_step = {n_in: torch.randn(batch, n_in).to(dtype) for n_in, _, _ in step}
+        with torch.inference_mode():
+            t_prefill = best_time(lambda: [torch.nn.functional.linear(inputs_[(n_in, m)], weights[i])
+                                           for i, (n_in, _, m) in enumerate(prefill)], args.repeats)
+            t_step = best_time(lambda: [torch.nn.functional.linear(x_step[w.shape[1]], w) for w in step_weights],
+                               args.repeats * 5)
+        rows.append({"impl": "matmuls only (floor)", "batch": batch, "prefill_ms": t_prefill * 1e3,
+                     "decode_tok_s": batch / t_step, "peak_mb": float("nan")})
     return rows
 
 
@@ -131,6 +179,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--results", default=None, help="append the table to this markdown file")
     args = parser.parse_args()
@@ -145,11 +194,14 @@ def main() -> None:
         for impl in ("vlmzoo", "transformers-eager", "transformers-sdpa"):
             with context.Pool(1) as pool:
                 rows += pool.apply(run_one, (impl, folder, batches, args))
+    with context.Pool(1) as pool:
+        rows += pool.apply(gemm_floor, (config, batches, args))
     rows.sort(key=lambda r: r["batch"])
 
     lines = [f"### LLaVA end to end: `{args.preset}`, {args.text_tokens} text tokens + 1 image, "
              f"{args.new_tokens} new tokens",
-             "", f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
+             "", f"{platform.processor() or platform.machine()}, {args.threads} threads, {args.dtype}, "
+             f"torch {torch.__version__}, "
              f"{datetime.date.today()}, commit {commit()}", "",
              "| impl | batch | prefill ms | decode tok/s | peak MB above weights | prefill speed-up | decode speed-up |",
              "|---|---|---|---|---|---|---|"]
@@ -158,7 +210,8 @@ def main() -> None:
         lines.append(f"| {r['impl']} | {r['batch']} | {r['prefill_ms']:.1f} | {r['decode_tok_s']:.1f} | "
                      f"{r['peak_mb']:.0f} | {r['prefill_ms'] / base['prefill_ms']:.2f}x | "
                      f"{base['decode_tok_s'] / r['decode_tok_s']:.2f}x |")
-    lines.append("\nspeed-up = how much faster vlmzoo is than that row (1.00x on vlmzoo's own rows).")
+    lines.append("\nspeed-up = how much faster vlmzoo is than that row (1.00x on vlmzoo's own rows); "
+                 "below 1 on the floor row is how far vlmzoo is from it.")
     text = "\n".join(lines)
     print(text)
     if args.results:
