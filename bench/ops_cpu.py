@@ -119,11 +119,25 @@ def cases(dtype):
         ("attention decode, 1k cache", f"{HEADS}h x 1 x {CACHE} x {HEAD_DIM}", ATTN_DECODE_TARGET, {
             "ours": lambda: ops.attention(q1, k_cache, v_cache),
             "composite": lambda: ops.attention_reference(q1, k_cache, v_cache),
-            "torch": lambda: F.scaled_dot_product_attention(q1, k_cache, v_cache)}),
+            "torch": lambda: F.scaled_dot_product_attention(q1, k_cache, v_cache),
+            "cache": (k_cache, v_cache)}),
         ("multiway_linear (split 256)", f"[1, {TOKENS}, {HIDDEN}]", None, {
             "ours": lambda: ops.multiway_linear(xb, 256, mw_a, b, mw_b, b),
             "composite": lambda: ops.multiway_linear_reference(xb, 256, mw_a, b, mw_b, b)}),
     ]
+
+
+def decode_floor(dtype_name, t, candidates, rounds):
+    """One decode step has to read the whole K/V cache once: time that read alone (a sum over K and V,
+    in the same round-robin as the attention), and say how close each attention comes to it."""
+    k_cache, v_cache = candidates["cache"]
+    floor = timeit({"read": lambda: (k_cache.sum(), v_cache.sum()), "ours": candidates["ours"],
+                    "torch": candidates["torch"]}, rounds)
+    gb = 2 * k_cache.numel() * k_cache.element_size() / 1e9
+    return (f"Decode floor, {dtype_name}: reading the {gb * 1e3:.1f} MB of K and V once takes "
+            f"{floor['read'] * 1e6:.0f} µs ({gb / floor['read']:.0f} GB/s); attention decode: ours "
+            f"{floor['ours'] * 1e6:.0f} µs ({gb / floor['ours']:.0f} GB/s), torch "
+            f"{floor['torch'] * 1e6:.0f} µs ({gb / floor['torch']:.0f} GB/s).")
 
 
 def machine():
@@ -168,10 +182,11 @@ def main():
         "| op | dtype | shape | ours µs | composite µs | torch fused µs | vs composite | vs torch | target | met |",
         "|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
+    floor_notes = []
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, dtype_name)
         for name, shape, target, candidates in cases(dtype):
-            t = timeit(candidates, args.rounds)
+            t = timeit({n: f for n, f in candidates.items() if callable(f)}, args.rounds)
             torch_names = [n for n in t if n.startswith("torch")]
             best_torch = min((t[n] for n in torch_names), default=None)
             vs_comp = t["composite"] / t["ours"]
@@ -184,6 +199,8 @@ def main():
             else:
                 goal = f">= {target:g}x composite"
                 met = "yes" if vs_comp >= target else "no"
+            if name.startswith("attention decode"):
+                floor_notes.append(decode_floor(dtype_name, t, candidates, args.rounds))
             torch_text = " / ".join(f"{t[n] * 1e6:.0f}" for n in torch_names) or "-"
             lines.append(
                 f"| {name} | {dtype_name} | {shape} | {t['ours'] * 1e6:.0f} | {t['composite'] * 1e6:.0f} | "
@@ -194,7 +211,7 @@ def main():
               f"interleaved rounds; load average before the run {load_before:.1f}. "
               f"`torch fused` is F.rms_norm / F.layer_norm / F.scaled_dot_product_attention "
               f"(attention: with the bool mask / with is_causal); ratios use the faster.\n\n")
-    table = header + "\n".join(lines) + "\n"
+    table = header + "\n".join(lines) + "\n\n" + "\n".join(floor_notes) + "\n"
     print()
     print(table)
     if args.append:
