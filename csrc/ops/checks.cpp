@@ -105,6 +105,18 @@ void check_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   }
 }
 
+void check_attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& out, const std::optional<at::Tensor>& allowed) {
+  check_attention(q, k, v, allowed);
+  const char* op = "vlmzoo::attention_backward";
+  for (const auto* t : {&grad, &out}) {
+    TORCH_CHECK(t->sym_sizes() == q.sym_sizes(), op, ": grad and out must be shaped as q ", q.sym_sizes(), ", got ",
+                t->sym_sizes());
+    TORCH_CHECK(t->scalar_type() == q.scalar_type(), op, ": grad and out must be ", q.scalar_type(), ", got ",
+                t->scalar_type());
+  }
+}
+
 void check_multiway(const char* op, const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
                     const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
                     const std::optional<at::Tensor>& bias_b, bool linear) {

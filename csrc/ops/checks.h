@@ -20,6 +20,9 @@ void check_gated_act(const at::Tensor& gate, const at::Tensor& up);
 void check_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos, const at::Tensor& sin);
 void check_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::optional<at::Tensor>& allowed);
+// check_attention, and grad and out shaped and typed as q.
+void check_attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& out, const std::optional<at::Tensor>& allowed);
 // x: [B, T, D]; 0 <= split <= T; weights [N, D] (linear) or [D] (layer_norm).
 void check_multiway(const char* op, const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
                     const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,

@@ -100,6 +100,18 @@ at::Tensor attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Ten
   if (!kernels_supported()) return reference_attention(q, k, v, allowed, scale).contiguous();
   return attention(q, k, v, allowed, attention_scale(q, scale));
 }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(const at::Tensor& grad, const at::Tensor& q,
+                                                                      const at::Tensor& k, const at::Tensor& v,
+                                                                      const at::Tensor& out, const OptTensor& allowed,
+                                                                      double scale) {
+  check_attention_backward(grad, q, k, v, out, allowed);
+  if (!kernels_supported()) {
+    auto [dq, dk, dv] = reference_attention_backward(grad, q, k, v, out, allowed, scale);
+    return {dq.contiguous(), dk.contiguous(), dv.contiguous()};
+  }
+  return attention_backward(grad, q, k, v, out, allowed, scale);
+}
 }  // namespace
 
 TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
@@ -112,6 +124,7 @@ TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
   m.impl("gated_act", &gated_act_cpu);
   m.impl("rope", &rope_cpu);
   m.impl("attention", &attention_cpu);
+  m.impl("attention_backward", &attention_backward_cpu);
 }
 
 }  // namespace vlmzoo::ops::cpu
