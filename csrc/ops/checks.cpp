@@ -42,7 +42,19 @@ void check_norm(const char* op, const at::Tensor& x, const at::Tensor& weight, c
 }
 
 at::ScalarType rms_norm_out_type(const at::Tensor& x, const at::Tensor& weight) {
-  return at::promote_types(x.scalar_type(), weight.scalar_type());
+  return rms_norm_out_type(x.scalar_type(), weight);
+}
+
+at::ScalarType rms_norm_out_type(at::ScalarType x, const at::Tensor& weight) {
+  return at::promote_types(x, weight.scalar_type());
+}
+
+void check_add_rms_norm(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight) {
+  const char* op = "vlmzoo::add_rms_norm";
+  check_norm(op, x, weight, std::nullopt);
+  check_float(op, "residual", residual);
+  TORCH_CHECK(residual.sym_sizes() == x.sym_sizes(), op, ": residual has shape ", residual.sym_sizes(),
+              " but x has shape ", x.sym_sizes());
 }
 
 void check_bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias) {

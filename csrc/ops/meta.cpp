@@ -14,8 +14,9 @@ at::Tensor rms_norm_meta(const at::Tensor& x, const at::Tensor& weight, double) 
 
 std::tuple<at::Tensor, at::Tensor> add_rms_norm_meta(const at::Tensor& x, const at::Tensor& residual,
                                                      const at::Tensor& weight, double) {
-  check_norm("vlmzoo::add_rms_norm", x, weight, std::nullopt, &residual);
-  return {empty_contiguous(x), empty_contiguous(x, rms_norm_out_type(x, weight))};
+  check_add_rms_norm(x, residual, weight);
+  const auto sum_type = add_rms_norm_sum_type(x, residual);
+  return {empty_contiguous(x, sum_type), empty_contiguous(x, rms_norm_out_type(sum_type, weight))};
 }
 
 at::Tensor layer_norm_meta(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias, double) {

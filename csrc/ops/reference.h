@@ -12,7 +12,9 @@ namespace vlmzoo::ops {
 
 // x: [..., D]; weight: [D]. float32 math, cast back to x's dtype, then weight * (Llama convention).
 at::Tensor reference_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
-// Returns (x + residual, rms_norm(x + residual)).
+// Returns (x + residual, rms_norm(x + residual)). x and residual may differ in dtype: the sum is in
+// their promoted dtype (ATen's x + residual), the normed output in the sum's dtype promoted with the
+// weight's (as rms_norm). The fused kernels follow the same rule (checks.h, check_add_rms_norm).
 std::tuple<at::Tensor, at::Tensor> reference_add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
                                                           const at::Tensor& weight, double eps);
 at::Tensor reference_layer_norm(const at::Tensor& x, const at::Tensor& weight,

@@ -26,7 +26,8 @@ at::Tensor reference_bias_act(const at::Tensor& x, const std::optional<at::Tenso
 }  // namespace
 
 TORCH_LIBRARY(vlmzoo, m) {
-  // Norms. x: [..., D]; weight, bias: [D]. The add_ variants return (x + residual, norm(x + residual)).
+  // Norms. x: [..., D]; weight, bias: [D]. The add_ variants return (x + residual, norm(x + residual));
+  // add_rms_norm takes a residual of another floating dtype (sum in the promoted dtype: checks.h).
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
   m.def("layer_norm(Tensor x, Tensor weight, Tensor? bias, float eps) -> Tensor");

@@ -35,8 +35,12 @@ at::Tensor rms_norm_cpu(const at::Tensor& x, const at::Tensor& weight, double ep
 
 std::tuple<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& x, const at::Tensor& residual,
                                                     const at::Tensor& weight, double eps) {
-  check_norm("vlmzoo::add_rms_norm", x, weight, std::nullopt, &residual);
-  if (!kernels_supported() || !weight_fits(x, weight)) {
+  check_add_rms_norm(x, residual, weight);
+  // Mixed x / residual: the kernel takes the float32-accumulated pairs (sum and output float32).
+  const bool fits = residual.scalar_type() == x.scalar_type()
+                        ? weight_fits(x, weight)
+                        : rms_norm_out_type(add_rms_norm_sum_type(x, residual), weight) == at::kFloat;
+  if (!kernels_supported() || !fits) {
     auto [sum, normed] = reference_add_rms_norm(x, residual, weight, eps);
     return {sum.contiguous(), normed.contiguous()};
   }
