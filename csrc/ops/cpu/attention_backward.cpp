@@ -74,6 +74,26 @@ struct Strides {
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// dst[N, M] (leading dimension ld_dst) = src[M, N]^T (leading dimension ld_src); 16x16 register blocks
+// for float (at::vec), plain loops for double.
+template <typename A>
+inline void transpose(const A* src, int64_t ld_src, A* dst, int64_t ld_dst, int64_t M, int64_t N) {
+  at::vec::transpose_mxn<A>(src, ld_src, dst, ld_dst, static_cast<int>(M), static_cast<int>(N));
+}
+
+// Rows [0, rows) x [0, d) of T (row stride ld) converted to A, contiguous [rows, d].
+template <typename T>
+void load_rows(const T* src, int64_t ld, int64_t rows, int64_t d, acc_t<T>* dst) {
+  using V = AccVec<T>;
+  constexpr int64_t n = V::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < d; c += n) {
+      const int64_t cnt = std::min(n, d - c);
+      load(src + r * ld + c, cnt).store(dst + r * d + c, cnt);
+    }
+  }
+}
+
 template <typename T>
 struct Problem {
   using A = acc_t<T>;
@@ -186,19 +206,19 @@ void pack_keys(const Problem<T>& p) {
       const int64_t j_end = std::min(p.Tk, j_begin + kPackChunk), b = head / p.Hkv, hkv = head % p.Hkv;
       const T* k_head = p.k + b * p.ks.b + hkv * p.ks.h;
       const T* v_head = p.v + b * p.vs.b + hkv * p.vs.h;
-      A* kt = p.k_t + head * d * p.k_ld;
-      A* vt = p.v_t + head * d * p.k_ld;
-      for (int64_t j = j_begin; j < j_end; ++j) {
-        const T* kr = k_head + j * p.ks.t;
-        const T* vr = v_head + j * p.vs.t;
-        for (int64_t c = 0; c < d; ++c) {
-          kt[c * p.k_ld + j] = static_cast<A>(kr[c]);
-          vt[c * p.k_ld + j] = static_cast<A>(vr[c]);
-        }
-        if constexpr (!std::is_same_v<T, A>) {
-          A* dst = p.k_rows + (head * p.Tk + j) * d;
-          for (int64_t c = 0; c < d; ++c) dst[c] = static_cast<A>(kr[c]);
-        }
+      A* kt = p.k_t + head * d * p.k_ld + j_begin;
+      A* vt = p.v_t + head * d * p.k_ld + j_begin;
+      const int64_t len = j_end - j_begin;
+      if constexpr (std::is_same_v<T, A>) {
+        transpose(k_head + j_begin * p.ks.t, p.ks.t, kt, p.k_ld, len, d);
+        transpose(v_head + j_begin * p.vs.t, p.vs.t, vt, p.k_ld, len, d);
+      } else {
+        A* k_rows = p.k_rows + (head * p.Tk + j_begin) * d;  // K rows in A are a pack of their own
+        load_rows(k_head + j_begin * p.ks.t, p.ks.t, len, d, k_rows);
+        transpose(k_rows, d, kt, p.k_ld, len, d);
+        A* v_rows = scratch<A>(kPackChunk * d);
+        load_rows(v_head + j_begin * p.vs.t, p.vs.t, len, d, v_rows);
+        transpose(v_rows, d, vt, p.k_ld, len, d);
       }
     }
   });
@@ -233,15 +253,9 @@ void prepare_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int
     delta[r] = reduce_sum<T>(dot);
     if (p.mask != nullptr) mask_rows[r - row0] = p.mask_row(b, hkv, r);
   }
-  // Q^T and dO^T of the tile, from the rows just packed (in L1): contiguous writes.
-  for (int64_t c = 0; c < d; ++c) {
-    A* qc = q_t + c * p.r_ld;
-    A* gc = g_t + c * p.r_ld;
-    for (int64_t r = row0; r < row0 + rows; ++r) {
-      qc[r] = q_rows[r * d + c];
-      gc[r] = g_rows[r * d + c];
-    }
-  }
+  // Q^T and dO^T of the tile, from the rows just packed (in L1).
+  transpose(q_rows + row0 * d, d, q_t + row0, p.r_ld, rows, d);
+  transpose(g_rows + row0 * d, d, g_t + row0, p.r_ld, rows, d);
   // Online max / sum over the key blocks.
   A* m = scratch<A>(2 * kTileQ + kTileQ * kBlockK);
   A* l = m + kTileQ;
@@ -251,15 +265,21 @@ void prepare_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int
   Span span[kTileQ];
   const A* kt = p.k_t + head * d * p.k_ld;
   const V vscale(p.scale);
+  // The scale is applied inside the exp; a scale <= 0 (which would turn the -inf of masked keys)
+  // multiplies the scores first.
+  const bool scale_first = !(p.scale > A(0));
+  const V vexp_scale(scale_first ? A(1) : p.scale);
   for (int64_t block_begin = 0; block_begin < p.Tk; block_begin += kBlockK) {
     int64_t j0 = block_begin, block = std::min(kBlockK, p.Tk - block_begin);
     if (p.mask != nullptr && !trim_block(mask_rows, rows, p.mask_k, j0, block, span)) continue;
     gemm(rows, block, d, q_rows + row0 * d, d, kt + j0, p.k_ld, scores, block, /*add=*/false);
     for (int64_t r = 0; r < rows; ++r) {
       A* sr = scores + r * block;
-      for (int64_t jj = 0; jj < block; jj += n) {
-        const int64_t cnt = std::min(n, block - jj);
-        (V::loadu(sr + jj, cnt) * vscale).store(sr + jj, cnt);
+      if (scale_first) {
+        for (int64_t jj = 0; jj < block; jj += n) {
+          const int64_t cnt = std::min(n, block - jj);
+          (V::loadu(sr + jj, cnt) * vscale).store(sr + jj, cnt);
+        }
       }
       if (p.mask != nullptr) mask_row_scores(sr, mask_rows[r], p.mask_k, j0, block, span[r]);
       V vmax(-std::numeric_limits<A>::infinity());
@@ -267,15 +287,15 @@ void prepare_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int
         const int64_t cnt = std::min(n, block - jj);
         vmax = at::vec::maximum(vmax, V::set(V(-std::numeric_limits<A>::infinity()), V::loadu(sr + jj, cnt), cnt));
       }
-      const A block_max =
-          at::vec::vec_reduce_all<A>([](const V& x, const V& y) { return at::vec::maximum(x, y); }, vmax);
+      A block_max = at::vec::vec_reduce_all<A>([](const V& x, const V& y) { return at::vec::maximum(x, y); }, vmax);
+      if (!scale_first && block_max != -std::numeric_limits<A>::infinity()) block_max *= p.scale;
       const A m_new = std::max(m[r], block_max);
       if (m_new == -std::numeric_limits<A>::infinity()) continue;
       V vsum(0);
       const V vm(m_new);
       for (int64_t jj = 0; jj < block; jj += n) {
         const int64_t cnt = std::min(n, block - jj);
-        vsum = vsum + V::set(V(0), fast_exp(V::loadu(sr + jj, cnt) - vm), cnt);
+        vsum = vsum + V::set(V(0), fast_exp(at::vec::fmsub(V::loadu(sr + jj, cnt), vexp_scale, vm)), cnt);
       }
       l[r] = l[r] * std::exp(m[r] - m_new) + reduce_sum<T>(vsum);
       m[r] = m_new;
@@ -294,10 +314,11 @@ void backward_block(const Problem<T>& p, int64_t b, int64_t hkv, int64_t j_begin
   using V = AccVec<T>;
   constexpr int64_t n = V::size();
   const int64_t d = p.d, head = p.head(b, hkv), width = j_end - j_begin;
-  A* probs = scratch<A>(2 * kTileQ * kBlockK + 2 * d * kBlockK);  // [rows, ld] P
+  A* probs = scratch<A>(2 * kTileQ * kBlockK + 3 * d * kBlockK);  // [rows, ld] P
   A* dsc = probs + kTileQ * kBlockK;                              // [rows, ld] dP, then dS
   A* dk_t = dsc + kTileQ * kBlockK;                               // [d, kBlockK] dK^T of the block
   A* dv_t = dk_t + d * kBlockK;                                   // [d, kBlockK] dV^T of the block
+  A* out_rows = dv_t + d * kBlockK;                               // [width, d] (bfloat16/half output)
   std::fill(dk_t, dk_t + 2 * d * kBlockK, A(0));
   const A* q_rows = p.q_rows + head * p.R * d;
   const A* q_t = p.q_t + head * d * p.r_ld;
@@ -356,12 +377,18 @@ void backward_block(const Problem<T>& p, int64_t b, int64_t hkv, int64_t j_begin
     gemm(rows, d, block, dsc, ld, k_rows + j0 * k_ld, k_ld, dq + row0 * d, d, /*add=*/true);
   }
   // dK, dV rows of the block (transposed back; untouched keys get zeros).
-  for (int64_t jj = 0; jj < width; ++jj) {
-    T* dkr = dk + (j_begin + jj) * d;
-    T* dvr = dv + (j_begin + jj) * d;
-    for (int64_t c = 0; c < d; ++c) {
-      dkr[c] = static_cast<T>(dk_t[c * kBlockK + jj]);
-      dvr[c] = static_cast<T>(dv_t[c * kBlockK + jj]);
+  if constexpr (std::is_same_v<T, A>) {
+    transpose(dk_t, kBlockK, dk + j_begin * d, d, d, width);
+    transpose(dv_t, kBlockK, dv + j_begin * d, d, d, width);
+  } else {
+    for (auto [src, dst] : {std::pair<const A*, T*>{dk_t, dk}, std::pair<const A*, T*>{dv_t, dv}}) {
+      transpose(src, kBlockK, out_rows, d, d, width);
+      for (int64_t jj = 0; jj < width; ++jj) {
+        for (int64_t c = 0; c < d; c += n) {
+          const int64_t cnt = std::min(n, d - c);
+          store(dst + (j_begin + jj) * d + c, V::loadu(out_rows + jj * d + c, cnt), cnt);
+        }
+      }
     }
   }
 }
