@@ -182,3 +182,23 @@ def test_thread_counts_split_the_keys_the_same_way(threads):
     finally:
         torch.set_num_threads(before)
     assert_grads_close(ours, reference_grads(grad, q, k, v, allowed, 0.125), torch.float32, (q, k, v))
+
+
+@pytest.mark.parametrize("d, scale", [(24, 0.3), (160, 0.1), (64, -0.3), (64, 0.0)])
+def test_other_head_dims_and_scales(d, scale):
+    # Head dims off the 16-lane grid or above a tile, and scales <= 0 (the masked -inf must survive).
+    q, k, v = inputs((1, 4, 2, 50, 70, d), torch.float32)
+    allowed = make_mask("causal", 1, 50, 70)
+    out = ops.attention(q, k, v, allowed, scale)
+    grad = rand(*out.shape)
+    ours = ops.attention_backward(grad, q, k, v, out, allowed, scale)
+    assert_grads_close(ours, reference_grads(grad, q, k, v, allowed, scale), torch.float32, (q, k, v))
+
+
+def test_a_mask_broadcast_along_the_keys():
+    q, k, v = inputs((1, 2, 1, 40, 40, 32), torch.float32)
+    allowed = (torch.rand(1, 1, 40, 1, device=DEVICE) > 0.3).expand(1, 1, 40, 40)  # key stride 0
+    out = ops.attention(q, k, v, allowed)
+    grad = rand(*out.shape)
+    ours = ops.attention_backward(grad, q, k, v, out, allowed, 32 ** -0.5)
+    assert_grads_close(ours, reference_grads(grad, q, k, v, allowed, 32 ** -0.5), torch.float32, (q, k, v))
