@@ -6,15 +6,20 @@ compare like with like even on a noisy machine. Prints a markdown table; --appen
 bench/RESULTS.md with the machine, torch version, date and commit.
 
     PYTHONPATH=python python bench/ops_cpu.py [--threads N] [--clock wall|cpu] [--append]
+    PYTHONPATH=python python bench/ops_cpu.py --memory [--append]   # attention backward peak memory
 
 On a shared machine use --threads 1 --clock cpu: the time each call spends on the CPU, unaffected by
 other processes taking the core (wall-clock multi-thread timings there mostly measure OpenMP waits).
 """
 import argparse
+import ctypes
 import datetime
+import gc
+import json
 import os
 import platform
 import subprocess
+import sys
 import time
 
 import torch
@@ -75,6 +80,12 @@ def cases(dtype):
     mw_a, mw_b = r(HIDDEN, HIDDEN), r(HIDDEN, HIDDEN)
     xb = r(1, TOKENS, HIDDEN)
     t = f"[{TOKENS}, {HIDDEN}]"
+    # Backward: gradients of q, k, v for one upstream gradient, the forward done once beforehand.
+    qg, kg, vg = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    grad_out = r(1, HEADS, TOKENS, HEAD_DIM)
+
+    def backward_of(out):
+        return lambda: torch.autograd.grad(out, (qg, kg, vg), grad_out, retain_graph=True)
     return [
         ("rms_norm", t, NORM_TARGET, {
             "ours": lambda: ops.rms_norm(x, w, 1e-6),
@@ -116,6 +127,15 @@ def cases(dtype):
             "ours": lambda: ops.attention(q, k, v),
             "composite": lambda: ops.attention_reference(q, k, v),
             "torch": lambda: F.scaled_dot_product_attention(q, k, v)}),
+        ("attention backward causal", f"{HEADS}h x {TOKENS} x {HEAD_DIM}", None, {
+            "ours": backward_of(ops.attention(qg, kg, vg, causal)),
+            "composite": backward_of(ops.attention_reference(qg, kg, vg, causal)),
+            "torch": backward_of(F.scaled_dot_product_attention(qg, kg, vg, attn_mask=causal)),
+            "torch is_causal": backward_of(F.scaled_dot_product_attention(qg, kg, vg, is_causal=True))}),
+        ("attention backward, no mask", f"{HEADS}h x {TOKENS} x {HEAD_DIM}", None, {
+            "ours": backward_of(ops.attention(qg, kg, vg)),
+            "composite": backward_of(ops.attention_reference(qg, kg, vg)),
+            "torch": backward_of(F.scaled_dot_product_attention(qg, kg, vg))}),
         ("attention decode, 1k cache", f"{HEADS}h x 1 x {CACHE} x {HEAD_DIM}", ATTN_DECODE_TARGET, {
             "ours": lambda: ops.attention(q1, k_cache, v_cache),
             "composite": lambda: ops.attention_reference(q1, k_cache, v_cache),
@@ -138,6 +158,88 @@ def decode_floor(dtype_name, t, candidates, rounds):
             f"{floor['read'] * 1e6:.0f} µs ({gb / floor['read']:.0f} GB/s); attention decode: ours "
             f"{floor['ours'] * 1e6:.0f} µs ({gb / floor['ours']:.0f} GB/s), torch "
             f"{floor['torch'] * 1e6:.0f} µs ({gb / floor['torch']:.0f} GB/s).")
+
+
+class _RecomputeBackward(torch.autograd.Function):
+    """ops.attention with the ATen reference backward (recomputes the [Tq, Tk] probabilities)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, allowed):
+        out = ops.attention(q, k, v, allowed)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.allowed = allowed
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, out = ctx.saved_tensors
+        return (*ops.attention_backward_reference(grad, q, k, v, out, ctx.allowed, q.shape[-1] ** -0.5), None)
+
+
+MEMORY_CANDIDATES = {
+    "ours": lambda q, k, v, m: ops.attention(q, k, v, m),
+    "ATen recompute backward": lambda q, k, v, m: _RecomputeBackward.apply(q, k, v, m),
+    "composite (autograd of the reference)": lambda q, k, v, m: ops.attention_reference(q, k, v, m),
+    "torch SDPA": lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+}
+
+
+def _rss(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:  # "5": reset VmHWM to the current RSS
+        f.write("5")
+
+
+def memory_child(name, dtype_name, causal):
+    """Peak resident memory above the inputs of one forward + backward (and of the backward alone).
+
+    Run in a fresh process with MALLOC_MMAP_THRESHOLD_ fixed, so every large tensor is its own mapping,
+    returned on free: the resident set then follows the live tensors."""
+    torch.set_num_threads(1)
+    dtype = getattr(torch, dtype_name)
+    q, k, v = (torch.randn(1, HEADS, TOKENS, HEAD_DIM, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, HEADS, TOKENS, HEAD_DIM, dtype=dtype)
+    mask = torch.ones(TOKENS, TOKENS, dtype=torch.bool).tril()[None, None] if causal else None
+    fn = MEMORY_CANDIDATES[name]
+    for _ in range(2):  # warm up: kernels, thread pools, first-touch of the allocator
+        torch.autograd.grad(fn(q, k, v, mask), (q, k, v), grad)
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    base = _rss("VmRSS")
+    _reset_peak()
+    out = fn(q, k, v, mask)
+    peak_forward, after_forward = _rss("VmHWM"), _rss("VmRSS")
+    _reset_peak()
+    grads = torch.autograd.grad(out, (q, k, v), grad)
+    peak_backward = _rss("VmHWM")
+    del grads
+    print(json.dumps({"total": max(peak_forward, peak_backward) - base, "backward": peak_backward - after_forward,
+                      "saved": after_forward - base}))
+
+
+def memory_table(dtypes):
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    mib = 2.0 ** 20
+    lines = ["| attention fwd + bwd | dtype | mask | peak over inputs MiB | backward peak MiB | saved by forward MiB |",
+             "|---|---|---|---:|---:|---:|"]
+    for dtype_name in dtypes:
+        for causal in (True, False):
+            for name in MEMORY_CANDIDATES:
+                result = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", name, dtype_name,
+                                         "causal" if causal else "none"], env=env, capture_output=True, text=True,
+                                        check=True)
+                m = json.loads(result.stdout.strip().splitlines()[-1])
+                lines.append(f"| {name} | {dtype_name} | {'causal' if causal else 'none'} | {m['total'] / mib:.1f} | "
+                             f"{m['backward'] / mib:.1f} | {m['saved'] / mib:.1f} |")
+                print(lines[-1], flush=True)
+    return lines
 
 
 def machine():
@@ -168,7 +270,27 @@ def main():
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: the calling thread's CPU time (needs --threads 1)")
     parser.add_argument("--append", action="store_true", help="append the table to bench/RESULTS.md")
+    parser.add_argument("--only", default="", help="run the rows whose name contains this text")
+    parser.add_argument("--memory", action="store_true",
+                        help=f"peak memory of attention forward + backward ({HEADS}h x {TOKENS} x {HEAD_DIM}) instead")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], args.memory_child[1], args.memory_child[2] == "causal")
+        return
+    if args.memory:
+        lines = memory_table(args.dtypes.split(","))
+        table = (f"### ops_cpu.py --memory — {datetime.date.today()} — commit {commit()}\n\n"
+                 f"Peak resident memory (VmHWM, reset before each phase) over the inputs, one thread, "
+                 f"{HEADS}h x {TOKENS} x {HEAD_DIM}, large allocations as their own mappings "
+                 f"(MALLOC_MMAP_THRESHOLD_=65536). q, k, v and their gradients are "
+                 f"{HEADS * TOKENS * HEAD_DIM * 4 / 2 ** 20:.2f} MiB each in float32.\n\n" + "\n".join(lines) + "\n")
+        print()
+        print(table)
+        if args.append:
+            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"), "a") as f:
+                f.write(table + "\n")
+        return
     load_before = os.getloadavg()[0]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,6 +308,8 @@ def main():
     for dtype_name in args.dtypes.split(","):
         dtype = getattr(torch, dtype_name)
         for name, shape, target, candidates in cases(dtype):
+            if args.only not in name:
+                continue
             t = timeit({n: f for n, f in candidates.items() if callable(f)}, args.rounds)
             torch_names = [n for n in t if n.startswith("torch")]
             best_torch = min((t[n] for n in torch_names), default=None)

@@ -1,54 +1,43 @@
-// Autograd for attention: the forward is the fused kernel; the backward recomputes the probabilities
-// with ATen (so it does hold [B, H, Tq, Tk] scores) and applies the softmax gradient.
+// Autograd for attention: the forward is the fused kernel; the backward is vlmzoo::attention_backward
+// (on CPU a tiled kernel that never holds the [B, H, Tq, Tk] probabilities; elsewhere, until a kernel
+// exists, the ATen reference that recomputes them). When the backward itself is differentiated
+// (create_graph=True) it is the ATen reference, which autograd can trace.
 #include <torch/autograd.h>
 #include <torch/library.h>
-
-#include <limits>
 
 #include "ops/autograd_util.h"
 #include "ops/checks.h"
 #include "ops/ops.h"
+#include "ops/reference.h"
 
 namespace vlmzoo::ops {
 namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// [B, Hkv * G, ...] -> [B, Hkv, ...], summing each group of G query heads onto its kv head.
-at::Tensor sum_groups(const at::Tensor& t, const c10::SymInt& kv_heads, const c10::SymInt& groups) {
-  if (groups == 1) return t;
-  return t.unflatten_symint(1, {kv_heads, groups}).sum(2);
-}
-
 struct Attention : torch::autograd::Function<Attention> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const std::optional<at::Tensor>& allowed, std::optional<double> scale) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({q, k, v, allowed.value_or(at::Tensor())});
+    auto out = attention(q, k, v, allowed, scale);
+    // The output gives the backward D = rowsum(dO * O) without recomputing it.
+    ctx->save_for_backward({q, k, v, allowed.value_or(at::Tensor()), out});
     ctx->saved_data["scale"] = attention_scale(q, scale);
-    return attention(q, k, v, allowed, scale);
+    return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto& q_in = saved[0];
     const double scale = ctx->saved_data["scale"].toDouble();
-    const auto type = compute_type(q_in);
-    auto q = q_in.to(type), k = saved[1].to(type), v = saved[2].to(type);
-    const auto& allowed = saved[3];
-    auto kv_heads = k.sym_size(1), groups = q.sym_size(1) / kv_heads;
-    auto kk = groups == 1 ? k : k.repeat_interleave_symint(groups, 1);
-    auto vv = groups == 1 ? v : v.repeat_interleave_symint(groups, 1);
-    auto scores = at::matmul(q, kk.transpose(-1, -2)) * scale;
-    if (allowed.defined()) scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
-    auto probs = at::nan_to_num(at::softmax(scores, -1), 0.0);  // rows with nothing to attend to: zeros
-    auto g = grads[0].to(type);
-    auto dv = sum_groups(at::matmul(probs.transpose(-1, -2), g), kv_heads, groups);
-    auto dprobs = at::matmul(g, vv.transpose(-1, -2));
-    auto dscores = probs * (dprobs - (dprobs * probs).sum(-1, true));
-    auto dq = at::matmul(dscores, kk) * scale;
-    auto dk = sum_groups(at::matmul(dscores.transpose(-1, -2), q), kv_heads, groups) * scale;
-    return {dq.to(q_in.scalar_type()), dk.to(saved[1].scalar_type()), dv.to(saved[2].scalar_type()), at::Tensor(),
-            at::Tensor()};
+    const auto& q = saved[0];
+    const auto& k = saved[1];
+    const auto& v = saved[2];
+    const auto allowed = opt(saved[3]);
+    const auto& out = saved[4];
+    const auto& grad = grads[0];
+    auto [dq, dk, dv] = at::GradMode::is_enabled()
+                            ? reference_attention_backward(grad, q, k, v, out, allowed, scale)
+                            : attention_backward(grad.to(q.scalar_type()), q, k, v, out, allowed, scale);
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -56,8 +45,22 @@ at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at
                               const std::optional<at::Tensor>& allowed, std::optional<double> scale) {
   return Attention::apply(q, k, v, allowed, scale);
 }
+
+// Backends without an attention_backward kernel of their own (CUDA for now) run the reference.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_fallback(const at::Tensor& grad, const at::Tensor& q,
+                                                                           const at::Tensor& k, const at::Tensor& v,
+                                                                           const at::Tensor& out,
+                                                                           const std::optional<at::Tensor>& allowed,
+                                                                           double scale) {
+  check_attention_backward(grad, q, k, v, out, allowed);
+  auto [dq, dk, dv] = reference_attention_backward(grad, q, k, v, out, allowed, scale);
+  return {dq.contiguous(), dk.contiguous(), dv.contiguous()};
+}
 }  // namespace
 
 TORCH_LIBRARY_IMPL(vlmzoo, Autograd, m) { m.impl("attention", &attention_autograd); }
+TORCH_LIBRARY_IMPL(vlmzoo, CompositeExplicitAutograd, m) {
+  m.impl("attention_backward", &attention_backward_fallback);
+}
 
 }  // namespace vlmzoo::ops

@@ -61,13 +61,18 @@ struct AddRmsNorm : torch::autograd::Function<AddRmsNorm> {
     auto [sum, normed] = add_rms_norm(x, residual, weight, eps);
     ctx->save_for_backward({sum, weight});
     ctx->saved_data["eps"] = eps;
+    // x and residual may differ in dtype (the sum is in their promoted dtype): each gets its own back.
+    ctx->saved_data["x_type"] = static_cast<int64_t>(x.scalar_type());
+    ctx->saved_data["residual_type"] = static_cast<int64_t>(residual.scalar_type());
     return {sum, normed};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
     auto [dx, dweight] = rms_norm_grads(grads[1], saved[0], saved[1], ctx->saved_data["eps"].toDouble());
     auto dsum = (dx + grads[0].to(dx.scalar_type())).to(saved[0].scalar_type());
-    return {dsum, dsum, dweight, at::Tensor()};
+    auto x_type = static_cast<at::ScalarType>(ctx->saved_data["x_type"].toInt());
+    auto residual_type = static_cast<at::ScalarType>(ctx->saved_data["residual_type"].toInt());
+    return {dsum.to(x_type), dsum.to(residual_type), dweight, at::Tensor()};
   }
 };
 

@@ -42,7 +42,19 @@ void check_norm(const char* op, const at::Tensor& x, const at::Tensor& weight, c
 }
 
 at::ScalarType rms_norm_out_type(const at::Tensor& x, const at::Tensor& weight) {
-  return at::promote_types(x.scalar_type(), weight.scalar_type());
+  return rms_norm_out_type(x.scalar_type(), weight);
+}
+
+at::ScalarType rms_norm_out_type(at::ScalarType x, const at::Tensor& weight) {
+  return at::promote_types(x, weight.scalar_type());
+}
+
+void check_add_rms_norm(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight) {
+  const char* op = "vlmzoo::add_rms_norm";
+  check_norm(op, x, weight, std::nullopt);
+  check_float(op, "residual", residual);
+  TORCH_CHECK(residual.sym_sizes() == x.sym_sizes(), op, ": residual has shape ", residual.sym_sizes(),
+              " but x has shape ", x.sym_sizes());
 }
 
 void check_bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias) {
@@ -102,6 +114,18 @@ void check_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
       TORCH_CHECK(n == 1 || n == target[4 - i], op, ": allowed ", allowed->sym_sizes(),
                   " does not broadcast to [batch, heads, q_tokens, k_tokens] = ", c10::SymIntArrayRef(target));
     }
+  }
+}
+
+void check_attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& out, const std::optional<at::Tensor>& allowed) {
+  check_attention(q, k, v, allowed);
+  const char* op = "vlmzoo::attention_backward";
+  for (const auto* t : {&grad, &out}) {
+    TORCH_CHECK(t->sym_sizes() == q.sym_sizes(), op, ": grad and out must be shaped as q ", q.sym_sizes(), ", got ",
+                t->sym_sizes());
+    TORCH_CHECK(t->scalar_type() == q.scalar_type(), op, ": grad and out must be ", q.scalar_type(), ", got ",
+                t->scalar_type());
   }
 }
 

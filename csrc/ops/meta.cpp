@@ -14,8 +14,9 @@ at::Tensor rms_norm_meta(const at::Tensor& x, const at::Tensor& weight, double) 
 
 std::tuple<at::Tensor, at::Tensor> add_rms_norm_meta(const at::Tensor& x, const at::Tensor& residual,
                                                      const at::Tensor& weight, double) {
-  check_norm("vlmzoo::add_rms_norm", x, weight, std::nullopt, &residual);
-  return {empty_contiguous(x), empty_contiguous(x, rms_norm_out_type(x, weight))};
+  check_add_rms_norm(x, residual, weight);
+  const auto sum_type = add_rms_norm_sum_type(x, residual);
+  return {empty_contiguous(x, sum_type), empty_contiguous(x, rms_norm_out_type(sum_type, weight))};
 }
 
 at::Tensor layer_norm_meta(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias, double) {
@@ -53,6 +54,14 @@ at::Tensor attention_meta(const at::Tensor& q, const at::Tensor& k, const at::Te
   return empty_contiguous(q);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_meta(const at::Tensor& grad, const at::Tensor& q,
+                                                                       const at::Tensor& k, const at::Tensor& v,
+                                                                       const at::Tensor& out, const OptTensor& allowed,
+                                                                       double) {
+  check_attention_backward(grad, q, k, v, out, allowed);
+  return {empty_contiguous(q), empty_contiguous(k), empty_contiguous(v)};
+}
+
 at::Tensor multiway_linear_meta(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
                                 const OptTensor& bias_a, const at::Tensor& weight_b, const OptTensor& bias_b) {
   check_multiway("vlmzoo::multiway_linear", x, split, weight_a, bias_a, weight_b, bias_b, /*linear=*/true);
@@ -76,6 +85,7 @@ TORCH_LIBRARY_IMPL(vlmzoo, Meta, m) {
   m.impl("gated_act", &gated_act_meta);
   m.impl("rope", &rope_meta);
   m.impl("attention", &attention_meta);
+  m.impl("attention_backward", &attention_backward_meta);
   m.impl("multiway_linear", &multiway_linear_meta);
   m.impl("multiway_layer_norm", &multiway_layer_norm_meta);
 }

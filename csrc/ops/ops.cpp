@@ -62,6 +62,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return op.call(q, k, v, allowed, scale);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q,
+                                                                  const at::Tensor& k, const at::Tensor& v,
+                                                                  const at::Tensor& out, const OptTensor& allowed,
+                                                                  double scale) {
+  static auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      const OptTensor&, double)>("vlmzoo::attention_backward");
+  return op.call(grad, q, k, v, out, allowed, scale);
+}
+
 at::Tensor multiway_linear(const at::Tensor& x, int64_t split, const at::Tensor& weight_a, const OptTensor& bias_a,
                            const at::Tensor& weight_b, const OptTensor& bias_b) {
   static auto op = find_op<at::Tensor(const at::Tensor&, int64_t, const at::Tensor&, const OptTensor&,

@@ -23,6 +23,11 @@ std::tuple<at::Tensor, at::Tensor> rope(const at::Tensor& q, const at::Tensor& k
                                         const at::Tensor& sin);
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::optional<at::Tensor>& allowed, std::optional<double> scale);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q,
+                                                                  const at::Tensor& k, const at::Tensor& v,
+                                                                  const at::Tensor& out,
+                                                                  const std::optional<at::Tensor>& allowed,
+                                                                  double scale);
 at::Tensor multiway_linear(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
                            const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
                            const std::optional<at::Tensor>& bias_b);

@@ -92,6 +92,38 @@ at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const a
   return at::matmul(probs, vv.to(type)).to(q.scalar_type());
 }
 
+namespace {
+// [B, Hkv * G, ...] -> [B, Hkv, ...], summing each group of G query heads onto its kv head.
+at::Tensor sum_groups(const at::Tensor& t, const c10::SymInt& kv_heads, const c10::SymInt& groups) {
+  if (groups == 1) return t;
+  return t.unflatten_symint(1, {kv_heads, groups}).sum(2);
+}
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reference_attention_backward(const at::Tensor& grad,
+                                                                            const at::Tensor& q_in,
+                                                                            const at::Tensor& k_in,
+                                                                            const at::Tensor& v_in, const at::Tensor&,
+                                                                            const std::optional<at::Tensor>& allowed,
+                                                                            double scale) {
+  const auto type = compute_type(q_in);
+  auto q = q_in.to(type), k = k_in.to(type), v = v_in.to(type);
+  auto kv_heads = k.sym_size(1), groups = q.sym_size(1) / kv_heads;
+  auto kk = groups == 1 ? k : k.repeat_interleave_symint(groups, 1);
+  auto vv = groups == 1 ? v : v.repeat_interleave_symint(groups, 1);
+  auto scores = at::matmul(q, kk.transpose(-1, -2)) * scale;
+  if (allowed.has_value())
+    scores = scores.masked_fill(allowed->logical_not(), -std::numeric_limits<double>::infinity());
+  auto probs = at::nan_to_num(at::softmax(scores, -1), 0.0);  // rows with nothing to attend to: zeros
+  auto g = grad.to(type);
+  auto dv = sum_groups(at::matmul(probs.transpose(-1, -2), g), kv_heads, groups);
+  auto dprobs = at::matmul(g, vv.transpose(-1, -2));
+  auto dscores = probs * (dprobs - (dprobs * probs).sum(-1, true));
+  auto dq = at::matmul(dscores, kk) * scale;
+  auto dk = sum_groups(at::matmul(dscores.transpose(-1, -2), q), kv_heads, groups) * scale;
+  return {dq.to(q_in.scalar_type()), dk.to(k_in.scalar_type()), dv.to(v_in.scalar_type())};
+}
+
 at::Tensor reference_multiway_linear(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
                                      const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
                                      const std::optional<at::Tensor>& bias_b) {

@@ -12,7 +12,9 @@ namespace vlmzoo::ops {
 
 // x: [..., D]; weight: [D]. float32 math, cast back to x's dtype, then weight * (Llama convention).
 at::Tensor reference_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
-// Returns (x + residual, rms_norm(x + residual)).
+// Returns (x + residual, rms_norm(x + residual)). x and residual may differ in dtype: the sum is in
+// their promoted dtype (ATen's x + residual), the normed output in the sum's dtype promoted with the
+// weight's (as rms_norm). The fused kernels follow the same rule (checks.h, check_add_rms_norm).
 std::tuple<at::Tensor, at::Tensor> reference_add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
                                                           const at::Tensor& weight, double eps);
 at::Tensor reference_layer_norm(const at::Tensor& x, const at::Tensor& weight,
@@ -36,6 +38,14 @@ std::tuple<at::Tensor, at::Tensor> reference_rope(const at::Tensor& q, const at:
 // Explicit scores, softmax in (at least) float32; a row with nothing to attend to yields zeros.
 at::Tensor reference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const std::optional<at::Tensor>& allowed, std::optional<double> scale);
+// Gradients (dq, dk, dv) of attention for grad = dL/d(out): recomputes the [B, H, Tq, Tk] probabilities
+// and applies the softmax gradient, in (at least) float32; GQA heads sum onto their kv head. `out`
+// (the forward's output) is not needed here; it is in the signature to match vlmzoo::attention_backward.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reference_attention_backward(const at::Tensor& grad,
+                                                                            const at::Tensor& q, const at::Tensor& k,
+                                                                            const at::Tensor& v, const at::Tensor& out,
+                                                                            const std::optional<at::Tensor>& allowed,
+                                                                            double scale);
 
 // x: [B, T, D]; tokens [:split] use (weight_a, bias_a), tokens [split:] use (weight_b, bias_b).
 at::Tensor reference_multiway_linear(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,

@@ -26,7 +26,8 @@ at::Tensor reference_bias_act(const at::Tensor& x, const std::optional<at::Tenso
 }  // namespace
 
 TORCH_LIBRARY(vlmzoo, m) {
-  // Norms. x: [..., D]; weight, bias: [D]. The add_ variants return (x + residual, norm(x + residual)).
+  // Norms. x: [..., D]; weight, bias: [D]. The add_ variants return (x + residual, norm(x + residual));
+  // add_rms_norm takes a residual of another floating dtype (sum in the promoted dtype: checks.h).
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
   m.def("layer_norm(Tensor x, Tensor weight, Tensor? bias, float eps) -> Tensor");
@@ -39,6 +40,8 @@ TORCH_LIBRARY(vlmzoo, m) {
   m.def("rope(Tensor q, Tensor k, Tensor cos, Tensor sin) -> (Tensor, Tensor)");
   // q: [B, H, Tq, d]; k, v: [B, Hkv, Tk, d]; allowed: bool broadcastable to [B, H, Tq, Tk].
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor? allowed=None, float? scale=None) -> Tensor");
+  // attention's gradients (dq, dk, dv) for grad = dL/d(out), given the forward's out and the resolved scale.
+  m.def("attention_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor out, Tensor? allowed, float scale) -> (Tensor, Tensor, Tensor)");
   // x: [B, T, D]; tokens [:split] use the _a weights, tokens [split:] the _b weights.
   m.def("multiway_linear(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b) -> Tensor");
   m.def("multiway_layer_norm(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b, float eps) -> Tensor");
@@ -58,6 +61,8 @@ TORCH_LIBRARY(vlmzoo, m) {
         &vlmzoo::ops::reference_rope);
   m.def("attention_reference(Tensor q, Tensor k, Tensor v, Tensor? allowed=None, float? scale=None) -> Tensor",
         &vlmzoo::ops::reference_attention);
+  m.def("attention_backward_reference(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor out, Tensor? allowed, float scale) -> (Tensor, Tensor, Tensor)",
+        &vlmzoo::ops::reference_attention_backward);
   m.def("multiway_linear_reference(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b) -> Tensor",
         &vlmzoo::ops::reference_multiway_linear);
   m.def("multiway_layer_norm_reference(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b, float eps) -> Tensor",

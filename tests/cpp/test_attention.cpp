@@ -71,3 +71,22 @@ TEST(CausalMask, PaddingQueriesStillSeeThemselves) {
   EXPECT_TRUE(mask[0][0][0][2].item<bool>());   // itself
   EXPECT_FALSE(mask[0][0][0][3].item<bool>());  // the future
 }
+
+// The fused path's backward (the tiled CPU kernel) against ATen's autograd through the reference.
+TEST(AttentionBackward, GradientsMatchTheUnfusedPath) {
+  torch::manual_seed(2);
+  auto padding = torch::tensor({{1, 1, 1, 1, 1, 1, 1, 1, 1}, {0, 0, 0, 1, 1, 1, 1, 1, 1}});
+  auto allowed = vlmzoo::nn::causal_mask(9, 0, padding, torch::kCPU).expand({2, 1, 9, 9}).contiguous();
+  auto grad = torch::randn({2, 6, 9, 32});
+  std::vector<torch::Tensor> grads[2];
+  for (bool fused : {true, false}) {
+    torch::manual_seed(3);
+    auto q = torch::randn({2, 6, 9, 32}).requires_grad_(), k = torch::randn({2, 2, 9, 32}).requires_grad_();
+    auto v = torch::randn({2, 2, 9, 32}).requires_grad_();
+    auto out = vlmzoo::nn::attention(q, k, v, allowed, 0.2, fused);
+    grads[fused] = torch::autograd::grad({out}, {q, k, v}, {grad});
+  }
+  for (int i = 0; i < 3; ++i)
+    EXPECT_TRUE(torch::allclose(grads[1][i], grads[0][i], 1e-4, 1e-5)) << i << ": "
+                                                                      << (grads[1][i] - grads[0][i]).abs().max();
+}

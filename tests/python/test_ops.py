@@ -129,6 +129,57 @@ def test_rms_norm_gradients():
     assert torch.autograd.gradcheck(ops.add_rms_norm, double((x[:, :3], res[:, :3], w, 1e-6), [0, 1, 2]))
 
 
+MIXED = [  # (x, residual, weight): autocast's bfloat16 branch onto a float32 residual stream, and the rest
+    (torch.bfloat16, torch.float32, torch.float32),
+    (torch.float32, torch.bfloat16, torch.float32),
+    (torch.float16, torch.float32, torch.float32),
+    (torch.bfloat16, torch.float16, torch.float32),
+    (torch.bfloat16, torch.float32, torch.bfloat16),
+    (torch.float32, torch.float64, torch.float32),  # a float64 sum: the reference runs
+]
+
+
+@pytest.mark.parametrize("types", MIXED, ids=lambda t: "-".join(str(d).split(".")[1] for d in t))
+@pytest.mark.parametrize("layout", ["contiguous", "strided_rows"])
+def test_add_rms_norm_mixed_dtypes_follow_the_reference(types, layout):
+    # sum = x + residual in the promoted dtype; normed in the sum's dtype promoted with the weight's.
+    x_type, res_type, w_type = types
+    x, res = rand(3, 7, 97, dtype=x_type, layout=layout), rand(3, 7, 97, dtype=res_type)
+    w = rand(97, dtype=w_type)
+    s, y = ops.add_rms_norm(x, res, w, 1e-6)
+    s_ref, y_ref = ops.add_rms_norm_reference(x, res, w, 1e-6)
+    assert s.dtype == s_ref.dtype == torch.promote_types(x_type, res_type)
+    assert y.dtype == y_ref.dtype and s.is_contiguous() and y.is_contiguous()
+    assert torch.equal(s, s_ref)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("types", MIXED[:4], ids=lambda t: "-".join(str(d).split(".")[1] for d in t))
+def test_add_rms_norm_mixed_dtype_gradients(types):
+    x_type, res_type, w_type = types
+    args = (rand(2, 5, 48, dtype=x_type), rand(2, 5, 48, dtype=res_type), rand(48, dtype=w_type), 1e-6)
+
+    def grads(fn):
+        leaves = [a.detach().clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+        s, y = fn(*leaves)
+        torch.manual_seed(1)
+        loss = (s.float() * torch.randn(s.shape, device=DEVICE)).sum() + (y.float() * torch.randn(y.shape, device=DEVICE)).sum()
+        return torch.autograd.grad(loss, leaves[:3])
+
+    for g, r, a in zip(grads(ops.add_rms_norm), grads(ops.add_rms_norm_reference), args):
+        assert g.dtype == r.dtype == a.dtype
+        torch.testing.assert_close(g, r, **TOL[a.dtype])
+
+
+def test_add_rms_norm_mixed_dtype_opcheck():
+    check_op(ops.add_rms_norm, (rand(2, 5, 24, dtype=torch.bfloat16), rand(2, 5, 24), rand(24), 1e-6), [0, 1, 2])
+
+
+def test_add_rms_norm_still_rejects_a_residual_of_another_shape():
+    with pytest.raises(RuntimeError, match="residual has shape"):
+        ops.add_rms_norm(rand(2, 8), rand(3, 8, dtype=torch.bfloat16), rand(8), 1e-6)
+
+
 def test_rms_norm_opcheck():
     check_op(ops.rms_norm, (rand(2, 5, 24), rand(24), 1e-6), [0, 1])
     check_op(ops.add_rms_norm, (rand(2, 5, 24), rand(2, 5, 24), rand(24), 1e-6), [0, 1, 2])

@@ -127,3 +127,22 @@ def test_init_weights_follows_transformers_recipe(task):
     assert not params["vision.layers.0.attn.q_proj.bias"].any()
     for name in ("vision.position_embed.weight", "llm.embed_tokens.weight", "llm.layers.0.attn.q_proj.weight"):
         assert abs(params[name].std().item() - 0.02) < 0.002, name
+
+
+def test_a_tiny_model_trains_under_bfloat16_autocast(task):
+    # Autocast makes the linear outputs bfloat16 while the residual stream and the norm weights stay
+    # float32: add_rms_norm then meets x and residual of different dtypes.
+    model = tiny_model(task)
+    model.train()
+    batch = next(task.batches("train", 4, visual_tokens_per_image=model.visual_tokens_per_image))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    autocast_grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert autocast_grads and all(torch.isfinite(g).all() for g in autocast_grads.values())
+    model.zero_grad()  # grads to None
+    full = model(**batch).loss
+    full.backward()
+    assert {name for name, p in model.named_parameters() if p.grad is not None} == set(autocast_grads)
+    assert abs(loss.item() - full.item()) < 0.05 * abs(full.item())

@@ -28,5 +28,12 @@ std::tuple<at::Tensor, at::Tensor> rope(const at::Tensor& q, const at::Tensor& k
                                         const at::Tensor& sin);
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::optional<at::Tensor>& allowed, double scale);
+// (dq, dk, dv) of attention, given grad = dL/d(out) and the forward's out; tiled (no [Tq, Tk] matrix),
+// float32 accumulation (float64 for float64).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q,
+                                                                  const at::Tensor& k, const at::Tensor& v,
+                                                                  const at::Tensor& out,
+                                                                  const std::optional<at::Tensor>& allowed,
+                                                                  double scale);
 
 }  // namespace vlmzoo::ops::cpu

@@ -35,8 +35,12 @@ at::Tensor rms_norm_cpu(const at::Tensor& x, const at::Tensor& weight, double ep
 
 std::tuple<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& x, const at::Tensor& residual,
                                                     const at::Tensor& weight, double eps) {
-  check_norm("vlmzoo::add_rms_norm", x, weight, std::nullopt, &residual);
-  if (!kernels_supported() || !weight_fits(x, weight)) {
+  check_add_rms_norm(x, residual, weight);
+  // Mixed x / residual: the kernel takes the float32-accumulated pairs (sum and output float32).
+  const bool fits = residual.scalar_type() == x.scalar_type()
+                        ? weight_fits(x, weight)
+                        : rms_norm_out_type(add_rms_norm_sum_type(x, residual), weight) == at::kFloat;
+  if (!kernels_supported() || !fits) {
     auto [sum, normed] = reference_add_rms_norm(x, residual, weight, eps);
     return {sum.contiguous(), normed.contiguous()};
   }
@@ -100,6 +104,18 @@ at::Tensor attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Ten
   if (!kernels_supported()) return reference_attention(q, k, v, allowed, scale).contiguous();
   return attention(q, k, v, allowed, attention_scale(q, scale));
 }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(const at::Tensor& grad, const at::Tensor& q,
+                                                                      const at::Tensor& k, const at::Tensor& v,
+                                                                      const at::Tensor& out, const OptTensor& allowed,
+                                                                      double scale) {
+  check_attention_backward(grad, q, k, v, out, allowed);
+  if (!kernels_supported()) {
+    auto [dq, dk, dv] = reference_attention_backward(grad, q, k, v, out, allowed, scale);
+    return {dq.contiguous(), dk.contiguous(), dv.contiguous()};
+  }
+  return attention_backward(grad, q, k, v, out, allowed, scale);
+}
 }  // namespace
 
 TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
@@ -112,6 +128,7 @@ TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
   m.impl("gated_act", &gated_act_cpu);
   m.impl("rope", &rope_cpu);
   m.impl("attention", &attention_cpu);
+  m.impl("attention_backward", &attention_backward_cpu);
 }
 
 }  // namespace vlmzoo::ops::cpu

@@ -13,12 +13,14 @@ enum class Act : int { gelu, gelu_tanh, quick_gelu, relu, relu2, silu };
 // Norm over the rows of x [rows, D] (row stride x_stride, unit stride along D), computed in float.
 // Rows whose token index (row % tokens) is < split use the _a parameters, the others the _b ones.
 struct NormArgs {
-  DType dtype, out_dtype;  // out_dtype: dtype, or f32 (rms_norm with a float32 weight)
+  DType dtype, out_dtype;  // out_dtype: dtype, or f32 (rms_norm with a float32 weight, or a mixed sum)
   const void* x;
   int64_t x_stride;
   const void* residual;  // null: no residual add
   int64_t residual_stride;
-  void* sum;  // [rows, D], written when residual is given
+  // rms_norm only: a residual of another dtype than x; the sum (and out_dtype) is then f32.
+  DType residual_dtype;
+  void* sum;  // [rows, D], written when residual is given (dtype, or f32 when residual_dtype differs)
   void* y;    // [rows, D]
   const float *weight_a, *bias_a, *weight_b, *bias_b;  // [D]; biases may be null
   int64_t rows, D, tokens, split;

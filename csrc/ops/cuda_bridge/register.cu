@@ -48,7 +48,9 @@ std::tuple<at::Tensor, at::Tensor> norm(bool rms, const at::Tensor& x_in, const 
   c10::cuda::CUDAGuard guard(x_in.device());
   auto x = as_rows(x_in);
   auto residual = residual_in.defined() ? as_rows(residual_in) : at::Tensor();
-  auto sum = residual.defined() ? empty_contiguous(x_in) : at::Tensor();
+  // rms_norm's residual may differ in dtype from x: the sum is then in the promoted dtype (float32).
+  auto sum = residual.defined() ? empty_contiguous(x_in, at::promote_types(x_in.scalar_type(), residual.scalar_type()))
+                                : at::Tensor();
   auto y = empty_contiguous(x_in, out_type);
   auto wa = weight_a.to(at::kFloat).contiguous(), wb = weight_b.to(at::kFloat).contiguous();
   auto ba = as_float(bias_a), bb = as_float(bias_b);
@@ -59,6 +61,7 @@ std::tuple<at::Tensor, at::Tensor> norm(bool rms, const at::Tensor& x_in, const 
   a.x_stride = x.stride(0);
   a.residual = residual.defined() ? residual.const_data_ptr() : nullptr;
   a.residual_stride = residual.defined() ? residual.stride(0) : 0;
+  a.residual_dtype = residual.defined() ? dtype_of(residual.scalar_type()) : a.dtype;
   a.sum = sum.defined() ? sum.mutable_data_ptr() : nullptr;
   a.y = y.mutable_data_ptr();
   a.weight_a = wa.const_data_ptr<float>();
@@ -78,6 +81,13 @@ bool rms_fits(const at::Tensor& x, const at::Tensor& weight) {
   return has_kernel(x.scalar_type()) && (out == x.scalar_type() || out == at::kFloat);
 }
 
+// Mixed x / residual: both with a kernel, and the sum and output float32 (see check_add_rms_norm).
+bool add_rms_fits(const at::Tensor& x, const at::Tensor& residual, const at::Tensor& weight) {
+  if (residual.scalar_type() == x.scalar_type()) return rms_fits(x, weight);
+  return has_kernel(x.scalar_type()) && has_kernel(residual.scalar_type()) &&
+         rms_norm_out_type(add_rms_norm_sum_type(x, residual), weight) == at::kFloat;
+}
+
 at::Tensor rms_norm_cuda(const at::Tensor& x, const at::Tensor& weight, double eps) {
   check_norm("vlmzoo::rms_norm", x, weight, std::nullopt);
   if (!rms_fits(x, weight)) return reference_rms_norm(x, weight, eps).contiguous();
@@ -86,12 +96,13 @@ at::Tensor rms_norm_cuda(const at::Tensor& x, const at::Tensor& weight, double e
 
 std::tuple<at::Tensor, at::Tensor> add_rms_norm_cuda(const at::Tensor& x, const at::Tensor& residual,
                                                      const at::Tensor& weight, double eps) {
-  check_norm("vlmzoo::add_rms_norm", x, weight, std::nullopt, &residual);
-  if (!rms_fits(x, weight)) {
+  check_add_rms_norm(x, residual, weight);
+  if (!add_rms_fits(x, residual, weight)) {
     auto [s, y] = reference_add_rms_norm(x, residual, weight, eps);
     return {s.contiguous(), y.contiguous()};
   }
-  return norm(true, x, residual, rms_norm_out_type(x, weight), 1, 1, weight, {}, weight, {}, eps);
+  return norm(true, x, residual, rms_norm_out_type(add_rms_norm_sum_type(x, residual), weight), 1, 1, weight, {},
+              weight, {}, eps);
 }
 
 at::Tensor layer_norm_cuda(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias, double eps) {

@@ -1,0 +1,514 @@
+// attention backward on CPU, FlashAttention-2 style: no [Tq, Tk] matrix exists, only per-thread
+// [tile, block] pieces of it.
+//
+// The query rows of one kv head are its G query heads times their tokens (R = G * Tq rows, as in the
+// forward), so GQA heads accumulate into their kv head's dK / dV without atomics. Three passes:
+//   1. pack the keys: K^T and V^T (and K rows, for bfloat16/half) in the accumulation type;
+//   2. per (b, kv head, query tile): pack scale * Q, Q^T, dO, dO^T, D = rowsum(dO * O) (O is the
+//      forward's output), and the row logsumexp of the scaled scores, by an online max/sum over the
+//      keys (the forward kernel does not return it, and recomputing it here keeps the forward as is);
+//   3. per (b, kv head, key split): for each key block, for each query tile
+//        S = (scale Q) K^T, P = exp(S - lse), dP = dO V^T, dS = scale * P * (dP - D),
+//        dV^T += dO^T P, dK^T += Q^T dS, dQ += dS K,
+//      with dK / dV of the block accumulated in registers-sized buffers and written once, and dQ
+//      accumulated per split (one split per kv head unless there are too few kv heads for the
+//      threads; the splits are summed at the end).
+// Masked keys get P = 0, rows with nothing allowed have lse = -inf and P = 0 (zero gradients), and
+// (tile, block) pairs with nothing allowed are skipped, so a causal mask costs about half.
+// All GEMMs run in float32 (float64 for float64) through at::native::cpublas::brgemm (plain loops for
+// float64, which serves gradcheck only).
+#include "ops/cpu/vec.h"
+// (vec.h first: it selects the instruction set for this file)
+
+#include <ATen/native/CPUBlas.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "ops/cpu/kernels.h"
+
+namespace vlmzoo::ops::cpu {
+namespace {
+
+constexpr int64_t kTileQ = 64;    // query rows per tile
+constexpr int64_t kBlockK = 128;  // keys per block
+constexpr int64_t kAlign = 16;    // trimmed blocks keep whole 16-key groups (fewer GEMM shapes)
+constexpr int64_t kPackChunk = 64;
+
+// C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
+inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                 int64_t ldc, bool add) {
+  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
+}
+inline void gemm(int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b, int64_t ldb,
+                 double* c, int64_t ldc, bool add) {
+  for (int64_t i = 0; i < M; ++i) {
+    double* ci = c + i * ldc;
+    if (!add) std::fill(ci, ci + N, 0.0);
+    for (int64_t p = 0; p < K; ++p) {
+      const double aip = a[i * lda + p];
+      const double* bp = b + p * ldb;
+      for (int64_t j = 0; j < N; ++j) ci[j] += aip * bp[j];
+    }
+  }
+}
+
+template <typename A>
+A* scratch(int64_t n) {  // per-thread buffer, grown on demand
+  thread_local std::vector<A> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
+}
+
+template <typename V>
+inline V fast_exp(const V& x) {
+  if constexpr (std::is_same_v<typename V::value_type, float>) return x.exp_u20();
+  else return x.exp();
+}
+
+struct Strides {
+  int64_t b, h, t;
+};
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// dst[N, M] (leading dimension ld_dst) = src[M, N]^T (leading dimension ld_src); 16x16 register blocks
+// for float (at::vec), plain loops for double.
+template <typename A>
+inline void transpose(const A* src, int64_t ld_src, A* dst, int64_t ld_dst, int64_t M, int64_t N) {
+  at::vec::transpose_mxn<A>(src, ld_src, dst, ld_dst, static_cast<int>(M), static_cast<int>(N));
+}
+
+// Rows [0, rows) x [0, d) of T (row stride ld) converted to A, contiguous [rows, d].
+template <typename T>
+void load_rows(const T* src, int64_t ld, int64_t rows, int64_t d, acc_t<T>* dst) {
+  using V = AccVec<T>;
+  constexpr int64_t n = V::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < d; c += n) {
+      const int64_t cnt = std::min(n, d - c);
+      load(src + r * ld + c, cnt).store(dst + r * d + c, cnt);
+    }
+  }
+}
+
+template <typename T>
+struct Problem {
+  using A = acc_t<T>;
+  const T *q, *k, *v, *o, *g;
+  Strides qs, ks, vs, os, gs;
+  const bool* mask = nullptr;  // null: everything allowed
+  int64_t mask_b = 0, mask_h = 0, mask_q = 0, mask_k = 0;
+  int64_t B, Hkv, G, Tq, Tk, d, R;  // R = G * Tq query rows per kv head
+  A scale;
+  // Packed per kv head (index b * Hkv + hkv), in A.
+  int64_t r_ld, k_ld;   // leading dimensions of the transposed packs (padded, not powers of two)
+  A* q_rows;            // [R, d]
+  A* q_t;               // [d, r_ld]
+  A* g_rows;            // [R, d] = dO
+  A* g_t;               // [d, r_ld]
+  A* lse;               // [R] logsumexp of the scaled scores (-inf: nothing allowed)
+  A* delta;             // [R] rowsum(dO * O)
+  A* k_t;               // [d, k_ld]
+  A* v_t;               // [d, k_ld]
+  A* k_rows;            // [Tk, d] (bfloat16/half only; float/double read k itself)
+
+  int64_t head(int64_t b, int64_t hkv) const { return b * Hkv + hkv; }
+  // Row r of kv head (b, hkv): query head hkv * G + r / Tq, token r % Tq.
+  template <typename P>
+  const P* row_ptr(const P* base, const Strides& s, int64_t b, int64_t hkv, int64_t r) const {
+    return base + b * s.b + (hkv * G + r / Tq) * s.h + (r % Tq) * s.t;
+  }
+  const bool* mask_row(int64_t b, int64_t hkv, int64_t r) const {
+    return mask + b * mask_b + (hkv * G + r / Tq) * mask_h + (r % Tq) * mask_q;
+  }
+  // K rows of kv head (b, hkv) as A, with their row stride.
+  const A* key_rows(int64_t b, int64_t hkv, int64_t& ld) const {
+    if constexpr (std::is_same_v<T, A>) {
+      ld = ks.t;
+      return k + b * ks.b + hkv * ks.h;
+    } else {
+      ld = d;
+      return k_rows + head(b, hkv) * Tk * d;
+    }
+  }
+};
+
+// Allowed keys of each row of a tile within keys [j0, j0 + block): span [begin, end) relative to
+// the trimmed block, dense when it has no hole. The block is trimmed to whole kAlign groups around
+// the union of the spans; returns false when no row allows any key.
+struct Span {
+  int64_t begin, end;
+  bool dense;
+};
+
+bool trim_block(const bool* const* mask_rows, int64_t rows, int64_t mask_k, int64_t& j0, int64_t& block, Span* span) {
+  int64_t lo = block, hi = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const bool* mr = mask_rows[r] + j0 * mask_k;
+    int64_t first = block, last = -1;
+    bool dense = true;
+    if (mask_k == 1) {
+      if (const void* f = std::memchr(mr, 1, block)) {
+        first = static_cast<const bool*>(f) - mr;
+        last = static_cast<const bool*>(memrchr(mr, 1, block)) - mr;
+        dense = std::memchr(mr + first, 0, last - first + 1) == nullptr;
+      }
+    } else if (mask_k == 0) {
+      if (mr[0]) first = 0, last = block - 1;
+    } else {
+      for (int64_t jj = 0; jj < block; ++jj) {
+        if (!mr[jj * mask_k]) continue;
+        dense = dense && (last < 0 || last == jj - 1);
+        first = std::min(first, jj);
+        last = jj;
+      }
+    }
+    span[r] = {first, last + 1, dense};
+    lo = std::min(lo, first);
+    hi = std::max(hi, last + 1);
+  }
+  if (hi <= lo) return false;
+  lo = lo / kAlign * kAlign;
+  hi = std::min(block, round_up(hi, kAlign));
+  for (int64_t r = 0; r < rows; ++r) {
+    span[r].begin = std::max<int64_t>(span[r].begin - lo, 0);
+    span[r].end = std::max<int64_t>(span[r].end - lo, 0);
+  }
+  j0 += lo;
+  block = hi - lo;
+  return true;
+}
+
+// Sets the disallowed scores of row sr (keys j0 .. j0 + block of mask row mr) to -inf.
+template <typename A>
+void mask_row_scores(A* sr, const bool* mr, int64_t mask_k, int64_t j0, int64_t block, const Span& span) {
+  const A neg_inf = -std::numeric_limits<A>::infinity();
+  std::fill(sr, sr + std::min(span.begin, block), neg_inf);
+  std::fill(sr + std::min(span.end, block), sr + block, neg_inf);
+  if (!span.dense) {
+    const bool* m = mr + j0 * mask_k;
+    for (int64_t jj = span.begin; jj < span.end; ++jj)
+      if (!m[jj * mask_k]) sr[jj] = neg_inf;
+  }
+}
+
+// Pass 1: K^T, V^T (and K rows for reduced types) of every kv head, in chunks of keys.
+template <typename T>
+void pack_keys(const Problem<T>& p) {
+  using A = acc_t<T>;
+  const int64_t d = p.d, chunks = (p.Tk + kPackChunk - 1) / kPackChunk;
+  at::parallel_for(0, p.B * p.Hkv * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t head = task / chunks, j_begin = (task % chunks) * kPackChunk;
+      const int64_t j_end = std::min(p.Tk, j_begin + kPackChunk), b = head / p.Hkv, hkv = head % p.Hkv;
+      const T* k_head = p.k + b * p.ks.b + hkv * p.ks.h;
+      const T* v_head = p.v + b * p.vs.b + hkv * p.vs.h;
+      A* kt = p.k_t + head * d * p.k_ld + j_begin;
+      A* vt = p.v_t + head * d * p.k_ld + j_begin;
+      const int64_t len = j_end - j_begin;
+      if constexpr (std::is_same_v<T, A>) {
+        transpose(k_head + j_begin * p.ks.t, p.ks.t, kt, p.k_ld, len, d);
+        transpose(v_head + j_begin * p.vs.t, p.vs.t, vt, p.k_ld, len, d);
+      } else {
+        A* k_rows = p.k_rows + (head * p.Tk + j_begin) * d;  // K rows in A are a pack of their own
+        load_rows(k_head + j_begin * p.ks.t, p.ks.t, len, d, k_rows);
+        transpose(k_rows, d, kt, p.k_ld, len, d);
+        A* v_rows = scratch<A>(kPackChunk * d);
+        load_rows(v_head + j_begin * p.vs.t, p.vs.t, len, d, v_rows);
+        transpose(v_rows, d, vt, p.k_ld, len, d);
+      }
+    }
+  });
+}
+
+// Pass 2: the query-side packs, D and the logsumexp of one tile of rows [row0, row0 + rows).
+template <typename T>
+void prepare_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int64_t rows) {
+  using A = acc_t<T>;
+  using V = AccVec<T>;
+  constexpr int64_t n = V::size();
+  const int64_t d = p.d, head = p.head(b, hkv);
+  A* q_rows = p.q_rows + head * p.R * d;
+  A* q_t = p.q_t + head * d * p.r_ld;
+  A* g_rows = p.g_rows + head * p.R * d;
+  A* g_t = p.g_t + head * d * p.r_ld;
+  A* lse = p.lse + head * p.R;
+  A* delta = p.delta + head * p.R;
+  const bool* mask_rows[kTileQ];
+  for (int64_t r = row0; r < row0 + rows; ++r) {
+    const T* qr = p.row_ptr(p.q, p.qs, b, hkv, r);
+    const T* gr = p.row_ptr(p.g, p.gs, b, hkv, r);
+    const T* orow = p.row_ptr(p.o, p.os, b, hkv, r);
+    V dot(0);
+    for (int64_t c = 0; c < d; c += n) {
+      const int64_t cnt = std::min(n, d - c);
+      const V qv = load(qr + c, cnt), gv = load(gr + c, cnt);
+      qv.store(q_rows + r * d + c, cnt);
+      gv.store(g_rows + r * d + c, cnt);
+      dot = at::vec::fmadd(gv, load(orow + c, cnt), dot);
+    }
+    delta[r] = reduce_sum<T>(dot);
+    if (p.mask != nullptr) mask_rows[r - row0] = p.mask_row(b, hkv, r);
+  }
+  // Q^T and dO^T of the tile, from the rows just packed (in L1).
+  transpose(q_rows + row0 * d, d, q_t + row0, p.r_ld, rows, d);
+  transpose(g_rows + row0 * d, d, g_t + row0, p.r_ld, rows, d);
+  // Online max / sum over the key blocks.
+  A* m = scratch<A>(2 * kTileQ + kTileQ * kBlockK);
+  A* l = m + kTileQ;
+  A* scores = l + kTileQ;
+  std::fill(m, m + rows, -std::numeric_limits<A>::infinity());
+  std::fill(l, l + rows, A(0));
+  Span span[kTileQ];
+  const A* kt = p.k_t + head * d * p.k_ld;
+  const V vscale(p.scale);
+  // The scale is applied inside the exp; a scale <= 0 (which would turn the -inf of masked keys)
+  // multiplies the scores first.
+  const bool scale_first = !(p.scale > A(0));
+  const V vexp_scale(scale_first ? A(1) : p.scale);
+  for (int64_t block_begin = 0; block_begin < p.Tk; block_begin += kBlockK) {
+    int64_t j0 = block_begin, block = std::min(kBlockK, p.Tk - block_begin);
+    if (p.mask != nullptr && !trim_block(mask_rows, rows, p.mask_k, j0, block, span)) continue;
+    gemm(rows, block, d, q_rows + row0 * d, d, kt + j0, p.k_ld, scores, block, /*add=*/false);
+    for (int64_t r = 0; r < rows; ++r) {
+      A* sr = scores + r * block;
+      if (scale_first) {
+        for (int64_t jj = 0; jj < block; jj += n) {
+          const int64_t cnt = std::min(n, block - jj);
+          (V::loadu(sr + jj, cnt) * vscale).store(sr + jj, cnt);
+        }
+      }
+      if (p.mask != nullptr) mask_row_scores(sr, mask_rows[r], p.mask_k, j0, block, span[r]);
+      V vmax(-std::numeric_limits<A>::infinity());
+      for (int64_t jj = 0; jj < block; jj += n) {
+        const int64_t cnt = std::min(n, block - jj);
+        vmax = at::vec::maximum(vmax, V::set(V(-std::numeric_limits<A>::infinity()), V::loadu(sr + jj, cnt), cnt));
+      }
+      A block_max = at::vec::vec_reduce_all<A>([](const V& x, const V& y) { return at::vec::maximum(x, y); }, vmax);
+      if (!scale_first && block_max != -std::numeric_limits<A>::infinity()) block_max *= p.scale;
+      const A m_new = std::max(m[r], block_max);
+      if (m_new == -std::numeric_limits<A>::infinity()) continue;
+      V vsum(0);
+      const V vm(m_new);
+      for (int64_t jj = 0; jj < block; jj += n) {
+        const int64_t cnt = std::min(n, block - jj);
+        vsum = vsum + V::set(V(0), fast_exp(at::vec::fmsub(V::loadu(sr + jj, cnt), vexp_scale, vm)), cnt);
+      }
+      l[r] = l[r] * std::exp(m[r] - m_new) + reduce_sum<T>(vsum);
+      m[r] = m_new;
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    lse[row0 + r] = l[r] > A(0) ? m[r] + std::log(l[r]) : -std::numeric_limits<A>::infinity();
+}
+
+// Pass 3: keys [j_begin, j_end) of kv head (b, hkv), block by block, against every query tile.
+// dq: [R, d] accumulator of this task's split. dk, dv: the outputs' rows of this kv head.
+template <typename T>
+void backward_block(const Problem<T>& p, int64_t b, int64_t hkv, int64_t j_begin, int64_t j_end, acc_t<T>* dq,
+                    T* dk, T* dv) {
+  using A = acc_t<T>;
+  using V = AccVec<T>;
+  constexpr int64_t n = V::size();
+  const int64_t d = p.d, head = p.head(b, hkv), width = j_end - j_begin;
+  A* probs = scratch<A>(2 * kTileQ * kBlockK + 3 * d * kBlockK);  // [rows, ld] P
+  A* dsc = probs + kTileQ * kBlockK;                              // [rows, ld] dP, then dS
+  A* dk_t = dsc + kTileQ * kBlockK;                               // [d, kBlockK] dK^T of the block
+  A* dv_t = dk_t + d * kBlockK;                                   // [d, kBlockK] dV^T of the block
+  A* out_rows = dv_t + d * kBlockK;                               // [width, d] (bfloat16/half output)
+  std::fill(dk_t, dk_t + 2 * d * kBlockK, A(0));
+  const A* q_rows = p.q_rows + head * p.R * d;
+  const A* q_t = p.q_t + head * d * p.r_ld;
+  const A* g_rows = p.g_rows + head * p.R * d;
+  const A* g_t = p.g_t + head * d * p.r_ld;
+  const A* lse = p.lse + head * p.R;
+  const A* delta = p.delta + head * p.R;
+  const A* kt = p.k_t + head * d * p.k_ld;
+  const A* vt = p.v_t + head * d * p.k_ld;
+  int64_t k_ld = 0;
+  const A* k_rows = p.key_rows(b, hkv, k_ld);
+  const bool* mask_rows[kTileQ];
+  Span span[kTileQ];
+  const V vscale(p.scale);
+  for (int64_t row0 = 0; row0 < p.R; row0 += kTileQ) {
+    const int64_t rows = std::min(kTileQ, p.R - row0);
+    int64_t j0 = j_begin, block = width;
+    if (p.mask != nullptr) {
+      for (int64_t r = 0; r < rows; ++r) mask_rows[r] = p.mask_row(b, hkv, row0 + r);
+      if (!trim_block(mask_rows, rows, p.mask_k, j0, block, span)) continue;
+    }
+    const int64_t off = j0 - j_begin, ld = block;
+    gemm(rows, block, d, q_rows + row0 * d, d, kt + j0, p.k_ld, probs, ld, /*add=*/false);
+    gemm(rows, block, d, g_rows + row0 * d, d, vt + j0, p.k_ld, dsc, ld, /*add=*/false);
+    for (int64_t r = 0; r < rows; ++r) {
+      A* pr = probs + r * ld;
+      A* dr = dsc + r * ld;
+      const A row_lse = lse[row0 + r];
+      if (row_lse == -std::numeric_limits<A>::infinity()) {  // nothing allowed: no gradient
+        std::fill(pr, pr + block, A(0));
+        std::fill(dr, dr + block, A(0));
+        continue;
+      }
+      // P = exp(scale * S - lse) and dS = scale * P * (dP - D) on the row's allowed span, zeros elsewhere.
+      const Span sp = p.mask != nullptr ? span[r] : Span{0, block, true};
+      const int64_t lo = std::min(sp.begin, block), hi = std::max(lo, std::min(sp.end, block));
+      const V vl(row_lse), vd(delta[row0 + r]);
+      for (int64_t jj = lo; jj < hi; jj += n) {
+        const int64_t cnt = std::min(n, hi - jj);
+        const V pv = fast_exp(at::vec::fmsub(V::loadu(pr + jj, cnt), vscale, vl));
+        pv.store(pr + jj, cnt);
+        (pv * (V::loadu(dr + jj, cnt) - vd) * vscale).store(dr + jj, cnt);
+      }
+      std::fill(pr, pr + lo, A(0));
+      std::fill(dr, dr + lo, A(0));
+      std::fill(pr + hi, pr + block, A(0));
+      std::fill(dr + hi, dr + block, A(0));
+      if (!sp.dense) {
+        const bool* m = mask_rows[r] + j0 * p.mask_k;
+        for (int64_t jj = lo; jj < hi; ++jj)
+          if (!m[jj * p.mask_k]) pr[jj] = dr[jj] = A(0);
+      }
+    }
+    gemm(d, block, rows, g_t + row0, p.r_ld, probs, ld, dv_t + off, kBlockK, /*add=*/true);
+    gemm(d, block, rows, q_t + row0, p.r_ld, dsc, ld, dk_t + off, kBlockK, /*add=*/true);
+    gemm(rows, d, block, dsc, ld, k_rows + j0 * k_ld, k_ld, dq + row0 * d, d, /*add=*/true);
+  }
+  // dK, dV rows of the block (transposed back; untouched keys get zeros).
+  if constexpr (std::is_same_v<T, A>) {
+    transpose(dk_t, kBlockK, dk + j_begin * d, d, d, width);
+    transpose(dv_t, kBlockK, dv + j_begin * d, d, d, width);
+  } else {
+    for (auto [src, dst] : {std::pair<const A*, T*>{dk_t, dk}, std::pair<const A*, T*>{dv_t, dv}}) {
+      transpose(src, kBlockK, out_rows, d, d, width);
+      for (int64_t jj = 0; jj < width; ++jj) {
+        for (int64_t c = 0; c < d; c += n) {
+          const int64_t cnt = std::min(n, d - c);
+          store(dst + (j_begin + jj) * d + c, V::loadu(out_rows + jj * d + c, cnt), cnt);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_kernel(Problem<T>& p, T* dq_out, T* dk_out, T* dv_out) {
+  using A = acc_t<T>;
+  const int64_t d = p.d, heads = p.B * p.Hkv;
+  p.r_ld = round_up(p.R, 16) + 16;
+  p.k_ld = round_up(p.Tk, 16) + 16;
+  // Every element of the packs that is read is written first: no zero fill.
+  const int64_t pack_size = heads * (2 * p.R * d + 2 * d * p.r_ld + 2 * p.R + 2 * d * p.k_ld +
+                                     (std::is_same_v<T, A> ? 0 : p.Tk * d));
+  auto packs = at::empty({pack_size}, at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value));
+  A* next = packs.template mutable_data_ptr<A>();
+  auto take = [&](int64_t count) {
+    A* out = next;
+    next += count;
+    return out;
+  };
+  p.q_rows = take(heads * p.R * d);
+  p.g_rows = take(heads * p.R * d);
+  p.q_t = take(heads * d * p.r_ld);
+  p.g_t = take(heads * d * p.r_ld);
+  p.lse = take(heads * p.R);
+  p.delta = take(heads * p.R);
+  p.k_t = take(heads * d * p.k_ld);
+  p.v_t = take(heads * d * p.k_ld);
+  p.k_rows = std::is_same_v<T, A> ? nullptr : take(heads * p.Tk * d);
+
+  pack_keys(p);
+  const int64_t tiles = (p.R + kTileQ - 1) / kTileQ;
+  at::parallel_for(0, heads * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t head = task / tiles, row0 = (task % tiles) * kTileQ;
+      prepare_tile(p, head / p.Hkv, head % p.Hkv, row0, std::min(kTileQ, p.R - row0));
+    }
+  });
+
+  // Split the keys of a kv head when there are too few kv heads for the threads; each split owns
+  // every splits-th key block (a causal mask leaves the last blocks light) and its own dQ.
+  const int64_t blocks = (p.Tk + kBlockK - 1) / kBlockK, threads = at::get_num_threads();
+  const int64_t splits = heads >= threads ? 1 : std::min(blocks, (2 * threads + heads - 1) / heads);
+  const bool direct = std::is_same_v<T, A> && splits == 1;  // dQ accumulates in the output itself
+  std::vector<A> dq_partial(direct ? 0 : splits * heads * p.R * d, A(0));
+  A* dq_acc = nullptr;
+  if constexpr (std::is_same_v<T, A>) {
+    if (direct) {
+      std::fill(dq_out, dq_out + heads * p.R * d, A(0));
+      dq_acc = dq_out;
+    }
+  }
+  if (!direct) dq_acc = dq_partial.data();
+  at::parallel_for(0, heads * splits, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t head = task / splits, split = task % splits, b = head / p.Hkv, hkv = head % p.Hkv;
+      A* dq = dq_acc + (split * heads + head) * p.R * d;
+      T* dk = dk_out + head * p.Tk * d;
+      T* dv = dv_out + head * p.Tk * d;
+      for (int64_t blk = split; blk < blocks; blk += splits) {
+        const int64_t j0 = blk * kBlockK;
+        backward_block(p, b, hkv, j0, std::min(p.Tk, j0 + kBlockK), dq, dk, dv);
+      }
+    }
+  });
+  if (direct) return;
+  // Sum the splits' dQ into the output (rows of a kv head are consecutive in [B, H, Tq, d]).
+  using V = AccVec<T>;
+  constexpr int64_t n = V::size();
+  const int64_t total = heads * p.R;
+  at::parallel_for(0, total, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      for (int64_t c = 0; c < d; c += n) {
+        const int64_t cnt = std::min(n, d - c);
+        V acc = V::loadu(dq_acc + row * d + c, cnt);
+        for (int64_t s = 1; s < splits; ++s) acc = acc + V::loadu(dq_acc + (s * total + row) * d + c, cnt);
+        store(dq_out + row * d + c, acc, cnt);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tensor& grad_in, const at::Tensor& q_in,
+                                                                  const at::Tensor& k_in, const at::Tensor& v_in,
+                                                                  const at::Tensor& out_in,
+                                                                  const std::optional<at::Tensor>& allowed,
+                                                                  double scale) {
+  auto unit_last = [](const at::Tensor& t) { return t.stride(3) == 1 ? t : t.contiguous(); };
+  auto q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in), o = unit_last(out_in), g = unit_last(grad_in);
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), d = q.size(3), Hkv = k.size(1), Tk = k.size(2);
+  auto dq = at::empty({B, H, Tq, d}, q.options());
+  auto dk = at::empty({B, Hkv, Tk, d}, k.options());
+  auto dv = at::empty({B, Hkv, Tk, d}, v.options());
+  if (dq.numel() == 0 || dk.numel() == 0) return {dq.zero_(), dk.zero_(), dv.zero_()};
+  at::Tensor mask;
+  if (allowed.has_value()) mask = allowed->expand({B, H, Tq, Tk});
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "vlmzoo::attention_backward", [&] {
+    Problem<scalar_t> p{};
+    p.q = q.const_data_ptr<scalar_t>();
+    p.k = k.const_data_ptr<scalar_t>();
+    p.v = v.const_data_ptr<scalar_t>();
+    p.o = o.const_data_ptr<scalar_t>();
+    p.g = g.const_data_ptr<scalar_t>();
+    p.qs = {q.stride(0), q.stride(1), q.stride(2)};
+    p.ks = {k.stride(0), k.stride(1), k.stride(2)};
+    p.vs = {v.stride(0), v.stride(1), v.stride(2)};
+    p.os = {o.stride(0), o.stride(1), o.stride(2)};
+    p.gs = {g.stride(0), g.stride(1), g.stride(2)};
+    if (mask.defined()) {
+      p.mask = mask.const_data_ptr<bool>();
+      p.mask_b = mask.stride(0), p.mask_h = mask.stride(1), p.mask_q = mask.stride(2), p.mask_k = mask.stride(3);
+    }
+    p.B = B, p.Hkv = Hkv, p.G = H / Hkv, p.Tq = Tq, p.Tk = Tk, p.d = d, p.R = (H / Hkv) * Tq;
+    p.scale = static_cast<acc_t<scalar_t>>(scale);
+    backward_kernel(p, dq.mutable_data_ptr<scalar_t>(), dk.mutable_data_ptr<scalar_t>(),
+                    dv.mutable_data_ptr<scalar_t>());
+  });
+  return {dq, dk, dv};
+}
+
+}  // namespace vlmzoo::ops::cpu
