@@ -5,11 +5,14 @@ decode over a 1024-token cache). Candidates are timed round-robin in one process
 compare like with like even on a noisy machine. Prints a markdown table; --append adds it to
 bench/RESULTS.md with the machine, torch version, date and commit.
 
-    PYTHONPATH=python python bench/ops_cpu.py [--threads N] [--clock wall|cpu] [--append]
+    PYTHONPATH=python python bench/ops_cpu.py [--threads N] [--clock wall|cpu] [--isa avx2] [--append]
     PYTHONPATH=python python bench/ops_cpu.py --memory [--append]   # attention backward peak memory
 
 On a shared machine use --threads 1 --clock cpu: the time each call spends on the CPU, unaffected by
 other processes taking the core (wall-clock multi-thread timings there mostly measure OpenMP waits).
+--isa avx2 measures an AVX2 machine on an AVX-512 one: vlmzoo's AVX2 kernels (VLMZOO_CPU_ISA), and
+ATen, oneDNN and MKL held to AVX2 too (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS,
+set here before torch loads), so the composites run as they would there.
 """
 import argparse
 import ctypes
@@ -21,6 +24,16 @@ import platform
 import subprocess
 import sys
 import time
+
+ISA_ENV = {
+    "avx2": {"VLMZOO_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "reference": {"VLMZOO_CPU_ISA": "reference"},
+}
+if __name__ == "__main__":  # before torch loads: ATen, oneDNN and MKL read these once
+    _isa = argparse.ArgumentParser(add_help=False)
+    _isa.add_argument("--isa", choices=sorted(ISA_ENV))
+    os.environ.update(ISA_ENV.get(_isa.parse_known_args(sys.argv[1:])[0].isa, {}))
 
 import torch
 import torch.nn.functional as F
@@ -269,6 +282,8 @@ def main():
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: the calling thread's CPU time (needs --threads 1)")
+    parser.add_argument("--isa", choices=sorted(ISA_ENV),
+                        help="force vlmzoo's CPU kernels to this level (avx2: ATen, oneDNN and MKL too)")
     parser.add_argument("--append", action="store_true", help="append the table to bench/RESULTS.md")
     parser.add_argument("--only", default="", help="run the rows whose name contains this text")
     parser.add_argument("--memory", action="store_true",
@@ -292,6 +307,8 @@ def main():
                 f.write(table + "\n")
         return
     load_before = os.getloadavg()[0]
+    if args.isa and ops.cpu_isa() != args.isa:
+        parser.error(f"vlmzoo's CPU kernels run at {ops.cpu_isa()}, not {args.isa}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.clock == "cpu":
@@ -332,7 +349,9 @@ def main():
             print(lines[-1], flush=True)
     header = (f"### ops_cpu.py — {datetime.date.today()} — commit {commit()}\n\n"
               f"Machine: {machine()}; torch {torch.__version__}; {args.clock}-clock time, best of {args.rounds} "
-              f"interleaved rounds; load average before the run {load_before:.1f}. "
+              f"interleaved rounds; load average before the run {load_before:.1f}; vlmzoo CPU kernels "
+              f"{ops.cpu_isa()}, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"
+              f"{', oneDNN and MKL held to AVX2' if args.isa == 'avx2' else ''}. "
               f"`torch fused` is F.rms_norm / F.layer_norm / F.scaled_dot_product_attention "
               f"(attention: with the bool mask / with is_causal); ratios use the faster.\n\n")
     table = header + "\n".join(lines) + "\n\n" + "\n".join(floor_notes) + "\n"

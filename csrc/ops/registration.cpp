@@ -2,6 +2,7 @@
 // cpu/register.cpp (CPU), meta.cpp (Meta), autograd_*.cpp (Autograd), cuda_bridge/ (CUDA).
 #include <torch/library.h>
 
+#include "ops/cpu/dispatch.h"
 #include "ops/reference.h"
 
 namespace {
@@ -19,6 +20,8 @@ at::Tensor reference_swiglu(const at::Tensor& gate, const at::Tensor& up) {
 at::Tensor reference_gated_act(const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
   return vlmzoo::ops::reference_gated_act(gate, up, std::string(act));
 }
+
+std::string cpu_isa() { return vlmzoo::ops::cpu::isa_name(vlmzoo::ops::cpu::active_isa()); }
 
 at::Tensor reference_bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, c10::string_view act) {
   return vlmzoo::ops::reference_bias_act(x, bias, std::string(act));
@@ -67,6 +70,10 @@ TORCH_LIBRARY(vlmzoo, m) {
         &vlmzoo::ops::reference_multiway_linear);
   m.def("multiway_layer_norm_reference(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b, float eps) -> Tensor",
         &vlmzoo::ops::reference_multiway_layer_norm);
+
+  // The instruction set the CPU ops run at: avx512, avx2, baseline or reference (see ops/cpu/dispatch.h;
+  // the environment variable VLMZOO_CPU_ISA forces one).
+  m.def("cpu_isa() -> str", &cpu_isa);
 }
 
 // swiglu is gated_act with silu, on every backend and through autograd.

@@ -3,8 +3,10 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
+#include "ops/cpu/dispatch.h"
 #include "ops/ops.h"
 #include "ops/reference.h"
 
@@ -110,6 +112,42 @@ TEST(FusedAttentionAutograd, GradientsFlowFromCpp) {
   EXPECT_TRUE(torch::allclose(q.grad(), q2.grad(), 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(k.grad(), k2.grad(), 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(v.grad(), v2.grad(), 1e-5, 1e-5));
+}
+
+// Every kernel copy this CPU can run (AVX-512 and AVX2 on an AVX-512 machine), called directly
+// rather than through the dispatcher, which runs only the best one.
+TEST(CpuKernelCopies, EachSupportedCopyMatchesNaiveLoops) {
+  using namespace vlmzoo::ops::cpu;
+  torch::manual_seed(11);
+  int copies = 0;
+  for (Isa isa : supported_isas()) {
+    const Kernels* kernels = kernels_for(isa);
+    if (kernels == nullptr) continue;
+    ++copies;
+    SCOPED_TRACE(isa_name(isa));
+    for (const auto& c : {AttentionCase{2, 4, 2, 1, 300, 64}, AttentionCase{1, 4, 2, 19, 45, 24}}) {
+      auto q = torch::randn({c.batch, c.heads, c.q_tokens, c.head_dim});
+      auto k = torch::randn({c.batch, c.kv_heads, c.k_tokens, c.head_dim});
+      auto v = torch::randn({c.batch, c.kv_heads, c.k_tokens, c.head_dim});
+      auto allowed = torch::rand({c.batch, 1, c.q_tokens, c.k_tokens}) > 0.3;
+      auto out = kernels->attention(q, k, v, allowed, 0.2);
+      EXPECT_TRUE(torch::allclose(out.to(torch::kFloat64), naive_attention(q, k, v, allowed, 0.2), 1e-5, 1e-5));
+    }
+    auto x = torch::randn({5, 37}), weight = torch::randn({37});
+    auto normed = std::get<1>(kernels->rms_norm(x, torch::Tensor(), weight, 1e-6));
+    EXPECT_TRUE(torch::allclose(normed, weight * x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6), 1e-5, 1e-5));
+  }
+  EXPECT_EQ(copies + 1, static_cast<int>(supported_isas().size()));  // all but the reference
+}
+
+TEST(CpuKernelCopies, TheBestSupportedLevelRunsUnlessOneIsForced) {
+  using namespace vlmzoo::ops::cpu;
+  const auto supported = supported_isas();
+  ASSERT_FALSE(supported.empty());
+  EXPECT_EQ(supported.back(), Isa::reference);
+  const char* forced = std::getenv("VLMZOO_CPU_ISA");
+  if (forced == nullptr || *forced == '\0') EXPECT_EQ(active_isa(), supported.front());
+  else EXPECT_STREQ(isa_name(active_isa()), forced);
 }
 
 }  // namespace

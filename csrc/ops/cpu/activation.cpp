@@ -5,18 +5,26 @@
 
 #include "ops/cpu/kernels.h"
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
 
-// x / (1 + exp(-k x)): float uses exp_u20 and a refined rcp14 instead of a division (~1 ulp).
+// x / (1 + exp(-k x)): float uses exp_u20 and a refined reciprocal instead of a division (rcp14 on
+// AVX-512: ~1 ulp; the 12-bit rcp of AVX2: a few ulp).
 template <typename V>
 inline V x_sigmoid(const V& x, const V& minus_k_x) {
   using A = typename V::value_type;
-#ifdef VLMZOO_VEC_AVX512
+#if defined(VLMZOO_VEC_AVX512)
   if constexpr (std::is_same_v<A, float>) {
     const __m512 denom = __m512(V(1.f) + minus_k_x.exp_u20());
     __m512 r = _mm512_rcp14_ps(denom);
     r = _mm512_mul_ps(r, _mm512_fnmadd_ps(denom, r, _mm512_set1_ps(2.f)));  // one Newton step
+    return x * V(r);
+  }
+#elif defined(VLMZOO_VEC_AVX2)
+  if constexpr (std::is_same_v<A, float>) {
+    const __m256 denom = __m256(V(1.f) + minus_k_x.exp_u20());
+    __m256 r = _mm256_rcp_ps(denom);
+    r = _mm256_mul_ps(r, _mm256_fnmadd_ps(denom, r, _mm256_set1_ps(2.f)));  // one Newton step
     return x * V(r);
   }
 #endif
@@ -105,4 +113,4 @@ at::Tensor gated_act(const at::Tensor& gate_in, const at::Tensor& up_in, Act act
   return out;
 }
 
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

@@ -14,7 +14,7 @@
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/vnni_pack.h"
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
 
 // Processes keys [key_begin, key_end) for the tile's rows [row0, row0 + rows) of kv head (b, hkv).
@@ -380,4 +380,4 @@ at::Tensor attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::T
   return out;
 }
 
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

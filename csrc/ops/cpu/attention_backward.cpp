@@ -29,7 +29,7 @@
 
 #include "ops/cpu/kernels.h"
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
 
 constexpr int64_t kTileQ = 64;    // query rows per tile
@@ -511,4 +511,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tens
   return {dq, dk, dv};
 }
 
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

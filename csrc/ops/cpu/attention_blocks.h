@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
 
 constexpr int64_t kBlockQ = 64;  // query rows per tile
@@ -192,6 +192,9 @@ void small_accumulate(const float* probs, int64_t rows, const T* v, int64_t v_st
 // Runs f(std::integral_constant<int, NC>) for the head dims with a register-blocked decode path.
 template <typename F>
 bool with_chunks(int64_t d, F&& f) {
+#ifndef VLMZOO_VEC_AVX512  // the loops above assume 16 floats per vector: the generic loops serve narrower ones
+  return false;
+#endif
   switch (d) {
     case 32: f(std::integral_constant<int, 2>()); return true;
     case 64: f(std::integral_constant<int, 4>()); return true;
@@ -203,4 +206,4 @@ bool with_chunks(int64_t d, F&& f) {
 }
 
 }  // namespace
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

@@ -1,6 +1,8 @@
 #pragma once
-// The CPU kernels (AVX-512 through at::vec, see vec.h). Arguments are already checked by the caller
-// (cpu/register.cpp); every result is a new contiguous tensor.
+// The CPU kernels, through at::vec. Every kernel file is compiled once per instruction set (see vec.h
+// and VLMZOO_CPU_ISAS in CMakeLists.txt), each copy in its own namespace vlmzoo::ops::cpu::<isa>
+// with a table of its kernels; cpu/dispatch.cpp picks the table the running CPU can execute.
+// Arguments are already checked by the caller (cpu/register.cpp); every result is a new contiguous tensor.
 #include <ATen/ATen.h>
 
 #include <optional>
@@ -10,30 +12,61 @@
 
 namespace vlmzoo::ops::cpu {
 
-// Whether this CPU runs the kernels (AVX-512 F/BW/VL/DQ); when not, register.cpp uses the references.
-bool kernels_supported();
-
 // residual may be undefined (plain norm); then the first result is undefined too.
-std::tuple<at::Tensor, at::Tensor> rms_norm(const at::Tensor& x, const at::Tensor& residual,
-                                            const at::Tensor& weight, double eps);
+using RmsNormFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& x, const at::Tensor& residual,
+                                                     const at::Tensor& weight, double eps);
 // Rows whose token index (row % tokens) is < split use (weight_a, bias_a), the others (weight_b, bias_b).
 // A plain layer norm is split == tokens.
-std::tuple<at::Tensor, at::Tensor> layer_norm(const at::Tensor& x, const at::Tensor& residual, int64_t tokens,
-                                              int64_t split, const at::Tensor& weight_a,
-                                              const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
-                                              const std::optional<at::Tensor>& bias_b, double eps);
-at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, Act act);
-at::Tensor gated_act(const at::Tensor& gate, const at::Tensor& up, Act act);
-std::tuple<at::Tensor, at::Tensor> rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
-                                        const at::Tensor& sin);
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const std::optional<at::Tensor>& allowed, double scale);
+using LayerNormFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& x, const at::Tensor& residual,
+                                                       int64_t tokens, int64_t split, const at::Tensor& weight_a,
+                                                       const std::optional<at::Tensor>& bias_a,
+                                                       const at::Tensor& weight_b,
+                                                       const std::optional<at::Tensor>& bias_b, double eps);
+using BiasActFn = at::Tensor(const at::Tensor& x, const std::optional<at::Tensor>& bias, Act act);
+using GatedActFn = at::Tensor(const at::Tensor& gate, const at::Tensor& up, Act act);
+using RopeFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                                  const at::Tensor& sin);
+using AttentionFn = at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const std::optional<at::Tensor>& allowed, double scale);
 // (dq, dk, dv) of attention, given grad = dL/d(out) and the forward's out; tiled (no [Tq, Tk] matrix),
 // float32 accumulation (float64 for float64).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tensor& grad, const at::Tensor& q,
-                                                                  const at::Tensor& k, const at::Tensor& v,
-                                                                  const at::Tensor& out,
-                                                                  const std::optional<at::Tensor>& allowed,
-                                                                  double scale);
+using AttentionBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const std::optional<at::Tensor>& allowed, double scale);
+
+// One copy's kernels (cpu/kernel_table.cpp).
+struct Kernels {
+  RmsNormFn* rms_norm;
+  LayerNormFn* layer_norm;
+  BiasActFn* bias_act;
+  GatedActFn* gated_act;
+  RopeFn* rope;
+  AttentionFn* attention;
+  AttentionBackwardFn* attention_backward;
+};
+
+// The copies' tables; only those of the instruction sets built exist (cpu/dispatch.cpp knows which).
+namespace avx512 {
+extern const Kernels kernels;
+}
+namespace avx2 {
+extern const Kernels kernels;
+}
+namespace baseline {
+extern const Kernels kernels;
+}
+
+#ifdef VLMZOO_CPU_ISA_NS
+// In a kernel file (vec.h defines the namespace): the kernels of the copy being compiled.
+namespace VLMZOO_CPU_ISA_NS {
+RmsNormFn rms_norm;
+LayerNormFn layer_norm;
+BiasActFn bias_act;
+GatedActFn gated_act;
+RopeFn rope;
+AttentionFn attention;
+AttentionBackwardFn attention_backward;
+}  // namespace VLMZOO_CPU_ISA_NS
+#endif
 
 }  // namespace vlmzoo::ops::cpu

@@ -4,7 +4,7 @@
 // (vec.h first: it selects the instruction set for this file)
 #include "ops/cpu/kernels.h"
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
 
 template <typename A>
@@ -94,4 +94,4 @@ std::tuple<at::Tensor, at::Tensor> layer_norm(const at::Tensor& x_in, const at::
   return {sum, y};
 }
 
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

@@ -1,23 +1,12 @@
-// CPU implementations of the vlmzoo ops: check, then run the kernel (or the reference on a CPU
-// without AVX-512, where the kernels in this folder cannot run).
+// CPU implementations of the vlmzoo ops: check, then run the kernel of the copy cpu/dispatch.cpp
+// picked for this CPU (or the reference, on a CPU with none of the instruction sets built).
 #include <torch/library.h>
 
 #include "ops/checks.h"
-#include "ops/cpu/kernels.h"
+#include "ops/cpu/dispatch.h"
 #include "ops/reference.h"
 
 namespace vlmzoo::ops::cpu {
-
-bool kernels_supported() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(VLMZOO_NO_AVX512)
-  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return supported;
-#else
-  return true;  // vec.h compiled the kernels for the baseline instruction set
-#endif
-}
-
 namespace {
 using OptTensor = std::optional<at::Tensor>;
 
@@ -29,8 +18,9 @@ bool weight_fits(const at::Tensor& x, const at::Tensor& weight) {
 
 at::Tensor rms_norm_cpu(const at::Tensor& x, const at::Tensor& weight, double eps) {
   check_norm("vlmzoo::rms_norm", x, weight, std::nullopt);
-  if (!kernels_supported() || !weight_fits(x, weight)) return reference_rms_norm(x, weight, eps).contiguous();
-  return std::get<1>(rms_norm(x, at::Tensor(), weight, eps));
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr || !weight_fits(x, weight)) return reference_rms_norm(x, weight, eps).contiguous();
+  return std::get<1>(kernels->rms_norm(x, at::Tensor(), weight, eps));
 }
 
 std::tuple<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& x, const at::Tensor& residual,
@@ -40,69 +30,77 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm_cpu(const at::Tensor& x, const a
   const bool fits = residual.scalar_type() == x.scalar_type()
                         ? weight_fits(x, weight)
                         : rms_norm_out_type(add_rms_norm_sum_type(x, residual), weight) == at::kFloat;
-  if (!kernels_supported() || !fits) {
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr || !fits) {
     auto [sum, normed] = reference_add_rms_norm(x, residual, weight, eps);
     return {sum.contiguous(), normed.contiguous()};
   }
-  return rms_norm(x, residual, weight, eps);
+  return kernels->rms_norm(x, residual, weight, eps);
 }
 
 at::Tensor layer_norm_cpu(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias, double eps) {
   check_norm("vlmzoo::layer_norm", x, weight, bias);
-  if (!kernels_supported()) return reference_layer_norm(x, weight, bias, eps).contiguous();
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr) return reference_layer_norm(x, weight, bias, eps).contiguous();
   const int64_t tokens = x.dim() >= 2 ? x.size(-2) : 1;
-  return std::get<1>(layer_norm(x, at::Tensor(), tokens, tokens, weight, bias, weight, bias, eps));
+  return std::get<1>(kernels->layer_norm(x, at::Tensor(), tokens, tokens, weight, bias, weight, bias, eps));
 }
 
 std::tuple<at::Tensor, at::Tensor> add_layer_norm_cpu(const at::Tensor& x, const at::Tensor& residual,
                                                       const at::Tensor& weight, const OptTensor& bias, double eps) {
   check_norm("vlmzoo::add_layer_norm", x, weight, bias, &residual);
-  if (!kernels_supported()) {
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr) {
     auto [sum, normed] = reference_add_layer_norm(x, residual, weight, bias, eps);
     return {sum.contiguous(), normed.contiguous()};
   }
   const int64_t tokens = x.dim() >= 2 ? x.size(-2) : 1;
-  return layer_norm(x, residual, tokens, tokens, weight, bias, weight, bias, eps);
+  return kernels->layer_norm(x, residual, tokens, tokens, weight, bias, weight, bias, eps);
 }
 
 at::Tensor multiway_layer_norm_cpu(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
                                    const OptTensor& bias_a, const at::Tensor& weight_b, const OptTensor& bias_b,
                                    double eps) {
   check_multiway("vlmzoo::multiway_layer_norm", x, split, weight_a, bias_a, weight_b, bias_b, /*linear=*/false);
-  if (!kernels_supported())
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr)
     return reference_multiway_layer_norm(x, split, weight_a, bias_a, weight_b, bias_b, eps).contiguous();
-  return std::get<1>(layer_norm(x, at::Tensor(), x.size(1), split, weight_a, bias_a, weight_b, bias_b, eps));
+  return std::get<1>(kernels->layer_norm(x, at::Tensor(), x.size(1), split, weight_a, bias_a, weight_b, bias_b, eps));
 }
 
 at::Tensor bias_act_cpu(const at::Tensor& x, const OptTensor& bias, c10::string_view act) {
   const Act kind = parse_act(act);
   check_bias_act(x, bias);
-  if (!kernels_supported()) return reference_bias_act(x, bias, std::string(act)).contiguous();
-  return bias_act(x, bias, kind);
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr) return reference_bias_act(x, bias, std::string(act)).contiguous();
+  return kernels->bias_act(x, bias, kind);
 }
 
 at::Tensor gated_act_cpu(const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
   const Act kind = parse_act(act);
   check_gated_act(gate, up);
-  if (!kernels_supported()) return reference_gated_act(gate, up, std::string(act)).contiguous();
-  return gated_act(gate, up, kind);
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr) return reference_gated_act(gate, up, std::string(act)).contiguous();
+  return kernels->gated_act(gate, up, kind);
 }
 
 std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                                             const at::Tensor& sin) {
   check_rope(q, k, cos, sin);
-  if (!kernels_supported()) {
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr) {
     auto [qr, kr] = reference_rope(q, k, cos, sin);
     return {qr.contiguous(), kr.contiguous()};
   }
-  return rope(q, k, cos, sin);
+  return kernels->rope(q, k, cos, sin);
 }
 
 at::Tensor attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& allowed,
                          std::optional<double> scale) {
   check_attention(q, k, v, allowed);
-  if (!kernels_supported()) return reference_attention(q, k, v, allowed, scale).contiguous();
-  return attention(q, k, v, allowed, attention_scale(q, scale));
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr) return reference_attention(q, k, v, allowed, scale).contiguous();
+  return kernels->attention(q, k, v, allowed, attention_scale(q, scale));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(const at::Tensor& grad, const at::Tensor& q,
@@ -110,11 +108,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(const at::
                                                                       const at::Tensor& out, const OptTensor& allowed,
                                                                       double scale) {
   check_attention_backward(grad, q, k, v, out, allowed);
-  if (!kernels_supported()) {
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr) {
     auto [dq, dk, dv] = reference_attention_backward(grad, q, k, v, out, allowed, scale);
     return {dq.contiguous(), dk.contiguous(), dv.contiguous()};
   }
-  return attention_backward(grad, q, k, v, out, allowed, scale);
+  return kernels->attention_backward(grad, q, k, v, out, allowed, scale);
 }
 }  // namespace
 

@@ -4,7 +4,7 @@
 // (vec.h first: it selects the instruction set for this file)
 #include "ops/cpu/kernels.h"
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
 
 // y = round_S(x * rsqrt(mean(x^2) + eps)) * w, with x = round_S(x + residual) when a residual is given
@@ -111,4 +111,4 @@ std::tuple<at::Tensor, at::Tensor> rms_norm(const at::Tensor& x_in, const at::Te
   return {sum, y};
 }
 
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

@@ -3,7 +3,7 @@
 // (vec.h first: it selects the instruction set for this file)
 #include "ops/cpu/kernels.h"
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
 
 // One row: out[:h] = x[:h] c[:h] - x[h:r] s[:h]; out[h:r] = x[h:r] c[h:r] + x[:h] s[h:r]; out[r:] = x[r:].
@@ -63,4 +63,4 @@ std::tuple<at::Tensor, at::Tensor> rope(const at::Tensor& q_in, const at::Tensor
   return {q_out, k_out};
 }
 
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

@@ -1,10 +1,52 @@
 #pragma once
-// Include this first in every CPU kernel file (and nowhere else): it compiles the file's kernels for
-// AVX-512 with at::vec::Vectorized, whatever flags the rest of the build uses. The registration in
-// cpu/register.cpp calls these kernels only when the running CPU has AVX-512 (else the reference).
-// The CPU_CAPABILITY inline namespace keeps these Vectorized instantiations apart from any others.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(VLMZOO_NO_AVX512)
+// Include this first in every CPU kernel file (and nowhere else): it picks the instruction set the
+// file's kernels are compiled for. CMake compiles each kernel file once per instruction set in
+// VLMZOO_CPU_ISAS, defining VLMZOO_CPU_CAPABILITY_<ISA> for that copy (like ATen's CPU_CAPABILITY);
+// here it becomes the compiler target, the ISA macros that sleef.h and ATen's vec headers test, and
+// VLMZOO_CPU_ISA_NS, the namespace of the copy (vlmzoo::ops::cpu::avx512 / avx2 / baseline). The
+// copies' at::vec instantiations (inline namespaces at::vec::AVX512 / AVX2) and our own helpers
+// thus never share a name. cpu/dispatch.cpp picks the copy the running CPU can execute.
+
+// Headers without ISA-specific code come before the target pragma, so the inline functions they
+// define are compiled for the baseline like everywhere else in the build: the linker keeps one copy
+// of such a function for the whole library, and it must not be one that needs AVX-512.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "ops/checks.h"
+
+#if defined(VLMZOO_CPU_CAPABILITY_AVX512) || defined(VLMZOO_CPU_CAPABILITY_AVX2)
+#if !defined(__x86_64__) || !(defined(__GNUC__) || defined(__clang__))
+#error "the avx512 and avx2 kernel copies need x86-64 and GCC or Clang (set VLMZOO_CPU_ISAS=baseline)"
+#endif
+#ifdef VLMZOO_CPU_CAPABILITY_AVX512
+#define VLMZOO_CPU_ISA_NS avx512
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")
+#define CPU_CAPABILITY AVX512
+#define CPU_CAPABILITY_AVX512
+#define VLMZOO_VEC_AVX512 1
+// GCC 12 flags the deliberately undefined registers (_mm256_undefined_*) inside its own intrinsics
+// (_mm512_cvtps_ph, the _mm512_reduce_* shuffles).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#else
+#define VLMZOO_CPU_ISA_NS avx2
+#pragma GCC target("avx2,fma,f16c")
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#define VLMZOO_VEC_AVX2 1
+#endif
 // GCC's target pragma does not define the ISA macros that sleef.h and ATen's vec headers test.
 #ifndef __AVX__
 #define __AVX__ 1
@@ -18,6 +60,7 @@
 #ifndef __F16C__
 #define __F16C__ 1
 #endif
+#ifdef VLMZOO_VEC_AVX512
 #ifndef __AVX512F__
 #define __AVX512F__ 1
 #endif
@@ -30,24 +73,22 @@
 #ifndef __AVX512DQ__
 #define __AVX512DQ__ 1
 #endif
-#ifndef CPU_CAPABILITY
-#define CPU_CAPABILITY AVX512
-#define CPU_CAPABILITY_AVX512
 #endif
-#define VLMZOO_VEC_AVX512 1
-// GCC 12 flags the deliberately undefined registers (_mm256_undefined_*) inside its own intrinsics
-// (_mm512_cvtps_ph, the _mm512_reduce_* shuffles).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
+#elif defined(VLMZOO_CPU_CAPABILITY_BASELINE)
+// Whatever the rest of the build targets (non-x86 machines): ATen's default vector width there.
+#define VLMZOO_CPU_ISA_NS baseline
+#ifndef CPU_CAPABILITY
+#define CPU_CAPABILITY DEFAULT
+#endif
+#else
+#error "compile the CPU kernels through CMake: it defines VLMZOO_CPU_CAPABILITY_<ISA> for each copy"
 #endif
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 
-#include <type_traits>
+#include "ops/cpu/kernels.h"
 
-namespace vlmzoo::ops::cpu {
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 
 // Accumulation type: float for float/bfloat16/half, double for double.
 template <typename T>
@@ -76,29 +117,39 @@ inline AccVec<T> load(const T* p, int64_t count = AccVec<T>::size()) {
   }
 }
 
+#if defined(VLMZOO_VEC_AVX512) || defined(VLMZOO_VEC_AVX2)
+// One register of floats <-> as many bfloat16/half in a register of half the width (round to nearest even).
 #ifdef VLMZOO_VEC_AVX512
-// 16 floats <-> 16 bfloat16/half in one 256-bit register (round to nearest even).
+using FloatReg = __m512;
+using ReducedReg = __m256i;  // 16 values
+inline void store_reduced(void* p, const ReducedReg& r) { _mm256_storeu_si256(static_cast<__m256i*>(p), r); }
+#else
+using FloatReg = __m256;
+using ReducedReg = __m128i;  // 8 values
+inline void store_reduced(void* p, const ReducedReg& r) { _mm_storeu_si128(static_cast<__m128i*>(p), r); }
+#endif
 template <typename T>
-inline __m256i to_reduced(const at::vec::Vectorized<float>& v) {
-  if constexpr (std::is_same_v<T, c10::BFloat16>) return at::vec::cvtfp32_bf16(__m512(v));
-  else return at::vec::cvtfp32_fp16(__m512(v));
+inline ReducedReg to_reduced(const at::vec::Vectorized<float>& v) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) return at::vec::cvtfp32_bf16(FloatReg(v));
+  else return at::vec::cvtfp32_fp16(FloatReg(v));
 }
 template <typename T>
-inline at::vec::Vectorized<float> from_reduced(const __m256i& r) {
-  __m512 out;
+inline at::vec::Vectorized<float> from_reduced(const ReducedReg& r) {
+  FloatReg out;
   if constexpr (std::is_same_v<T, c10::BFloat16>) at::vec::cvtbf16_fp32(r, out);
   else at::vec::cvtfp16_fp32(r, out);
   return out;
 }
+#define VLMZOO_VEC_REDUCED_REG 1
 #endif
 
 // Stores the first `count` lanes of v as T (rounding to nearest even for bfloat16/half).
 template <typename T>
 inline void store(T* p, const AccVec<T>& v, int64_t count = AccVec<T>::size()) {
   if constexpr (is_reduced<T>) {
-#ifdef VLMZOO_VEC_AVX512
+#ifdef VLMZOO_VEC_REDUCED_REG
     if (count >= AccVec<T>::size()) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_reduced<T>(v));
+      store_reduced(p, to_reduced<T>(v));
       return;
     }
 #endif
@@ -112,7 +163,7 @@ inline void store(T* p, const AccVec<T>& v, int64_t count = AccVec<T>::size()) {
 template <typename T>
 inline AccVec<T> round_to(const AccVec<T>& v) {
   if constexpr (is_reduced<T>) {
-#ifdef VLMZOO_VEC_AVX512
+#ifdef VLMZOO_VEC_REDUCED_REG
     return from_reduced<T>(to_reduced<T>(v));
 #else
     return std::get<0>(at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(v, v)));
@@ -144,4 +195,4 @@ inline acc_t<T> reduce_sum(const AccVec<T>& v) {
   return at::vec::vec_reduce_all<acc_t<T>>([](const AccVec<T>& a, const AccVec<T>& b) { return a + b; }, v);
 }
 
-}  // namespace vlmzoo::ops::cpu
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

@@ -10,6 +10,9 @@
 #include <cstring>
 
 namespace vlmzoo::ops::cpu {
+// Internal linkage: each kernel copy (vec.h compiles it per instruction set) keeps its own, so the
+// linker never hands an AVX-512 build of these to the AVX2 copy.
+namespace {
 
 // B = K^T for `n_cols` keys ([d] each, rows `ld` apart): B[c, j] = keys[j, c], K dim d (even), into
 // columns [0, n_cols) of a packed matrix with N = ld_out. Columns j >= valid are zeros.
@@ -44,4 +47,5 @@ inline void pack_rows_vnni(const c10::BFloat16* rows, int64_t valid, int64_t k_r
   }
 }
 
+}  // namespace
 }  // namespace vlmzoo::ops::cpu
