@@ -3,22 +3,25 @@
 //
 // The query rows of one kv head are its G query heads times their tokens (R = G * Tq rows, as in the
 // forward), so GQA heads accumulate into their kv head's dK / dV without atomics. Three passes:
-//   1. pack the keys: K^T and V^T (and K rows, for bfloat16/half) in the accumulation type;
-//   2. per (b, kv head, query tile): pack scale * Q, Q^T, dO, dO^T, D = rowsum(dO * O) (O is the
-//      forward's output), and the row logsumexp of the scaled scores, by an online max/sum over the
-//      keys (the forward kernel does not return it, and recomputing it here keeps the forward as is);
+//   1. pack the keys: K^T and V^T (and K rows, for bfloat16/half) in the accumulation type (bfloat16:
+//      K^T and V^T in VNNI chunks instead, see below);
+//   2. per (b, kv head, query tile): pack Q, Q^T, dO, dO^T, D = rowsum(dO * O) (O: the forward's
+//      output, saved by the autograd function), and the row logsumexp of the scaled scores by an
+//      online max / sum over the keys. The forward kernel does not return the logsumexp; this pass
+//      costs one GEMM of six but keeps the forward (and its owner's changes to it) as it is;
 //   3. per (b, kv head, key split): for each key block, for each query tile
-//        S = (scale Q) K^T, P = exp(S - lse), dP = dO V^T, dS = scale * P * (dP - D),
+//        S = Q K^T, P = exp(scale S - lse), dP = dO V^T, dS = scale P (dP - D),
 //        dV^T += dO^T P, dK^T += Q^T dS, dQ += dS K,
-//      with dK / dV of the block accumulated in registers-sized buffers and written once, and dQ
-//      accumulated per split (one split per kv head unless there are too few kv heads for the
-//      threads; the splits are summed at the end).
+//      dK^T / dV^T of the block in per-thread [d, block] buffers written out once, dQ accumulated per
+//      split (one split per kv head unless there are too few kv heads for the threads; the splits
+//      own interleaved key blocks and are summed at the end).
 // Masked keys get P = 0, rows with nothing allowed have lse = -inf and P = 0 (zero gradients), and
 // (tile, block) pairs with nothing allowed are skipped, so a causal mask costs about half.
 // The GEMMs accumulate in float32 through at::native::cpublas::brgemm (float64: plain loops, for
 // gradcheck). Those with P or dS run on float32 operands; for bfloat16 inputs S = Q K^T and
 // dP = dO V^T multiply the bfloat16 inputs themselves in oneDNN's bf16 brgemm (AMX where present):
 // the products are exact in float32, so nothing is rounded that the float path keeps.
+// Memory: the packs are O(B * H * T * d) (about six times q in float32), plus per-thread blocks.
 #include "ops/cpu/vec.h"
 // (vec.h first: it selects the instruction set for this file)
 
