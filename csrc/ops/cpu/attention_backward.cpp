@@ -3,20 +3,25 @@
 //
 // The query rows of one kv head are its G query heads times their tokens (R = G * Tq rows, as in the
 // forward), so GQA heads accumulate into their kv head's dK / dV without atomics. Three passes:
-//   1. pack the keys: K^T and V^T (and K rows, for bfloat16/half) in the accumulation type;
-//   2. per (b, kv head, query tile): pack scale * Q, Q^T, dO, dO^T, D = rowsum(dO * O) (O is the
-//      forward's output), and the row logsumexp of the scaled scores, by an online max/sum over the
-//      keys (the forward kernel does not return it, and recomputing it here keeps the forward as is);
+//   1. pack the keys: K^T and V^T (and K rows, for bfloat16/half) in the accumulation type (bfloat16:
+//      K^T and V^T in VNNI chunks instead, see below);
+//   2. per (b, kv head, query tile): pack Q, Q^T, dO, dO^T, D = rowsum(dO * O) (O: the forward's
+//      output, saved by the autograd function), and the row logsumexp of the scaled scores by an
+//      online max / sum over the keys. The forward kernel does not return the logsumexp; this pass
+//      costs one GEMM of six but keeps the forward (and its owner's changes to it) as it is;
 //   3. per (b, kv head, key split): for each key block, for each query tile
-//        S = (scale Q) K^T, P = exp(S - lse), dP = dO V^T, dS = scale * P * (dP - D),
+//        S = Q K^T, P = exp(scale S - lse), dP = dO V^T, dS = scale P (dP - D),
 //        dV^T += dO^T P, dK^T += Q^T dS, dQ += dS K,
-//      with dK / dV of the block accumulated in registers-sized buffers and written once, and dQ
-//      accumulated per split (one split per kv head unless there are too few kv heads for the
-//      threads; the splits are summed at the end).
+//      dK^T / dV^T of the block in per-thread [d, block] buffers written out once, dQ accumulated per
+//      split (one split per kv head unless there are too few kv heads for the threads; the splits
+//      own interleaved key blocks and are summed at the end).
 // Masked keys get P = 0, rows with nothing allowed have lse = -inf and P = 0 (zero gradients), and
 // (tile, block) pairs with nothing allowed are skipped, so a causal mask costs about half.
-// All GEMMs run in float32 (float64 for float64) through at::native::cpublas::brgemm (plain loops for
-// float64, which serves gradcheck only).
+// The GEMMs accumulate in float32 through at::native::cpublas::brgemm (float64: plain loops, for
+// gradcheck). Those with P or dS run on float32 operands; for bfloat16 inputs S = Q K^T and
+// dP = dO V^T multiply the bfloat16 inputs themselves in oneDNN's bf16 brgemm (AMX where present):
+// the products are exact in float32, so nothing is rounded that the float path keeps.
+// Memory: the packs are O(B * H * T * d) (about six times q in float32), plus per-thread blocks.
 #include "ops/cpu/vec.h"
 // (vec.h first: it selects the instruction set for this file)
 
@@ -36,11 +41,21 @@ constexpr int64_t kTileQ = 64;    // query rows per tile
 constexpr int64_t kBlockK = 128;  // keys per block
 constexpr int64_t kAlign = 16;    // trimmed blocks keep whole 16-key groups (fewer GEMM shapes)
 constexpr int64_t kPackChunk = 64;
+constexpr int64_t kChunk = 64;    // keys per VNNI-packed chunk (oneDNN packs at most 64 columns)
+static_assert(kBlockK % kChunk == 0 && kPackChunk == kChunk);
 
 // C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                  int64_t ldc, bool add) {
   at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
+}
+// C[M, cols] = A[M, K] B[K, cols] with B in VNNI chunks of kChunk columns (cpublas::pack), bf16 products
+// accumulated in float: oneDNN's bf16 brgemm (AMX / AVX512-BF16).
+inline void gemm_chunks(int64_t M, int64_t cols, int64_t K, const c10::BFloat16* a, int64_t lda,
+                        const c10::BFloat16* b_chunks, float* c, int64_t ldc) {
+  for (int64_t c0 = 0; c0 < cols; c0 += kChunk)
+    at::native::cpublas::brgemm(M, kChunk, K, lda, kChunk, ldc, /*add_C=*/false, a, b_chunks + c0 * K, c + c0,
+                                /*is_vnni=*/true);
 }
 inline void gemm(int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b, int64_t ldb,
                  double* c, int64_t ldc, bool add) {
@@ -114,6 +129,15 @@ struct Problem {
   A* k_t;               // [d, k_ld]
   A* v_t;               // [d, k_ld]
   A* k_rows;            // [Tk, d] (bfloat16/half only; float/double read k itself)
+  // bfloat16 where oneDNN has a bf16 brgemm: S = Q K^T and dP = dO V^T multiply the bfloat16 inputs
+  // themselves (exact products, float accumulation, as the float GEMMs), on K^T and V^T packed in VNNI
+  // chunks of kChunk keys (zeros past Tk) instead of k_t / v_t. The GEMMs with P or dS stay float.
+  bool bf16_gemm = false;
+  int64_t chunks = 0;             // kChunk-key chunks per kv head
+  c10::BFloat16* q16 = nullptr;   // [R, d] q rows
+  c10::BFloat16* g16 = nullptr;   // [R, d] dO rows
+  c10::BFloat16* k_vnni = nullptr;  // [chunks, d * kChunk]
+  c10::BFloat16* v_vnni = nullptr;  // [chunks, d * kChunk]
 
   int64_t head(int64_t b, int64_t hkv) const { return b * Hkv + hkv; }
   // Row r of kv head (b, hkv): query head hkv * G + r / Tq, token r % Tq.
@@ -144,7 +168,8 @@ struct Span {
   bool dense;
 };
 
-bool trim_block(const bool* const* mask_rows, int64_t rows, int64_t mask_k, int64_t& j0, int64_t& block, Span* span) {
+bool trim_block(const bool* const* mask_rows, int64_t rows, int64_t mask_k, int64_t align, int64_t& j0, int64_t& block,
+                Span* span) {
   int64_t lo = block, hi = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const bool* mr = mask_rows[r] + j0 * mask_k;
@@ -171,8 +196,8 @@ bool trim_block(const bool* const* mask_rows, int64_t rows, int64_t mask_k, int6
     hi = std::max(hi, last + 1);
   }
   if (hi <= lo) return false;
-  lo = lo / kAlign * kAlign;
-  hi = std::min(block, round_up(hi, kAlign));
+  lo = lo / align * align;
+  hi = std::min(block, round_up(hi, align));
   for (int64_t r = 0; r < rows; ++r) {
     span[r].begin = std::max<int64_t>(span[r].begin - lo, 0);
     span[r].end = std::max<int64_t>(span[r].end - lo, 0);
@@ -206,9 +231,24 @@ void pack_keys(const Problem<T>& p) {
       const int64_t j_end = std::min(p.Tk, j_begin + kPackChunk), b = head / p.Hkv, hkv = head % p.Hkv;
       const T* k_head = p.k + b * p.ks.b + hkv * p.ks.h;
       const T* v_head = p.v + b * p.vs.b + hkv * p.vs.h;
+      const int64_t len = j_end - j_begin;
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        if (p.bf16_gemm) {
+          load_rows(k_head + j_begin * p.ks.t, p.ks.t, len, d, p.k_rows + (head * p.Tk + j_begin) * d);
+          c10::BFloat16* tmp = scratch<c10::BFloat16>(d * kChunk);  // [d, kChunk]: K^T (V^T) of the chunk
+          const auto zero = c10::BFloat16(0.f);
+          for (auto [rows, ld, packed] : {std::tuple<const T*, int64_t, c10::BFloat16*>{k_head, p.ks.t, p.k_vnni},
+                                          std::tuple<const T*, int64_t, c10::BFloat16*>{v_head, p.vs.t, p.v_vnni}}) {
+            for (int64_t jj = 0; jj < kChunk; ++jj)
+              for (int64_t c = 0; c < d; ++c) tmp[c * kChunk + jj] = jj < len ? rows[(j_begin + jj) * ld + c] : zero;
+            at::native::cpublas::pack(d, kChunk, kChunk, kChunk, at::kBFloat16, at::kBFloat16, tmp,
+                                      packed + (head * p.chunks + j_begin / kChunk) * d * kChunk);
+          }
+          continue;
+        }
+      }
       A* kt = p.k_t + head * d * p.k_ld + j_begin;
       A* vt = p.v_t + head * d * p.k_ld + j_begin;
-      const int64_t len = j_end - j_begin;
       if constexpr (std::is_same_v<T, A>) {
         transpose(k_head + j_begin * p.ks.t, p.ks.t, kt, p.k_ld, len, d);
         transpose(v_head + j_begin * p.vs.t, p.vs.t, vt, p.k_ld, len, d);
@@ -252,6 +292,12 @@ void prepare_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int
     }
     delta[r] = reduce_sum<T>(dot);
     if (p.mask != nullptr) mask_rows[r - row0] = p.mask_row(b, hkv, r);
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      if (p.bf16_gemm) {
+        std::copy(qr, qr + d, p.q16 + (head * p.R + r) * d);
+        std::copy(gr, gr + d, p.g16 + (head * p.R + r) * d);
+      }
+    }
   }
   // Q^T and dO^T of the tile, from the rows just packed (in L1).
   transpose(q_rows + row0 * d, d, q_t + row0, p.r_ld, rows, d);
@@ -263,7 +309,8 @@ void prepare_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int
   std::fill(m, m + rows, -std::numeric_limits<A>::infinity());
   std::fill(l, l + rows, A(0));
   Span span[kTileQ];
-  const A* kt = p.k_t + head * d * p.k_ld;
+  const A* kt = p.k_t == nullptr ? nullptr : p.k_t + head * d * p.k_ld;
+  const int64_t align = p.bf16_gemm ? kChunk : kAlign;
   const V vscale(p.scale);
   // The scale is applied inside the exp; a scale <= 0 (which would turn the -inf of masked keys)
   // multiplies the scores first.
@@ -271,10 +318,18 @@ void prepare_tile(const Problem<T>& p, int64_t b, int64_t hkv, int64_t row0, int
   const V vexp_scale(scale_first ? A(1) : p.scale);
   for (int64_t block_begin = 0; block_begin < p.Tk; block_begin += kBlockK) {
     int64_t j0 = block_begin, block = std::min(kBlockK, p.Tk - block_begin);
-    if (p.mask != nullptr && !trim_block(mask_rows, rows, p.mask_k, j0, block, span)) continue;
-    gemm(rows, block, d, q_rows + row0 * d, d, kt + j0, p.k_ld, scores, block, /*add=*/false);
+    if (p.mask != nullptr && !trim_block(mask_rows, rows, p.mask_k, align, j0, block, span)) continue;
+    int64_t ld = block;
+    if constexpr (std::is_same_v<A, float>) {
+      if (p.bf16_gemm) {  // whole chunks; the columns past the block are not read
+        ld = round_up(block, kChunk);
+        gemm_chunks(rows, ld, d, p.q16 + (head * p.R + row0) * d, d,
+                    p.k_vnni + (head * p.chunks + j0 / kChunk) * d * kChunk, scores, ld);
+      }
+    }
+    if (!p.bf16_gemm) gemm(rows, block, d, q_rows + row0 * d, d, kt + j0, p.k_ld, scores, ld, /*add=*/false);
     for (int64_t r = 0; r < rows; ++r) {
-      A* sr = scores + r * block;
+      A* sr = scores + r * ld;
       if (scale_first) {
         for (int64_t jj = 0; jj < block; jj += n) {
           const int64_t cnt = std::min(n, block - jj);
@@ -326,8 +381,8 @@ void backward_block(const Problem<T>& p, int64_t b, int64_t hkv, int64_t j_begin
   const A* g_t = p.g_t + head * d * p.r_ld;
   const A* lse = p.lse + head * p.R;
   const A* delta = p.delta + head * p.R;
-  const A* kt = p.k_t + head * d * p.k_ld;
-  const A* vt = p.v_t + head * d * p.k_ld;
+  const A* kt = p.k_t == nullptr ? nullptr : p.k_t + head * d * p.k_ld;
+  const A* vt = p.v_t == nullptr ? nullptr : p.v_t + head * d * p.k_ld;
   int64_t k_ld = 0;
   const A* k_rows = p.key_rows(b, hkv, k_ld);
   const bool* mask_rows[kTileQ];
@@ -338,11 +393,22 @@ void backward_block(const Problem<T>& p, int64_t b, int64_t hkv, int64_t j_begin
     int64_t j0 = j_begin, block = width;
     if (p.mask != nullptr) {
       for (int64_t r = 0; r < rows; ++r) mask_rows[r] = p.mask_row(b, hkv, row0 + r);
-      if (!trim_block(mask_rows, rows, p.mask_k, j0, block, span)) continue;
+      if (!trim_block(mask_rows, rows, p.mask_k, p.bf16_gemm ? kChunk : kAlign, j0, block, span)) continue;
     }
-    const int64_t off = j0 - j_begin, ld = block;
-    gemm(rows, block, d, q_rows + row0 * d, d, kt + j0, p.k_ld, probs, ld, /*add=*/false);
-    gemm(rows, block, d, g_rows + row0 * d, d, vt + j0, p.k_ld, dsc, ld, /*add=*/false);
+    const int64_t off = j0 - j_begin;
+    int64_t ld = block;
+    if constexpr (std::is_same_v<A, float>) {
+      if (p.bf16_gemm) {  // whole chunks; the columns past the block are not read
+        ld = round_up(block, kChunk);
+        const int64_t chunk = head * p.chunks + j0 / kChunk;
+        gemm_chunks(rows, ld, d, p.q16 + (head * p.R + row0) * d, d, p.k_vnni + chunk * d * kChunk, probs, ld);
+        gemm_chunks(rows, ld, d, p.g16 + (head * p.R + row0) * d, d, p.v_vnni + chunk * d * kChunk, dsc, ld);
+      }
+    }
+    if (!p.bf16_gemm) {
+      gemm(rows, block, d, q_rows + row0 * d, d, kt + j0, p.k_ld, probs, ld, /*add=*/false);
+      gemm(rows, block, d, g_rows + row0 * d, d, vt + j0, p.k_ld, dsc, ld, /*add=*/false);
+    }
     for (int64_t r = 0; r < rows; ++r) {
       A* pr = probs + r * ld;
       A* dr = dsc + r * ld;
@@ -399,8 +465,20 @@ void backward_kernel(Problem<T>& p, T* dq_out, T* dk_out, T* dv_out) {
   const int64_t d = p.d, heads = p.B * p.Hkv;
   p.r_ld = round_up(p.R, 16) + 16;
   p.k_ld = round_up(p.Tk, 16) + 16;
+  // oneDNN packs bf16 B matrices for head dims that are multiples of 32 (as in the forward).
+  p.bf16_gemm = std::is_same_v<T, c10::BFloat16> && d % 32 == 0 && at::native::cpublas::could_pack(at::kBFloat16);
+  p.chunks = (p.Tk + kChunk - 1) / kChunk;
+  at::Tensor packs16;
+  if (p.bf16_gemm) {
+    packs16 = at::empty({heads * (2 * p.R * d + 2 * p.chunks * kChunk * d)}, at::kBFloat16);
+    p.q16 = packs16.mutable_data_ptr<c10::BFloat16>();
+    p.g16 = p.q16 + heads * p.R * d;
+    p.k_vnni = p.g16 + heads * p.R * d;
+    p.v_vnni = p.k_vnni + heads * p.chunks * kChunk * d;
+  }
   // Every element of the packs that is read is written first: no zero fill.
-  const int64_t pack_size = heads * (2 * p.R * d + 2 * d * p.r_ld + 2 * p.R + 2 * d * p.k_ld +
+  const int64_t key_packs = p.bf16_gemm ? 0 : 2 * d * p.k_ld;  // K^T, V^T in A (else VNNI chunks)
+  const int64_t pack_size = heads * (2 * p.R * d + 2 * d * p.r_ld + 2 * p.R + key_packs +
                                      (std::is_same_v<T, A> ? 0 : p.Tk * d));
   auto packs = at::empty({pack_size}, at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value));
   A* next = packs.template mutable_data_ptr<A>();
@@ -415,8 +493,8 @@ void backward_kernel(Problem<T>& p, T* dq_out, T* dk_out, T* dv_out) {
   p.g_t = take(heads * d * p.r_ld);
   p.lse = take(heads * p.R);
   p.delta = take(heads * p.R);
-  p.k_t = take(heads * d * p.k_ld);
-  p.v_t = take(heads * d * p.k_ld);
+  p.k_t = p.bf16_gemm ? nullptr : take(heads * d * p.k_ld);
+  p.v_t = p.bf16_gemm ? nullptr : take(heads * d * p.k_ld);
   p.k_rows = std::is_same_v<T, A> ? nullptr : take(heads * p.Tk * d);
 
   pack_keys(p);
@@ -426,6 +504,7 @@ void backward_kernel(Problem<T>& p, T* dq_out, T* dk_out, T* dv_out) {
       const int64_t head = task / tiles, row0 = (task % tiles) * kTileQ;
       prepare_tile(p, head / p.Hkv, head % p.Hkv, row0, std::min(kTileQ, p.R - row0));
     }
+    if (p.bf16_gemm) at::native::cpublas::brgemm_release(/*is_vnni=*/true);  // hand the AMX tiles back
   });
 
   // Split the keys of a kv head when there are too few kv heads for the threads; each split owns
@@ -453,6 +532,7 @@ void backward_kernel(Problem<T>& p, T* dq_out, T* dk_out, T* dv_out) {
         backward_block(p, b, hkv, j0, std::min(p.Tk, j0 + kBlockK), dq, dk, dv);
       }
     }
+    if (p.bf16_gemm) at::native::cpublas::brgemm_release(/*is_vnni=*/true);
   });
   if (direct) return;
   // Sum the splits' dQ into the output (rows of a kv head are consecutive in [B, H, Tq, d]).
