@@ -3,8 +3,8 @@ inputs: prefill latency, greedy decode tokens/s and peak memory.
 
     python bench/llava_vs_transformers.py [--preset llava-1.5-small] [--batches 1,8] [--new-tokens 32]
 
-Each implementation runs in a process of its own (spawned, one after the other), and each time is the
-best of --repeats. Peak memory is the resident high-water mark
+Each implementation runs in a process of its own (spawned); their rounds are interleaved, one process
+at a time, and each time is the best of --repeats. Peak memory is the resident high-water mark
 (VmHWM, reset through /proc/self/clear_refs) while prefill and generate run, above the resident
 size before them: what running costs beyond holding the weights.
 Prints a markdown table with ratios (>1 means vlmzoo is faster / leaner)."""
@@ -86,42 +86,78 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def measure(name, forward, generate, batch, new_tokens, repeats):
-    """Prefill = one forward over the prompt; decode rate from generate(new_tokens) minus
-    generate(1), so prefill and set-up cancel out."""
-    with torch.inference_mode():
-        reset_peak()
-        before = status_mb("VmRSS")
-        prefill = best_time(forward, repeats)
-        one = best_time(lambda: generate(1), repeats)
-        total = best_time(lambda: generate(new_tokens), repeats)
-        peak = status_mb("VmHWM") - before
-    decode = total - one  # not positive only when noise swamps a too short run
-    return {"impl": name, "batch": batch, "prefill_ms": prefill * 1e3,
-            "decode_tok_s": batch * (new_tokens - 1) / decode if decode > 0 else float("nan"), "peak_mb": peak}
-
-
-def run_one(impl: str, folder: str, batches: list[int], args) -> list[dict]:
-    """Loads one implementation in this (fresh) process and measures it at every batch size."""
+def worker(conn, impl: str, folder: str, args) -> None:
+    """One implementation in a process of its own, running what the parent asks, one call at a time:
+    ("prefill" | "generate", batch, new_tokens) -> seconds; ("reset_peak",) / ("peak",) -> MB."""
     torch.set_num_threads(args.threads)
     config = vlmzoo.resolve_config(args.preset)
     dtype = getattr(torch, args.dtype)
-    rows = []
     if impl == "vlmzoo":
-        ours = vlmzoo.from_pretrained(folder).eval().to(dtype)
-        for batch in batches:
-            x = inputs(config, batch, args.text_tokens, dtype)
-            rows.append(measure("vlmzoo", lambda: ours(**x),
-                                lambda n: ours.generate(**x, eos_token_id=[], max_new_tokens=n),
-                                batch, args.new_tokens, args.repeats))
-        return rows
-    hf = load_hf(folder, impl.split("-")[1], dtype)
+        model = vlmzoo.from_pretrained(folder).eval().to(dtype)
+        generate = lambda x, n: model.generate(**x, eos_token_id=[], max_new_tokens=n)  # noqa: E731
+    else:
+        model = load_hf(folder, impl.split("-")[1], dtype)
+        generate = lambda x, n: model.generate(**x, do_sample=False, eos_token_id=None,  # noqa: E731
+                                               pad_token_id=0, min_new_tokens=n, max_new_tokens=n)
+    inputs_by_batch = {}
+    with torch.inference_mode():
+        while True:
+            command = conn.recv()
+            if command[0] == "stop":
+                return
+            if command[0] == "reset_peak":
+                reset_peak()
+                conn.send(status_mb("VmRSS"))
+                continue
+            if command[0] == "peak":
+                conn.send(status_mb("VmHWM"))
+                continue
+            kind, batch, new_tokens = command
+            x = inputs_by_batch.setdefault(batch, inputs(config, batch, args.text_tokens, dtype))
+            start = time.perf_counter()
+            model(**x) if kind == "prefill" else generate(x, new_tokens)
+            conn.send(time.perf_counter() - start)
+
+
+IMPLS = ("vlmzoo", "transformers-eager", "transformers-sdpa")
+
+
+def measure_all(folder: str, batches: list[int], args) -> list[dict]:
+    """Loads every implementation in its own process, then interleaves their rounds (one process
+    runs at a time), so a slow spell of the machine hits all of them alike. Best of --repeats."""
+    context = multiprocessing.get_context("spawn")
+    pipes, processes = {}, []
+    for impl in IMPLS:
+        parent, child = context.Pipe()
+        process = context.Process(target=worker, args=(child, impl, folder, args))
+        process.start()
+        pipes[impl], processes = parent, processes + [process]
+
+    def ask(impl, *command):
+        pipes[impl].send(command)
+        return pipes[impl].recv()
+
+    rows = []
     for batch in batches:
-        x = inputs(config, batch, args.text_tokens, dtype)
-        rows.append(measure(impl, lambda: hf(**x),
-                            lambda n: hf.generate(**x, do_sample=False, eos_token_id=None, pad_token_id=0,
-                                                  min_new_tokens=n, max_new_tokens=n),
-                            batch, args.new_tokens, args.repeats))
+        base = {impl: ask(impl, "reset_peak") for impl in IMPLS}
+        best = {(impl, kind): float("inf") for impl in IMPLS for kind in ("prefill", "one", "all")}
+        for impl in IMPLS:  # warm-up
+            ask(impl, "prefill", batch, 0)
+            ask(impl, "generate", batch, 2)
+        for _ in range(args.repeats):
+            for impl in IMPLS:
+                for kind, command in (("prefill", ("prefill", batch, 0)), ("one", ("generate", batch, 1)),
+                                      ("all", ("generate", batch, args.new_tokens))):
+                    best[impl, kind] = min(best[impl, kind], ask(impl, *command))
+        for impl in IMPLS:
+            decode = best[impl, "all"] - best[impl, "one"]  # prefill and set-up cancel out
+            rows.append({"impl": impl, "batch": batch, "prefill_ms": best[impl, "prefill"] * 1e3,
+                         "decode_tok_s": batch * (args.new_tokens - 1) / decode if decode > 0 else float("nan"),
+                         "peak_mb": ask(impl, "peak") - base[impl]})
+    for impl in IMPLS:
+        pipes[impl].send(("stop",))
+    for process in processes:
+        process.join()
     return rows
 
 
@@ -149,8 +185,8 @@ def linear_shapes(config: dict, batch: int, text_tokens: int) -> tuple[list, lis
 
 
 def gemm_floor(config: dict, batches: list[int], args) -> list[dict]:
-    """The matmuls alone (torch.nn.functional.linear, fresh weights for each so decode streams them
-    from memory as a model must): no implementation calling the same BLAS goes faster than this."""
+    """The matmuls alone (torch.mm into preallocated outputs, a weight of its own for each so decode
+    streams them from memory as a model must): what any implementation calling the same BLAS pays."""
     torch.set_num_threads(args.threads)
     rows = []
     for batch in batches:
@@ -162,11 +198,22 @@ def gemm_floor(config: dict, batches: list[int], args) -> list[dict]:
             inputs_.setdefault((n_in, m), torch.randn(m, n_in).to(dtype))
         step_weights = [(torch.randn(n_out, n_in) * 0.02).to(dtype) for n_in, n_out, _ in step]
         x_step = {n_in: torch.randn(batch, n_in).to(dtype) for n_in, _, _ in step}
+        outs = {}  # preallocated: the floor times the matmuls, not the allocator's page faults
+        for i, (n_in, n_out, m) in enumerate(prefill):
+            outs.setdefault((n_out, m), torch.empty(m, n_out, dtype=dtype))
+        step_outs = {n_out: torch.empty(batch, n_out, dtype=dtype) for _, n_out, _ in step}
+
+        def run_prefill():
+            for i, (n_in, n_out, m) in enumerate(prefill):
+                torch.mm(inputs_[(n_in, m)], weights[i].t(), out=outs[(n_out, m)])
+
+        def run_step():
+            for w in step_weights:
+                torch.mm(x_step[w.shape[1]], w.t(), out=step_outs[w.shape[0]])
+
         with torch.inference_mode():
-            t_prefill = best_time(lambda: [torch.nn.functional.linear(inputs_[(n_in, m)], weights[i])
-                                           for i, (n_in, _, m) in enumerate(prefill)], args.repeats)
-            t_step = best_time(lambda: [torch.nn.functional.linear(x_step[w.shape[1]], w) for w in step_weights],
-                               args.repeats * 5)
+            t_prefill = best_time(run_prefill, args.repeats)
+            t_step = best_time(run_step, args.repeats * 5)
         rows.append({"impl": "matmuls only (floor)", "batch": batch, "prefill_ms": t_prefill * 1e3,
                      "decode_tok_s": batch / t_step, "peak_mb": float("nan")})
     return rows
@@ -191,9 +238,7 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
         hf_llava_for(config, folder)
-        for impl in ("vlmzoo", "transformers-eager", "transformers-sdpa"):
-            with context.Pool(1) as pool:
-                rows += pool.apply(run_one, (impl, folder, batches, args))
+        rows += measure_all(folder, batches, args)
     with context.Pool(1) as pool:
         rows += pool.apply(gemm_floor, (config, batches, args))
     rows.sort(key=lambda r: r["batch"])
