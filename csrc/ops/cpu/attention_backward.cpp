@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/kernel_util.h"
 
 namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
@@ -44,11 +45,6 @@ constexpr int64_t kPackChunk = 64;
 constexpr int64_t kChunk = 64;    // keys per VNNI-packed chunk (oneDNN packs at most 64 columns)
 static_assert(kBlockK % kChunk == 0 && kPackChunk == kChunk);
 
-// C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
-inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                 int64_t ldc, bool add) {
-  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
-}
 // C[M, cols] = A[M, K] B[K, cols] with B in VNNI chunks of kChunk columns (cpublas::pack), bf16 products
 // accumulated in float: oneDNN's bf16 brgemm (AMX / AVX512-BF16).
 inline void gemm_chunks(int64_t M, int64_t cols, int64_t K, const c10::BFloat16* a, int64_t lda,
@@ -57,36 +53,6 @@ inline void gemm_chunks(int64_t M, int64_t cols, int64_t K, const c10::BFloat16*
     at::native::cpublas::brgemm(M, kChunk, K, lda, kChunk, ldc, /*add_C=*/false, a, b_chunks + c0 * K, c + c0,
                                 /*is_vnni=*/true);
 }
-inline void gemm(int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b, int64_t ldb,
-                 double* c, int64_t ldc, bool add) {
-  for (int64_t i = 0; i < M; ++i) {
-    double* ci = c + i * ldc;
-    if (!add) std::fill(ci, ci + N, 0.0);
-    for (int64_t p = 0; p < K; ++p) {
-      const double aip = a[i * lda + p];
-      const double* bp = b + p * ldb;
-      for (int64_t j = 0; j < N; ++j) ci[j] += aip * bp[j];
-    }
-  }
-}
-
-template <typename A>
-A* scratch(int64_t n) {  // per-thread buffer, grown on demand
-  thread_local std::vector<A> buffer;
-  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
-  return buffer.data();
-}
-
-template <typename V>
-inline V fast_exp(const V& x) {
-  if constexpr (std::is_same_v<typename V::value_type, float>) return x.exp_u20();
-  else return x.exp();
-}
-
-struct Strides {
-  int64_t b, h, t;
-};
-
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // dst[N, M] (leading dimension ld_dst) = src[M, N]^T (leading dimension ld_src); 16x16 register blocks

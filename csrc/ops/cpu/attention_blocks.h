@@ -1,8 +1,7 @@
 #pragma once
 // Building blocks of the CPU attention kernel (cpu/attention.cpp, its only includer, after vec.h):
-// block sizes, GEMM wrappers, per-thread scratch, the problem description, and the register-blocked
-// decode loops.
-#include <ATen/native/CPUBlas.h>
+// block sizes, the row softmax, the problem description, and the register-blocked decode loops.
+#include "ops/cpu/kernel_util.h"
 
 #include <limits>
 #include <type_traits>
@@ -17,39 +16,6 @@ constexpr int64_t kMinSplit = 256;  // fewest keys worth a task of their own
 // Tiles this small (decode) skip packing and GEMM calls: dot products and axpys over K and V rows.
 constexpr int64_t kSmallRows = 4;
 constexpr int64_t kChunk = 64;  // keys per VNNI-packed chunk (oneDNN packs at most 64 columns)
-
-// C[M, N] (+)= A[M, K] B[K, N], row-major with leading dimensions.
-inline void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                 int64_t ldc, bool add) {
-  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/false);
-}
-// b packed by at::native::cpublas::pack (VNNI), N <= 64: oneDNN brgemm on AMX / AVX512-BF16.
-inline void gemm(int64_t M, int64_t N, int64_t K, const c10::BFloat16* a, int64_t lda, const c10::BFloat16* b,
-                 int64_t ldb, float* c, int64_t ldc, bool add) {
-  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, a, b, c, /*is_vnni=*/true);
-}
-inline void gemm(int64_t M, int64_t N, int64_t K, const double* a, int64_t lda, const double* b, int64_t ldb,
-                 double* c, int64_t ldc, bool add) {  // float64 serves gradcheck only: plain loops
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double s = add ? c[i * ldc + j] : 0.0;
-      for (int64_t p = 0; p < K; ++p) s += a[i * lda + p] * b[p * ldb + j];
-      c[i * ldc + j] = s;
-    }
-}
-
-template <typename A>
-A* scratch(int64_t n) {  // per-thread buffer, grown on demand (no allocation per task)
-  thread_local std::vector<A> buffer;
-  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
-  return buffer.data();
-}
-
-template <typename V>
-inline V fast_exp(const V& x) {
-  if constexpr (std::is_same_v<typename V::value_type, float>) return x.exp_u20();
-  else return x.exp();
-}
 
 // The softmax of one row of a block, in two passes (full vectors, then one masked tail).
 // Largest of s[0, n) times scale (scale > 0, so the max of the scaled scores).
@@ -117,10 +83,6 @@ inline bool has_native_bf16() {
   return supported;
 }
 #endif
-
-struct Strides {
-  int64_t b, h, t;
-};
 
 template <typename T>
 struct Problem {
