@@ -15,7 +15,7 @@ constexpr int64_t kBlockK = 512;  // keys per inner block
 constexpr int64_t kMinSplit = 256;  // fewest keys worth a task of their own
 // Tiles this small (decode) skip packing and GEMM calls: dot products and axpys over K and V rows.
 constexpr int64_t kSmallRows = 4;
-constexpr int64_t kChunk = 64;  // keys per VNNI-packed chunk (oneDNN packs at most 64 columns)
+constexpr int64_t kChunk = 64;  // keys per pack task; heads are padded with zero keys to whole chunks
 
 // The softmax of one row of a block, in two passes (full vectors, then one masked tail).
 // Largest of s[0, n) times scale (scale > 0, so the max of the scaled scores).
