@@ -1,17 +1,34 @@
-// vlmzoo._C: binds the config parser and the model. Thin: no logic lives here.
+// vlmzoo._C: binds the config parser, the registry's listings and the model. Thin: no logic lives here.
 #include <torch/extension.h>
 #include <torch/python.h>
 
-#include "config/model_config.h"
-#include "models/vlm_model.h"
+#include "config/families.h"
+#include "models/decoder_vlm.h"
 
 namespace py = pybind11;
 using vlmzoo::config::ConfigError;
+using vlmzoo::models::DecoderVlmImpl;
 using vlmzoo::models::GenerateOptions;
-using vlmzoo::models::VlmModelImpl;
+using vlmzoo::models::VlmInputs;
 
 namespace {
 torch::Tensor or_undefined(const std::optional<torch::Tensor>& t) { return t ? *t : torch::Tensor(); }
+
+torch::ScalarType dtype_named(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "float64") return torch::kFloat64;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kFloat16;
+  throw std::invalid_argument("dtype: \"" + name + "\" is not one of float32, float64, bfloat16, float16");
+}
+
+VlmInputs inputs(const torch::Tensor& input_ids, const std::optional<torch::Tensor>& pixel_values,
+                 const std::optional<torch::Tensor>& attention_mask, const std::optional<torch::Tensor>& position_ids,
+                 const std::optional<torch::Tensor>& qformer_input_ids,
+                 const std::optional<torch::Tensor>& qformer_attention_mask) {
+  return {input_ids, or_undefined(pixel_values), or_undefined(attention_mask), or_undefined(position_ids),
+          {or_undefined(qformer_input_ids), or_undefined(qformer_attention_mask)}};
+}
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -19,44 +36,66 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::register_exception<ConfigError>(m, "ConfigError", PyExc_ValueError);
 
   m.def("resolve_config", [](const std::string& json_text) {
-    return vlmzoo::config::to_json(vlmzoo::config::parse_model_config_string(json_text)).dump();
-  }, py::arg("json_text"), "Parse, validate and fill defaults; returns the resolved config as JSON text.");
+    auto config = vlmzoo::models::parse_model_config_string(json_text);
+    vlmzoo::models::DecoderVlm(config, torch::TensorOptions().device(torch::kMeta), false);  // checks across slots
+    return vlmzoo::models::to_json(config).dump();
+  }, py::arg("json_text"), "Parse, validate (building on the meta device) and fill defaults; returns JSON text.");
   m.def("family_names", &vlmzoo::config::family_names);
+  m.def("family_json", [](const std::string& name) { return vlmzoo::config::family(name).dump(); }, py::arg("name"));
+  m.def("registered_kinds", &vlmzoo::models::registered_kinds, py::arg("slot"));
+  m.def("slot_names", &vlmzoo::models::slot_names);
 
-  torch::python::bind_module<VlmModelImpl>(m, "VlmModel")
-      .def(py::init([](const std::string& json_text) {
-             return std::make_shared<VlmModelImpl>(vlmzoo::config::parse_model_config_string(json_text));
+  torch::python::bind_module<DecoderVlmImpl>(m, "VlmModel")
+      .def(py::init([](const std::string& json_text, const std::string& device, const std::string& dtype,
+                       bool initialize) {
+             auto options = torch::TensorOptions().device(torch::Device(device)).dtype(dtype_named(dtype));
+             return vlmzoo::models::build_model(vlmzoo::models::parse_model_config_string(json_text), options,
+                                                initialize)
+                 .ptr();
            }),
-           py::arg("json_text"))
+           py::arg("json_text"), py::arg("device") = "cpu", py::arg("dtype") = "float32", py::arg("initialize") = true)
       .def("forward",
-           [](VlmModelImpl& self, const torch::Tensor& input_ids, const std::optional<torch::Tensor>& pixel_values,
-              const std::optional<torch::Tensor>& attention_mask, const std::optional<torch::Tensor>& position_ids) {
+           [](DecoderVlmImpl& self, const torch::Tensor& input_ids, const std::optional<torch::Tensor>& pixel_values,
+              const std::optional<torch::Tensor>& attention_mask, const std::optional<torch::Tensor>& position_ids,
+              const std::optional<torch::Tensor>& qformer_input_ids,
+              const std::optional<torch::Tensor>& qformer_attention_mask) {
+             auto in = inputs(input_ids, pixel_values, attention_mask, position_ids, qformer_input_ids,
+                              qformer_attention_mask);
              py::gil_scoped_release release;
-             return self.forward(input_ids, or_undefined(pixel_values), or_undefined(attention_mask),
-                                 or_undefined(position_ids));
+             return self.forward(in);
            },
            py::arg("input_ids"), py::arg("pixel_values") = py::none(), py::arg("attention_mask") = py::none(),
-           py::arg("position_ids") = py::none())
+           py::arg("position_ids") = py::none(), py::arg("qformer_input_ids") = py::none(),
+           py::arg("qformer_attention_mask") = py::none())
       .def("encode_images",
-           [](VlmModelImpl& self, const torch::Tensor& pixel_values) {
+           [](DecoderVlmImpl& self, const torch::Tensor& pixel_values, const std::optional<torch::Tensor>& qformer_input_ids,
+              const std::optional<torch::Tensor>& qformer_attention_mask) {
              py::gil_scoped_release release;
-             return self.encode_images(pixel_values);
+             return self.encode_images(pixel_values, {or_undefined(qformer_input_ids), or_undefined(qformer_attention_mask)});
            },
-           py::arg("pixel_values"))
+           py::arg("pixel_values"), py::arg("qformer_input_ids") = py::none(),
+           py::arg("qformer_attention_mask") = py::none())
       .def("generate",
-           [](VlmModelImpl& self, const torch::Tensor& input_ids, const std::optional<torch::Tensor>& pixel_values,
-              const std::optional<torch::Tensor>& attention_mask, int64_t max_new_tokens, bool do_sample,
-              double temperature, int64_t top_k, double top_p, std::vector<int64_t> eos_token_ids,
-              int64_t pad_token_id, int64_t seed) {
-             GenerateOptions o{max_new_tokens, do_sample, temperature, top_k, top_p, std::move(eos_token_ids),
-                               pad_token_id, seed};
+           [](DecoderVlmImpl& self, const torch::Tensor& input_ids, const std::optional<torch::Tensor>& pixel_values,
+              const std::optional<torch::Tensor>& attention_mask, const std::optional<torch::Tensor>& qformer_input_ids,
+              const std::optional<torch::Tensor>& qformer_attention_mask, int64_t max_new_tokens,
+              int64_t min_new_tokens, bool do_sample, double temperature, int64_t top_k, double top_p,
+              double repetition_penalty, std::vector<int64_t> eos_token_ids, int64_t pad_token_id, int64_t seed) {
+             GenerateOptions o{max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p,
+                               repetition_penalty, std::move(eos_token_ids), pad_token_id, seed};
+             auto in = inputs(input_ids, pixel_values, attention_mask, std::nullopt, qformer_input_ids,
+                              qformer_attention_mask);
              py::gil_scoped_release release;
-             return self.generate(input_ids, or_undefined(pixel_values), or_undefined(attention_mask), o);
+             return self.generate(in, o);
            },
-           py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask"), py::arg("max_new_tokens"),
-           py::arg("do_sample"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("eos_token_ids"),
-           py::arg("pad_token_id"), py::arg("seed"))
-      .def("initialize_weights", &VlmModelImpl::initialize_weights, py::arg("std") = 0.02, py::arg("seed") = -1)
-      .def("config_json", [](const VlmModelImpl& self) { return vlmzoo::config::to_json(self.config()).dump(); })
-      .def_property("fused", &VlmModelImpl::fused, &VlmModelImpl::set_fused);
+           py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask"), py::arg("qformer_input_ids"),
+           py::arg("qformer_attention_mask"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
+           py::arg("do_sample"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
+           py::arg("repetition_penalty"), py::arg("eos_token_ids"), py::arg("pad_token_id"), py::arg("seed"))
+      .def("initialize_weights", &DecoderVlmImpl::initialize_weights, py::arg("std") = 0.02, py::arg("seed") = -1)
+      .def("config_json", [](const DecoderVlmImpl& self) { return vlmzoo::models::to_json(self.config()).dump(); })
+      .def("visual_tokens_per_image", &DecoderVlmImpl::visual_tokens_per_image)
+      .def("forward_flops", &DecoderVlmImpl::forward_flops, py::arg("text_tokens"), py::arg("images"))
+      .def("reads_text", [](const DecoderVlmImpl& self) { return self.abstractor && self.abstractor->reads_text(); })
+      .def_property("fused", &DecoderVlmImpl::fused, &DecoderVlmImpl::set_fused);
 }

@@ -1,6 +1,7 @@
 #include "config/json_reader.h"
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 namespace vlmzoo::config {
@@ -64,8 +65,18 @@ int JsonReader::get_int(const std::string& key, int fallback) {
   known_.insert(key);
   if (!has(key)) return fallback;
   const Json& v = at(key);
-  if (v.is_number_integer()) return v.get<int>();
-  if (v.is_number_float() && v.get<double>() == static_cast<int>(v.get<double>())) return static_cast<int>(v.get<double>());
+  // Values past int's range are refused here, never wrapped around.
+  constexpr double kLow = std::numeric_limits<int>::min(), kHigh = std::numeric_limits<int>::max();
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(kHigh)) fail(key, v.dump() + " is too large");
+  if (v.is_number_integer()) {
+    int64_t value = v.get<int64_t>();
+    if (value < kLow || value > kHigh) fail(key, v.dump() + " is too large");
+    return static_cast<int>(value);
+  }
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (d >= kLow && d <= kHigh && d == static_cast<double>(static_cast<int>(d))) return static_cast<int>(d);
+  }
   fail(key, v.dump() + " is not an integer");
 }
 
@@ -115,14 +126,24 @@ std::vector<int> JsonReader::get_int_list(const std::string& key, const std::vec
   known_.insert(key);
   if (!has(key)) return fallback;
   const Json& v = at(key);
-  if (v.is_number_integer()) return {v.get<int>()};
+  if (v.is_number()) return {get_int(key, 0)};
   if (!v.is_array() || v.empty()) fail(key, v.dump() + " is not an integer or a non-empty list of integers");
   std::vector<int> out;
   for (const auto& item : v) {
-    if (!item.is_number_integer()) fail(key, v.dump() + " holds " + item.dump() + ", not an integer");
+    if (!item.is_number_integer() || item.get<int64_t>() < std::numeric_limits<int>::min() ||
+        item.get<int64_t>() > std::numeric_limits<int>::max() ||
+        (item.is_number_unsigned() && item.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int>::max()))) {
+      fail(key, v.dump() + " holds " + item.dump() + ", not an integer");
+    }
     out.push_back(item.get<int>());
   }
   return out;
+}
+
+const Json& JsonReader::raw(const std::string& key) {
+  static const Json null_value;
+  known_.insert(key);
+  return has(key) ? obj_[key] : null_value;
 }
 
 JsonReader JsonReader::child(const std::string& key) {

@@ -38,6 +38,8 @@ class JsonReader {
                          const std::vector<std::string>& choices);
   // An int or a list of ints.
   std::vector<int> get_int_list(const std::string& key, const std::vector<int>& fallback);
+  // The raw JSON value at `key` (null when absent), marked as read.
+  const Json& raw(const std::string& key);
   // A child object, or {} when absent.
   JsonReader child(const std::string& key);
 

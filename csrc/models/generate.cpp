@@ -1,6 +1,7 @@
-// Autoregressive decoding with a KV cache, entirely in C++: greedy or sampled (temperature,
-// top-k, top-p), per-row stopping at eos, left-padded batches as transformers' generate.
-#include "models/vlm_model.h"
+// Autoregressive decoding with a KV cache, entirely in C++: greedy or sampled (temperature, top-k,
+// top-p), repetition penalty, a minimum length, per-row stopping at eos, and left-padded batches as
+// transformers' generate does them.
+#include "models/decoder_vlm.h"
 
 namespace vlmzoo::models {
 
@@ -31,43 +32,74 @@ torch::Tensor choose_next(torch::Tensor logits, const GenerateOptions& o, at::Ge
   return below.sum(-1).clamp_max(probs.size(-1) - 1);
 }
 
-}  // namespace
+// transformers' RepetitionPenaltyLogitsProcessor: scores of tokens already in the row are divided
+// by the penalty when positive, multiplied when negative. logits: [B, V]; seen: [B, L].
+torch::Tensor penalise_repetition(const torch::Tensor& logits, const torch::Tensor& seen, double penalty) {
+  auto scores = logits.gather(1, seen);
+  scores = torch::where(scores < 0, scores * penalty, scores / penalty);
+  return logits.scatter(1, seen, scores);
+}
 
-torch::Tensor VlmModelImpl::generate(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
-                                     const torch::Tensor& attention_mask, const GenerateOptions& o) {
+void check_options(const GenerateOptions& o) {
   TORCH_CHECK_VALUE(o.max_new_tokens >= 0, "max_new_tokens: must be >= 0, got ", o.max_new_tokens);
+  TORCH_CHECK_VALUE(o.min_new_tokens >= 0, "min_new_tokens: must be >= 0, got ", o.min_new_tokens);
   TORCH_CHECK_VALUE(!o.do_sample || o.temperature > 0, "temperature: must be > 0 when sampling, got ", o.temperature);
   TORCH_CHECK_VALUE(o.top_p > 0 && o.top_p <= 1, "top_p: must lie in (0, 1], got ", o.top_p);
   TORCH_CHECK_VALUE(o.top_k >= 0, "top_k: must be >= 0, got ", o.top_k);
+  TORCH_CHECK_VALUE(o.repetition_penalty > 0, "repetition_penalty: must be > 0, got ", o.repetition_penalty);
+}
+
+}  // namespace
+
+torch::Tensor DecoderVlmImpl::generate(const VlmInputs& in, const GenerateOptions& o) {
+  check_options(o);
+  check_inputs(in);
   torch::NoGradGuard no_grad;
-  const int64_t batch = input_ids.size(0), prompt_len = input_ids.size(1);
-  auto ids_options = input_ids.options().dtype(torch::kLong);
-  auto mask = attention_mask.defined() ? attention_mask.to(torch::kLong) : torch::ones({batch, prompt_len}, ids_options);
-  TORCH_CHECK_VALUE(mask.sizes() == input_ids.sizes(), "attention_mask: expected the shape of input_ids ",
-                    input_ids.sizes(), ", got ", mask.sizes());
-  // Positions count real tokens only, so left padding does not shift them (as transformers).
-  auto positions = (mask.cumsum(-1) - 1).clamp_min(0);
+  const int64_t batch = in.input_ids.size(0), prompt_len = in.input_ids.size(1);
+  auto ids_options = in.input_ids.options().dtype(torch::kLong);
+  auto mask = in.attention_mask.defined() ? in.attention_mask.to(torch::kLong)
+                                          : torch::ones({batch, prompt_len}, ids_options);
+  if (prompt_len > 0) {
+    // A right-padded row would continue after its padding: transformers warns, we refuse.
+    auto right_padded = (mask.select(1, prompt_len - 1) == 0).nonzero();
+    TORCH_CHECK_VALUE(right_padded.numel() == 0, "attention_mask: row ", right_padded.numel() ? right_padded[0].item<int64_t>() : 0,
+                      " is right-padded; generate needs left padding (tokenizer.padding_side = \"left\")");
+  }
+  torch::Tensor visual;
+  if (in.pixel_values.defined()) visual = encode_images(in.pixel_values, in.abstractor_text);
+  auto fused = fusion->fuse(in.input_ids, mask, torch::Tensor(), visual, *llm);
+  mask = fused.attention_mask.defined() ? fused.attention_mask.to(torch::kLong) : mask;
+
+  std::vector<nn::KVCache> caches(llm->num_layers());
+  for (auto& cache : caches) cache.capacity = fused.embeds.size(1) + o.max_new_tokens;
+  DecoderContext ctx;
+  ctx.attention_mask = mask;
+  ctx.positions = llm->prompt_positions(mask);
+  ctx.self_caches = &caches;
+  ctx.visual = visual;
   auto generator = at::detail::createCPUGenerator(static_cast<uint64_t>(o.seed));
   auto eos = torch::tensor(o.eos_token_ids.empty() ? std::vector<int64_t>{-1} : o.eos_token_ids, ids_options);
 
-  std::vector<nn::KVCache> caches(config_.llm.layers);
-  for (auto& cache : caches) cache.capacity = prompt_len + o.max_new_tokens;
-
-  auto hidden = llm(input_embeddings(input_ids, pixel_values), mask, positions, &caches);
-  auto logits = llm->logits(hidden.select(1, hidden.size(1) - 1)).to(torch::kFloat32);
+  auto hidden = run_layers(fused.embeds, ctx);
+  auto logits = head->forward(hidden.narrow(1, hidden.size(1) - 1, 1), *llm).select(1, 0).to(torch::kFloat32);
   auto finished = torch::zeros({batch}, ids_options.dtype(torch::kBool));
-  std::vector<torch::Tensor> pieces = {input_ids.to(torch::kLong)};
+  std::vector<torch::Tensor> pieces = {in.input_ids.to(torch::kLong)};
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
+    if (o.repetition_penalty != 1.0) logits = penalise_repetition(logits, torch::cat(pieces, 1), o.repetition_penalty);
+    if (step < o.min_new_tokens && !o.eos_token_ids.empty()) {
+      logits.index_fill_(1, eos.clamp_min(0), -std::numeric_limits<float>::infinity());
+    }
     auto next = choose_next(logits, o, generator);
     next = torch::where(finished, torch::full_like(next, o.pad_token_id), next);
     pieces.push_back(next.unsqueeze(1));
     finished = finished | torch::isin(next, eos);
     if (step + 1 == o.max_new_tokens || finished.all().item<bool>()) break;
-    mask = torch::cat({mask, torch::ones({batch, 1}, ids_options)}, 1);
-    positions = positions.narrow(1, positions.size(1) - 1, 1) + 1;
-    // next comes from the vocabulary's own logits: no id check needed.
-    hidden = llm(llm->embed_tokens(next.unsqueeze(1)), mask, positions, &caches);
-    logits = llm->logits(hidden.select(1, 0)).to(torch::kFloat32);
+    ctx.past = caches[0].length;
+    ctx.attention_mask = torch::cat({ctx.attention_mask, torch::ones({batch, 1}, ids_options)}, 1);
+    ctx.positions = ctx.positions.narrow(1, ctx.positions.size(1) - 1, 1) + 1;
+    // next comes from the vocabulary's own logits: the embedding's id check cannot fail.
+    hidden = run_layers(llm->embed_tokens(next.unsqueeze(1)), ctx);
+    logits = head->forward(hidden, *llm).select(1, 0).to(torch::kFloat32);
   }
   return torch::cat(pieces, 1);
 }

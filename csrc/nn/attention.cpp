@@ -25,11 +25,9 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(const torch::Tensor& k_n
   return {k.narrow(2, 0, length), v.narrow(2, 0, length)};
 }
 
-AttentionImpl::AttentionImpl(AttentionOptions options, KernelPolicyPtr policy)
+AttentionImpl::AttentionImpl(AttentionOptions options, KernelPolicyPtr policy, const torch::TensorOptions& tensor_options)
     : options_(options), policy_(std::move(policy)) {
-  auto linear = [](int64_t in, int64_t out, bool bias) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
-  };
+  auto linear = [&](int64_t in, int64_t out, bool bias) { return Linear(in, out, bias, tensor_options); };
   const auto& o = options_;
   q_proj = register_module("q_proj", linear(o.hidden, o.heads * o.head_dim, o.bias));
   k_proj = register_module("k_proj", linear(o.context_dim, o.kv_heads * o.head_dim, o.bias));
@@ -49,7 +47,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto v = v_proj(source).view({batch, source.size(1), o.kv_heads, o.head_dim}).transpose(1, 2);
   if (rope) std::tie(q, k) = apply_rope(q, k, rope->first, rope->second, policy_->fused);
   if (cache) std::tie(k, v) = cache->append(k, v);
-  auto out = attention(q, k, v, allowed, 1.0 / std::sqrt(static_cast<double>(o.head_dim)), policy_->fused);
+  const double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(o.head_dim));
+  auto out = attention(q, k, v, allowed, scale, policy_->fused);
   return o_proj(out.transpose(1, 2).reshape({batch, tokens, o.heads * o.head_dim}));
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Multi-head attention: self or cross, MHA or GQA, with an optional KV cache for decoding.
 #include "nn/functional.h"
+#include "nn/linear.h"
 
 #include <optional>
 
@@ -23,11 +24,12 @@ struct AttentionOptions {
   int64_t kv_heads;
   int64_t head_dim;
   bool bias;
+  double scale = 0;  // softmax scale; 0 = 1 / sqrt(head_dim)
 };
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(AttentionOptions options, KernelPolicyPtr policy);
+  AttentionImpl(AttentionOptions options, KernelPolicyPtr policy, const torch::TensorOptions& tensor_options = {});
 
   // x: [B, T, hidden]; context: [B, S, context_dim] for cross-attention, undefined for self;
   // allowed: bool [B|1, 1, T, S_total] or undefined; rope: (cos, sin) [B, T, r] or none.
@@ -35,7 +37,7 @@ class AttentionImpl : public torch::nn::Module {
                         const std::optional<std::pair<torch::Tensor, torch::Tensor>>& rope = std::nullopt,
                         KVCache* cache = nullptr, const torch::Tensor& context = {});
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   AttentionOptions options_;

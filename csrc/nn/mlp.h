@@ -1,15 +1,17 @@
 #pragma once
-// Feed-forward blocks: plain two-layer MLP (CLIP, SigLIP, projectors) and gated SwiGLU (Llama).
+// Feed-forward blocks: plain two-layer MLP (CLIP, SigLIP, BLIP-2's ViT, OPT) and gated SwiGLU (Llama).
 #include "nn/functional.h"
+#include "nn/linear.h"
 
 namespace vlmzoo::nn {
 
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(int64_t in, int64_t hidden, int64_t out, std::string act, bool bias, KernelPolicyPtr policy);
-  torch::Tensor forward(const torch::Tensor& x);
+  MlpImpl(int64_t in, int64_t hidden, int64_t out, std::string act, bool bias, KernelPolicyPtr policy,
+          const torch::TensorOptions& options = {});
+  torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
 
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  Linear fc1{nullptr}, fc2{nullptr};
 
  private:
   std::string act_;
@@ -19,10 +21,11 @@ TORCH_MODULE(Mlp);
 
 class GatedMlpImpl : public torch::nn::Module {
  public:
-  GatedMlpImpl(int64_t hidden, int64_t intermediate, std::string act, bool bias, KernelPolicyPtr policy);
-  torch::Tensor forward(const torch::Tensor& x);
+  GatedMlpImpl(int64_t hidden, int64_t intermediate, std::string act, bool bias, KernelPolicyPtr policy,
+               const torch::TensorOptions& options = {});
+  torch::Tensor forward(const torch::Tensor& x);  // [..., hidden] -> [..., hidden]
 
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 
  private:
   std::string act_;

@@ -2,8 +2,8 @@
 
 namespace vlmzoo::nn {
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps, KernelPolicyPtr policy) : eps_(eps), policy_(std::move(policy)) {
-  weight = register_parameter("weight", torch::ones({dim}));
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, KernelPolicyPtr policy, const torch::TensorOptions& options) : eps_(eps), policy_(std::move(policy)) {
+  weight = register_parameter("weight", torch::ones({dim}, options));
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return rms_norm(x, weight, eps_, policy_->fused); }
@@ -13,9 +13,9 @@ std::pair<torch::Tensor, torch::Tensor> RMSNormImpl::forward_residual(const torc
   return add_rms_norm(x, residual, weight, eps_, policy_->fused);
 }
 
-LayerNormImpl::LayerNormImpl(int64_t dim, double eps, KernelPolicyPtr policy) : eps_(eps), policy_(std::move(policy)) {
-  weight = register_parameter("weight", torch::ones({dim}));
-  bias = register_parameter("bias", torch::zeros({dim}));
+LayerNormImpl::LayerNormImpl(int64_t dim, double eps, KernelPolicyPtr policy, const torch::TensorOptions& options) : eps_(eps), policy_(std::move(policy)) {
+  weight = register_parameter("weight", torch::ones({dim}, options));
+  bias = register_parameter("bias", torch::zeros({dim}, options));
 }
 
 torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {

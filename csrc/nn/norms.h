@@ -6,7 +6,7 @@ namespace vlmzoo::nn {
 
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps, KernelPolicyPtr policy);
+  RMSNormImpl(int64_t dim, double eps, KernelPolicyPtr policy, const torch::TensorOptions& options = {});
   torch::Tensor forward(const torch::Tensor& x);
   // Returns (x + residual, norm(x + residual)) in one pass when fused.
   std::pair<torch::Tensor, torch::Tensor> forward_residual(const torch::Tensor& x, const torch::Tensor& residual);
@@ -21,7 +21,7 @@ TORCH_MODULE(RMSNorm);
 
 class LayerNormImpl : public torch::nn::Module {
  public:
-  LayerNormImpl(int64_t dim, double eps, KernelPolicyPtr policy);
+  LayerNormImpl(int64_t dim, double eps, KernelPolicyPtr policy, const torch::TensorOptions& options = {});
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::Tensor weight, bias;

@@ -1,67 +1,32 @@
 #include "nn/vit.h"
 
-#include <algorithm>
-
 namespace vlmzoo::nn {
 
-VitLayerImpl::VitLayerImpl(const config::VisionConfig& c, KernelPolicyPtr policy) {
-  norm1 = register_module("norm1", LayerNorm(c.hidden, c.eps, policy));
+void check_pixel_values(const torch::Tensor& pixel_values, int64_t channels, int64_t height, int64_t width,
+                        const std::string& what) {
+  TORCH_CHECK_VALUE(pixel_values.dim() == 4 && pixel_values.size(1) == channels && pixel_values.size(2) == height &&
+                        pixel_values.size(3) == width,
+                    "pixel_values: expected [num_images, ", channels, ", ", height, ", ", width, "] (", what, "), got ",
+                    pixel_values.sizes());
+  TORCH_CHECK_VALUE(pixel_values.is_floating_point(), "pixel_values: expected floating-point, normalised pixels, got ",
+                    pixel_values.scalar_type(), " (convert images with a processor, or .float() / 255 and normalise)");
+  if (pixel_values.device().type() != torch::kMeta && pixel_values.numel() > 0) {
+    auto bad = (~torch::isfinite(pixel_values)).sum().item<int64_t>();
+    TORCH_CHECK_VALUE(bad == 0, "pixel_values: ", bad, " values are NaN or infinite");
+  }
+}
+
+VitLayerImpl::VitLayerImpl(const VitOptions& o, KernelPolicyPtr policy, const torch::TensorOptions& options) {
+  norm1 = register_module("norm1", LayerNorm(o.hidden, o.eps, policy, options));
   attn = register_module(
-      "attn", Attention(AttentionOptions{c.hidden, c.hidden, c.heads, c.heads, c.hidden / c.heads, true}, policy));
-  norm2 = register_module("norm2", LayerNorm(c.hidden, c.eps, policy));
-  mlp = register_module("mlp", Mlp(c.hidden, c.mlp, c.hidden, c.act, true, policy));
+      "attn", Attention(AttentionOptions{o.hidden, o.hidden, o.heads, o.heads, o.hidden / o.heads, true}, policy, options));
+  norm2 = register_module("norm2", LayerNorm(o.hidden, o.eps, policy, options));
+  mlp = register_module("mlp", Mlp(o.hidden, o.mlp, o.hidden, o.act, true, policy, options));
 }
 
 torch::Tensor VitLayerImpl::forward(const torch::Tensor& x) {
   auto h = x + attn(norm1(x), torch::Tensor());
   return h + mlp(norm2(h));
-}
-
-VisionTransformerImpl::VisionTransformerImpl(const config::VisionConfig& c, KernelPolicyPtr policy) : config_(c) {
-  patch_embed = register_module(
-      "patch_embed", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.channels, c.hidden, c.patch_size)
-                                           .stride(c.patch_size)
-                                           .bias(c.patch_bias)));
-  if (c.class_token) class_embed = register_parameter("class_embed", torch::randn({c.hidden}) * 0.02);
-  position_embed = register_module("position_embed", torch::nn::Embedding(c.tokens_per_image(), c.hidden));
-  if (c.pre_norm) pre_norm = register_module("pre_norm", LayerNorm(c.hidden, c.eps, policy));
-  layers = register_module("layers", torch::nn::ModuleList());
-  for (int i = 0; i < c.layers; ++i) layers->push_back(VitLayer(c, policy));
-  if (c.post_norm) post_norm = register_module("post_norm", LayerNorm(c.hidden, c.eps, policy));
-}
-
-torch::Tensor VisionTransformerImpl::embed(const torch::Tensor& pixel_values) {
-  const auto& c = config_;
-  TORCH_CHECK_VALUE(pixel_values.dim() == 4 && pixel_values.size(1) == c.channels &&
-                        pixel_values.size(2) == c.image_size && pixel_values.size(3) == c.image_size,
-                    "pixel_values: expected [num_images, ", c.channels, ", ", c.image_size, ", ", c.image_size,
-                    "] (vision.channels, vision.image_size), got ", pixel_values.sizes());
-  auto dtype = patch_embed->weight.scalar_type();
-  auto patches = patch_embed(pixel_values.to(dtype)).flatten(2).transpose(1, 2);  // [N, P, D]
-  if (c.class_token) {
-    auto cls = class_embed.to(dtype).expand({patches.size(0), 1, c.hidden});
-    patches = torch::cat({cls, patches}, 1);
-  }
-  auto x = patches + position_embed->weight.unsqueeze(0);
-  return c.pre_norm ? pre_norm(x) : x;
-}
-
-std::vector<torch::Tensor> VisionTransformerImpl::hidden_states(const torch::Tensor& pixel_values,
-                                                                const std::vector<int>& indices) {
-  int deepest = *std::max_element(indices.begin(), indices.end());
-  std::vector<torch::Tensor> states = {embed(pixel_values)};
-  for (int i = 0; i < deepest; ++i) states.push_back(layers->ptr<VitLayerImpl>(i)->forward(states.back()));
-  std::vector<torch::Tensor> out;
-  for (int index : indices) out.push_back(states[index]);
-  return out;
-}
-
-torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& pixel_values) {
-  auto selected = hidden_states(pixel_values, config_.resolved_feature_layers());
-  if (config_.select == "default") {
-    for (auto& s : selected) s = s.narrow(1, 1, s.size(1) - 1);
-  }
-  return selected.size() == 1 ? selected[0] : torch::cat(selected, -1);
 }
 
 }  // namespace vlmzoo::nn

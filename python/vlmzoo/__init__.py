@@ -4,16 +4,16 @@ from __future__ import annotations
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
-from .convert import from_pretrained
+from .loading import from_pretrained
 from .info import info, parameter_counts, forward_flops, visual_tokens_per_image
 from .model import Model, ModelOutput, build
 from .train import train
 from .evaluate import evaluate
 from .compare import compare
-from .presets import load_config, presets, resolve_config
+from .presets import families, family, kinds, load_config, presets, resolve_config
 
 __all__ = [
     "Model", "ModelOutput", "build", "from_pretrained", "info", "parameter_counts", "forward_flops",
-    "visual_tokens_per_image", "load_config", "presets", "resolve_config", "train", "evaluate", "compare",
+    "visual_tokens_per_image", "load_config", "presets", "resolve_config", "families", "family", "kinds", "train", "evaluate", "compare",
 ]
 __version__ = "0.1.0"

@@ -59,7 +59,7 @@ def _load_for_generate(target: str):
     """(model, tokenizer) for a checkpoint folder or a preset/JSON config (random weights)."""
     import json
 
-    from .convert import from_pretrained
+    from .loading import from_pretrained
     from .data import WordTokenizer, make_task
     from .model import build
     from .train import TOKENIZER_FILE

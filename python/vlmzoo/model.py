@@ -1,27 +1,49 @@
-"""The Python face of a C++ model: transformers' call conventions, torch-module habits."""
+"""The Python face of a C++ model: a `torch.nn.Module` whose parameters are the C++ tensors themselves,
+called with transformers' names.
+
+The C++ tree (vision, abstractor, fusion, llm, head and their blocks) is mirrored by `CppModule`
+views: each holds its block's C++ parameters (the same TensorImpls, re-classed as `nn.Parameter`),
+so `state_dict`, `.to`, `named_modules`, optimizers, hooks on the model and DDP reach them, and
+the C++ forward sees every change."""
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import _C
 from .presets import resolve_config
 
-SLOTS = ("vision", "abstractor", "llm")
+SLOTS = ("vision", "abstractor", "fusion", "llm", "head")
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
+    """transformers' CausalLMOutput names: `.logits` [batch, tokens, vocab] over every position of
+    input_ids, `.loss` when labels were given. Indexing and unpacking follow transformers: the fields
+    that are not None, loss first."""
 
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+    def to_tuple(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def __getitem__(self, key: str | int) -> Any:
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.to_tuple())
+
+    def __len__(self) -> int:
+        return len(self.to_tuple())
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -30,15 +52,52 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
-class Model:
-    """A vision-language model whose modules and kernels live in C++ (`vlmzoo._C`).
+def _type_name(cpp_module: Any) -> str:
+    # "vlmzoo::models::(anonymous namespace)::VitEncoder" -> "VitEncoder"; "...::LlamaLayerImpl" -> "LlamaLayer"
+    first_line = str(cpp_module).splitlines()[0].replace("(anonymous namespace)", "")
+    name = first_line.split("(", 1)[0].strip().split("::")[-1]
+    return re.sub(r"Impl$", "", name) or "Module"
 
-    Parameters are the C++ tensors themselves, so a torch optimizer trains them in place."""
 
-    def __init__(self, config: str | Mapping[str, Any], **overrides: Any):
+class CppModule(nn.Module):
+    """A view of one C++ block: its parameters are the block's C++ tensors; its children are views too.
+    Blocks run inside the C++ forward; calling one from Python is not supported."""
+
+    def __init__(self, cpp_module: Any):
+        super().__init__()
+        self._cpp_type = _type_name(cpp_module)
+        for name, tensor in cpp_module.named_parameters(recurse=False).items():
+            if not isinstance(tensor, nn.Parameter):
+                tensor.__class__ = nn.Parameter  # same TensorImpl, so gradients and optimizers reach C++
+            self._parameters[name] = tensor
+        for name, child in cpp_module.named_children().items():
+            self._modules[name] = CppModule(child)
+
+    def _get_name(self) -> str:
+        return self._cpp_type
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{self._cpp_type} runs inside the model's C++ forward; call the whole model instead")
+
+
+class Model(nn.Module):
+    """A vision-language model whose blocks and kernels live in C++ (`vlmzoo._C`).
+
+    device="meta" builds the shapes only (for counting); initialize=False leaves the weights
+    uninitialised, for a checkpoint about to be loaded."""
+
+    def __init__(self, config: str | Mapping[str, Any], *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None, initialize: bool = True, **overrides: Any):
+        super().__init__()
         resolved = resolve_config(config, **overrides)
-        self._module = _C.VlmModel(json.dumps(resolved))
-        self._config = json.loads(self._module.config_json())
+        dtype_name = _DTYPE_NAMES.get(dtype or torch.float32)
+        if dtype_name is None:
+            raise ValueError(f"dtype: {dtype} is not one of {', '.join(map(str, _DTYPE_NAMES))}")
+        cpp = _C.VlmModel(json.dumps(resolved), str(torch.device(device)), dtype_name, bool(initialize))
+        object.__setattr__(self, "_module", cpp)  # not a submodule: the views below own the parameters
+        object.__setattr__(self, "_config", json.loads(cpp.config_json()))
+        for name, child in cpp.named_children().items():
+            self._modules[name] = CppModule(child)
 
     # ---- identity
     @property
@@ -51,13 +110,11 @@ class Model:
 
     @property
     def image_token_id(self) -> int:
-        return self._config["fusion"]["image_token_id"]
+        return self._config["fusion"].get("image_token_id", -1)
 
     @property
     def visual_tokens_per_image(self) -> int:
-        from .info import visual_tokens_per_image
-
-        return visual_tokens_per_image(self._config)
+        return self._module.visual_tokens_per_image()
 
     @property
     def fused(self) -> bool:
@@ -67,14 +124,11 @@ class Model:
     def fused(self, value: bool) -> None:
         self._module.fused = bool(value)
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
-        return f"vlmzoo.Model(name={self.name!r}, family={self._config['family']!r}, parameters={n:,})"
+        return f"name={self.name!r}, family={self._config['family']!r}, parameters={n:,}"
 
     # ---- forward and generate
-    def __call__(self, *args: Any, **kwargs: Any) -> ModelOutput:
-        return self.forward(*args, **kwargs)
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -82,10 +136,17 @@ class Model:
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
     ) -> ModelOutput:
-        logits = self._module.forward(input_ids, pixel_values, attention_mask, position_ids)
+        """input_ids [batch, tokens] (image placeholders where the family's processor puts them),
+        pixel_values [images, channels, height, width], attention_mask [batch, tokens];
+        InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens].
+        Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
+        logits = self._module.forward(input_ids, pixel_values, attention_mask, position_ids,
+                                      qformer_input_ids, qformer_attention_mask)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return ModelOutput(logits=logits, loss=loss)
+        return ModelOutput(loss=loss, logits=logits)
 
     def generate(
         self,
@@ -100,9 +161,17 @@ class Model:
         eos_token_id: int | Sequence[int] | None = None,
         pad_token_id: int | None = None,
         seed: int = 0,
+        *,
+        min_new_tokens: int = 0,
+        repetition_penalty: float = 1.0,
+        num_beams: int = 1,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Prompt followed by new tokens, [batch, prompt + new]; batches must be left-padded.
         eos_token_id: None uses the config's llm.eos_token_id; [] never stops early."""
+        if num_beams != 1:
+            raise ValueError(f"num_beams: beam search is not implemented yet (got {num_beams}); use num_beams=1")
         if eos_token_id is None:
             eos_ids = [self._config["llm"]["eos_token_id"]]
         elif isinstance(eos_token_id, int):
@@ -111,24 +180,27 @@ class Model:
             eos_ids = list(eos_token_id)
         pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
         return self._module.generate(
-            input_ids, pixel_values, attention_mask, int(max_new_tokens), bool(do_sample), float(temperature),
-            int(top_k or 0), float(top_p), eos_ids, int(pad), int(seed),
+            input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask, int(max_new_tokens),
+            int(min_new_tokens), bool(do_sample), float(temperature), int(top_k or 0), float(top_p),
+            float(repetition_penalty), eos_ids, int(pad), int(seed),
         )
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Visual tokens [num_images, tokens, llm.hidden] as the language model receives them."""
-        return self._module.encode_images(pixel_values)
+    def encode_images(self, pixel_values: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
+                      qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Visual tokens [images, visual_tokens_per_image, llm hidden] as the language model receives them."""
+        return self._module.encode_images(pixel_values, qformer_input_ids, qformer_attention_mask)
 
-    # ---- torch-module habits
-    def named_parameters(self, slot: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    # ---- torch-module habits, with a slot filter
+    def named_parameters(self, slot: str | None = None, recurse: bool = True, remove_duplicate: bool = True,
+                         prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
         if slot is not None and slot not in SLOTS:
             raise ValueError(f"unknown slot {slot!r}; slots are {SLOTS}")
-        for name, p in self._module.named_parameters().items():
+        for name, p in super().named_parameters(prefix=prefix, recurse=recurse, remove_duplicate=remove_duplicate):
             if slot is None or name.split(".", 1)[0] == slot:
                 yield name, p
 
-    def parameters(self, slot: str | None = None) -> Iterator[torch.Tensor]:
-        for _, p in self.named_parameters(slot):
+    def parameters(self, slot: str | None = None, recurse: bool = True) -> Iterator[torch.Tensor]:
+        for _, p in self.named_parameters(slot, recurse=recurse):
             yield p
 
     def num_parameters(self, slot: str | None = None, trainable_only: bool = False) -> int:
@@ -144,12 +216,11 @@ class Model:
             self.requires_grad_(False, slot)
         return self
 
-    def state_dict(self) -> "OrderedDict[str, torch.Tensor]":
-        return OrderedDict((name, p.detach()) for name, p in self.named_parameters())
-
-    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> tuple[list[str], list[str]]:
-        """Copies values into the C++ parameters; returns (missing, unexpected). strict raises on either
-        and on any shape mismatch, naming the keys."""
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
+                        assign: bool = False) -> tuple[list[str], list[str]]:
+        """Copies values into the C++ parameters; returns (missing, unexpected). Everything is checked
+        before anything is copied, so a failed load leaves the model unchanged: strict raises KeyError
+        on missing or unexpected keys, any shape mismatch or non-finite value raises ValueError."""
         own = dict(self.named_parameters())
         missing = sorted(set(own) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(own))
@@ -162,6 +233,10 @@ class Model:
             raise ValueError("shape mismatch: " + "; ".join(mismatched))
         if strict and (missing or unexpected):
             raise KeyError(_describe_key_problems(missing, unexpected))
+        non_finite = [k for k in sorted(set(own) & set(state_dict))
+                      if state_dict[k].is_floating_point() and not bool(torch.isfinite(state_dict[k]).all())]
+        if non_finite:
+            raise ValueError(f"non-finite values (NaN or inf) in {len(non_finite)} tensors: " + ", ".join(non_finite))
         with torch.no_grad():
             for k in set(own) & set(state_dict):
                 own[k].copy_(state_dict[k])
@@ -169,31 +244,7 @@ class Model:
 
     def train(self, mode: bool = True) -> "Model":
         self._module.train(mode)
-        return self
-
-    def eval(self) -> "Model":
-        return self.train(False)
-
-    @property
-    def training(self) -> bool:
-        return self._module.is_training() if hasattr(self._module, "is_training") else self._module.training
-
-    def to(self, *args: Any, **kwargs: Any) -> "Model":
-        """`model.to(torch.bfloat16)`, `model.to("cuda")`, `model.to("cuda", torch.float16)`."""
-        device = kwargs.pop("device", None)
-        dtype = kwargs.pop("dtype", None)
-        for a in args:
-            if isinstance(a, torch.dtype):
-                dtype = a
-            else:
-                device = torch.device(a)
-        if device is not None and dtype is not None:
-            self._module.to(device, dtype)
-        elif device is not None:
-            self._module.to(device)
-        elif dtype is not None:
-            self._module.to(dtype)
-        return self
+        return super().train(mode)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -209,9 +260,22 @@ class Model:
 
         save_model(self, folder)
 
-    def zero_grad(self) -> None:
-        for p in self.parameters():
-            p.grad = None
+    # ---- copy and pickle: rebuilt from the config and the weights
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        state = OrderedDict((k, v.detach().clone()) for k, v in self.state_dict().items())
+        requires_grad = {k: p.requires_grad for k, p in self.named_parameters()}
+        return _rebuild, (self.config, state, requires_grad, self.training, self.fused)
+
+
+def _rebuild(config: dict[str, Any], state: Mapping[str, torch.Tensor], requires_grad: Mapping[str, bool],
+             training: bool, fused: bool) -> Model:
+    dtype = next(iter(state.values())).dtype if state else None
+    model = Model(config, dtype=dtype if dtype in _DTYPE_NAMES else None, initialize=False)
+    model.load_state_dict(state)
+    for name, p in model.named_parameters():
+        p.requires_grad_(requires_grad.get(name, True))
+    model.fused = fused
+    return model.train(training)
 
 
 def _describe_key_problems(missing: list[str], unexpected: list[str]) -> str:

@@ -21,7 +21,8 @@ def _preset_files() -> dict[str, Path]:
     files: dict[str, Path] = {}
     for root in _config_roots():
         for path in sorted(root.glob("*/*.json")):
-            files.setdefault(path.stem, path)
+            if path.parent.name != "families":  # family defaults, not presets
+                files.setdefault(path.stem, path)
     return files
 
 
@@ -63,3 +64,22 @@ def resolve_config(config: str | Path | Mapping[str, Any], **overrides: Any) -> 
         else:
             raw[key] = value
     return json.loads(_C.resolve_config(json.dumps(raw)))
+
+
+def families() -> dict[str, dict[str, Any]]:
+    """Each family's data (configs/families/<name>.json, the files the C++ core compiles in): its slot
+    defaults, trainable slots per training stage (`stages`, `default_stage`) and the Hugging Face
+    model types it loads (`hf_model_types`)."""
+    return {name: json.loads(_C.family_json(name)) for name in _C.family_names()}
+
+
+def family(name: str) -> dict[str, Any]:
+    known = families()
+    if name not in known:
+        raise ValueError(f"family {name!r} is not one of {', '.join(sorted(known))}")
+    return known[name]
+
+
+def kinds(slot: str) -> list[str]:
+    """The kinds registered in the C++ core for `slot` (vision, abstractor, fusion, llm, head)."""
+    return list(_C.registered_kinds(slot))

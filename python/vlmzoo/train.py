@@ -18,15 +18,12 @@ from .data import NORMALIZATIONS, Example, Task, collate
 from .data.tokenizer import WordTokenizer
 from .info import forward_flops
 from .model import SLOTS, Model
+from .presets import families
 
-# The slots each family trains in its usual first stage, when its towers come pretrained.
-# Flamingo's gated cross-attention and BLIP-2's Q-Former land in these slots as the families arrive.
+# The slots each family trains in its usual first stage, when its towers come pretrained: family data
+# (configs/families/<name>.json, "stages" and "default_stage"), the same files the C++ core reads.
 FAMILY_TRAINABLE: dict[str, tuple[str, ...]] = {
-    "llava": ("abstractor",),  # stage 1: projector only, CLIP and Vicuna frozen
-    "blip2": ("abstractor",),  # the Q-Former
-    "flamingo": ("abstractor", "llm"),  # perceiver + gated cross-attention layers (live in llm)
-    "fuyu": SLOTS,
-    "beit3": SLOTS,
+    name: tuple(data["stages"][data["default_stage"]]) for name, data in families().items()
 }
 # Named choices for `trainable=`; a from-scratch model needs more than its family's stage-1 preset to learn.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {"all": SLOTS, "projector+llm": ("abstractor", "llm")}
@@ -144,7 +141,7 @@ def train_flops_per_example(config: dict[str, Any], task: Task, caption_fraction
     total = 0
     for i, slot in enumerate(SLOTS):
         upstream_trains = any(s in trainable for s in SLOTS[:i])
-        total += forward[slot] * (1 + (slot in trainable) + upstream_trains)
+        total += forward.get(slot, 0) * (1 + (slot in trainable) + upstream_trains)
     return total
 
 

@@ -4,11 +4,12 @@
 #include <fstream>
 #include <sstream>
 
-#include "config/model_config.h"
+#include "models/decoder_vlm.h"
 
 using vlmzoo::config::ConfigError;
 using vlmzoo::config::Json;
-using vlmzoo::config::parse_model_config;
+using vlmzoo::models::ModelConfig;
+using vlmzoo::models::parse_model_config;
 
 namespace {
 Json tiny_preset() {
@@ -29,25 +30,36 @@ std::string error_of(const Json& json) {
 }  // namespace
 
 TEST(Config, TinyPresetParsesWithDerivedFields) {
-  auto c = parse_model_config(tiny_preset());
-  EXPECT_EQ(c.llm.head_dim, 32);
-  EXPECT_EQ(c.vision.patches_per_image(), 64);
-  EXPECT_EQ(c.visual_tokens_per_image(), 64);
-  EXPECT_EQ(c.vision.resolved_feature_layers(), std::vector<int>{2});
+  auto json = vlmzoo::models::to_json(parse_model_config(tiny_preset()));
+  EXPECT_EQ(json["llm"]["head_dim"], 32);
+  EXPECT_EQ(json["llm"]["kv_heads"], 4);
+  vlmzoo::models::DecoderVlm model(parse_model_config(tiny_preset()), torch::TensorOptions().device(torch::kMeta), false);
+  EXPECT_EQ(model->visual_tokens_per_image(), 64);
 }
 
 TEST(Config, ResolvedConfigRoundTrips) {
-  auto once = vlmzoo::config::to_json(parse_model_config(tiny_preset()));
-  auto twice = vlmzoo::config::to_json(parse_model_config(once));
+  auto once = vlmzoo::models::to_json(parse_model_config(tiny_preset()));
+  auto twice = vlmzoo::models::to_json(parse_model_config(once));
   EXPECT_EQ(once, twice);
 }
 
 TEST(Config, EmptyConfigIsLlava15With7bShapes) {
   auto c = parse_model_config(Json::object());
   EXPECT_EQ(c.family, "llava");
-  EXPECT_EQ(c.vision.image_size, 336);
-  EXPECT_EQ(c.visual_tokens_per_image(), 576);
-  EXPECT_EQ(c.llm.layers, 32);
+  auto json = vlmzoo::models::to_json(c);
+  EXPECT_EQ(json["vision"]["image_size"], 336);
+  EXPECT_EQ(json["llm"]["layers"], 32);
+  vlmzoo::models::DecoderVlm model(c, torch::TensorOptions().device(torch::kMeta), false);
+  EXPECT_EQ(model->visual_tokens_per_image(), 576);
+}
+
+TEST(Config, UnknownKindNamesTheSlotAndListsTheRegisteredKinds) {
+  auto json = tiny_preset();
+  json["abstractor"] = {{"kind", "perciever"}};
+  auto message = error_of(json);
+  EXPECT_NE(message.find("abstractor.kind: \"perciever\" is not one of the registered abstractor kinds"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("\"mlp\""), std::string::npos) << message;
 }
 
 TEST(Config, ErrorsNameTheJsonPath) {
@@ -65,5 +77,5 @@ TEST(Config, ErrorsNameTheJsonPath) {
 }
 
 TEST(Config, InvalidJsonTextIsAConfigError) {
-  EXPECT_THROW(vlmzoo::config::parse_model_config_string("{\"llm\": "), ConfigError);
+  EXPECT_THROW(vlmzoo::models::parse_model_config_string("{\"llm\": "), ConfigError);
 }

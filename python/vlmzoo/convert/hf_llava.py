@@ -4,11 +4,9 @@ Accepts the old layout (vision_tower.vision_model.*, language_model.model.*) and
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
-from ..model import Model
 
 # Defaults of transformers' config classes, for fields a config.json leaves out.
 _CLIP_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
@@ -162,23 +160,10 @@ def llava_state_dict(hf_tensors: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     return mapped, unknown
 
 
-def convert_llava(hf_config: dict[str, Any], hf_tensors: dict[str, torch.Tensor]) -> Model:
-    model = Model(llava_config(hf_config))
+def convert_llava(hf_config: dict[str, Any], hf_tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
+    """(vlmzoo config, tensors under vlmzoo names, Hugging Face names no rule knows)."""
+    config = llava_config(hf_config)
     mapped, unknown = llava_state_dict(hf_tensors)
-    if model.config["llm"]["tie_embeddings"]:
+    if config["llm"]["tie_embeddings"]:
         mapped.pop("llm.lm_head.weight", None)
-    own = dict(model.named_parameters())
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(unknown + [k for k in mapped if k not in own])
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing weights ({len(missing)}): {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected weights ({len(unexpected)}): {', '.join(unexpected)}")
-        raise KeyError("Hugging Face LLaVA checkpoint does not match its config: " + "; ".join(parts))
-    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in mapped.items()})
-    return model
-
-
-HF_CONVERTERS: dict[str, Callable[[dict[str, Any], dict[str, torch.Tensor]], Model]] = {"llava": convert_llava}
+    return config, mapped, unknown

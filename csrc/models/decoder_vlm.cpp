@@ -1,0 +1,156 @@
+#include "models/decoder_vlm.h"
+
+#include "nn/masks.h"
+
+#include <unistd.h>
+
+#include <iomanip>
+#include <optional>
+#include <sstream>
+
+namespace vlmzoo::models {
+
+namespace {
+
+template <class Module>
+std::shared_ptr<Module> build_slot(const std::shared_ptr<const SlotConfig>& c, const BuildContext& context) {
+  return Registry<Module>::instance().find(c->kind)->build(*c, context);
+}
+
+}  // namespace
+
+DecoderVlmImpl::DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& options, bool initialize)
+    : config_(std::move(config)), policy_(std::make_shared<nn::KernelPolicy>(nn::KernelPolicy{config_.fused})) {
+  BuildContext context{policy_, options.dtype(options.has_dtype() ? options.dtype().toScalarType() : torch::kFloat32)};
+  // The LM first: its width and vocabulary are the other slots' targets.
+  auto lm = build_slot<LanguageModel>(config_.llm, context);
+  context.llm_hidden = lm->hidden_size();
+  context.llm_vocab = lm->vocab_size();
+  if (auto v = build_slot<VisionEncoder>(config_.vision, context)) {
+    vision = register_module("vision", v);
+    context.input_width = vision->output_width();
+    context.input_tokens = vision->output_tokens();
+  }
+  auto a = build_slot<Abstractor>(config_.abstractor, context);
+  if (vision) abstractor = register_module("abstractor", a);
+  fusion = register_module("fusion", build_slot<Fusion>(config_.fusion, context));
+  llm = register_module("llm", lm);
+  head = register_module("head", build_slot<Head>(config_.head, context));
+  if (initialize) initialize_weights();  // skips meta parameters
+}
+
+void DecoderVlmImpl::initialize_weights(double std, int64_t seed) {
+  torch::NoGradGuard no_grad;
+  std::optional<at::Generator> generator;
+  if (seed >= 0) generator = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    auto& p = item.value();
+    if (p.device().type() == torch::kMeta) continue;
+    auto dot = name.rfind('.');
+    auto owner = name.substr(0, dot);
+    bool is_norm = owner.substr(owner.rfind('.') + 1).find("norm") != std::string::npos;
+    bool is_bias = name.compare(dot + 1, std::string::npos, "bias") == 0;
+    if (is_norm) {
+      p.fill_(is_bias ? 0.0 : 1.0);
+    } else if (is_bias) {
+      p.zero_();
+    } else {
+      p.copy_(torch::normal(0.0, std, p.sizes(), generator, torch::TensorOptions().dtype(torch::kFloat32)).to(p.options()));
+    }
+  }
+}
+
+torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, const AbstractorText& text) {
+  TORCH_CHECK_VALUE(vision, "pixel_values were given but this model has no vision encoder (vision.kind \"none\")");
+  const auto& ids = text.input_ids;
+  if (ids.defined()) {
+    TORCH_CHECK_VALUE(abstractor->reads_text(), "qformer_input_ids: abstractor.kind \"", config_.abstractor->kind,
+                      "\" reads no text");
+    TORCH_CHECK_VALUE(ids.dim() == 2 && ids.size(0) == pixel_values.size(0),
+                      "qformer_input_ids: expected [num_images ", pixel_values.size(0), ", tokens], got ", ids.sizes());
+    TORCH_CHECK_VALUE(!text.attention_mask.defined() || text.attention_mask.sizes() == ids.sizes(),
+                      "qformer_attention_mask: expected the shape of qformer_input_ids ", ids.sizes(), ", got ",
+                      text.attention_mask.sizes());
+  }
+  return abstractor->forward(vision->forward(pixel_values), text);
+}
+
+void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {
+  TORCH_CHECK_VALUE(in.input_ids.defined() && in.input_ids.dim() == 2, "input_ids: expected [batch, tokens], got ",
+                    in.input_ids.defined() ? in.input_ids.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK_VALUE(!in.input_ids.is_floating_point() && !in.input_ids.is_complex(),
+                    "input_ids: expected integer token ids, got ", in.input_ids.scalar_type());
+  for (auto [name, t] : {std::pair<const char*, const torch::Tensor*>{"attention_mask", &in.attention_mask},
+                         {"position_ids", &in.position_ids}}) {
+    TORCH_CHECK_VALUE(!t->defined() || t->sizes() == in.input_ids.sizes(), name, ": expected the shape of input_ids ",
+                      in.input_ids.sizes(), ", got ", t->sizes());
+  }
+}
+
+torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx) {
+  ctx.allowed = nn::causal_mask(x.size(1), ctx.past, ctx.attention_mask, x.device());
+  x = llm->begin(x, ctx);
+  for (int64_t i = 0; i < llm->num_layers(); ++i) {
+    x = fusion->before_layer(i, x, ctx);
+    x = llm->layer(i, x, ctx);
+  }
+  return llm->finish(x);
+}
+
+torch::Tensor DecoderVlmImpl::forward(const VlmInputs& in) {
+  check_inputs(in);
+  torch::Tensor visual;
+  if (in.pixel_values.defined()) visual = encode_images(in.pixel_values, in.abstractor_text);
+  auto fused = fusion->fuse(in.input_ids, in.attention_mask, in.position_ids, visual, *llm);
+  DecoderContext ctx;
+  ctx.attention_mask = fused.attention_mask;
+  ctx.visual = visual;
+  const int64_t batch = fused.embeds.size(0), tokens = fused.embeds.size(1);
+  ctx.positions = fused.position_ids.defined()
+                      ? fused.position_ids
+                      : llm->default_positions(fused.attention_mask, batch, tokens, fused.embeds.device());
+  auto hidden = run_layers(fused.embeds, ctx);
+  if (fused.prefix > 0) hidden = hidden.narrow(1, fused.prefix, tokens - fused.prefix);
+  return head->forward(hidden, *llm);
+}
+
+std::map<std::string, double> DecoderVlmImpl::forward_flops(int64_t text_tokens, int64_t images) const {
+  std::map<std::string, double> flops = {{"vision", 0.0}, {"abstractor", 0.0}};
+  int64_t visual = 0;
+  if (vision) {
+    flops["vision"] = vision->flops(images);
+    flops["abstractor"] = abstractor->flops(images);
+    visual = abstractor->output_tokens() * images;
+  }
+  const int64_t sequence = fusion->sequence_tokens(text_tokens, visual);
+  flops["llm"] = llm->flops(sequence);
+  if (double f = fusion->flops(sequence, images); f > 0) flops["fusion"] = f;
+  double total = 0;
+  for (const auto& item : flops) total += item.second;
+  flops["total"] = total;
+  return flops;
+}
+
+DecoderVlm build_model(const ModelConfig& config, const torch::TensorOptions& options, bool initialize) {
+  const bool meta = options.device_opt().has_value() && options.device().type() == torch::kMeta;
+  if (!meta) {
+    DecoderVlm shapes(config, options.device(torch::kMeta), false);
+    int64_t count = 0;
+    for (const auto& p : shapes->parameters()) count += p.numel();
+    const auto dtype = options.has_dtype() ? options.dtype().toScalarType() : torch::kFloat32;
+    const double bytes = static_cast<double>(count) * static_cast<double>(c10::elementSize(dtype));
+    const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    if (memory > 0 && bytes > memory) {
+      std::ostringstream msg;
+      msg << std::fixed << std::setprecision(1) << "config: the model has " << count << " parameters, "
+          << bytes / (1 << 30) << " GiB in " << c10::toString(dtype)
+          << ", more than this machine's " << memory / (1 << 30)
+          << " GiB of memory; build it on the meta device to inspect it, or in a smaller dtype";
+      throw ConfigError(msg.str());
+    }
+  }
+  return DecoderVlm(config, options, initialize);
+}
+
+}  // namespace vlmzoo::models

@@ -1,0 +1,76 @@
+#pragma once
+// The decoder assembly: vision -> abstractor -> fusion -> LM layers (the fusion's hook before each)
+// -> head. LLaVA, BLIP-2/InstructBLIP, Flamingo-style and Fuyu-style models are this class with
+// other kinds in the slots. The only assembly that generates.
+#include "models/model_config.h"
+
+#include <map>
+
+namespace vlmzoo::models {
+
+// transformers' names: the call takes what the family's processor returns.
+struct VlmInputs {
+  torch::Tensor input_ids;       // [B, T] long
+  torch::Tensor pixel_values;    // [N, C, H, W] or undefined
+  torch::Tensor attention_mask;  // [B, T] or undefined (all ones)
+  torch::Tensor position_ids;    // [B, T] or undefined (the LM's defaults)
+  AbstractorText abstractor_text;  // qformer_input_ids / qformer_attention_mask: [N, L]
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 20;
+  int64_t min_new_tokens = 0;  // eos is masked out before this many new tokens
+  bool do_sample = false;
+  double temperature = 1.0;
+  int64_t top_k = 0;   // 0 = off
+  double top_p = 1.0;  // 1 = off
+  double repetition_penalty = 1.0;  // transformers' CTRL-style penalty on tokens already in the row
+  std::vector<int64_t> eos_token_ids;  // empty = never stop early
+  int64_t pad_token_id = 0;            // written after a row has finished
+  int64_t seed = 0;
+};
+
+class DecoderVlmImpl : public torch::nn::Module {
+ public:
+  // options: device and dtype of the parameters (meta builds the shapes only, for counting).
+  // initialize: draw transformers-style initial weights; false leaves them uninitialised for a load.
+  DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& options = {}, bool initialize = true);
+
+  // pixel_values: [N, C, H, W] -> visual tokens [N, visual_tokens_per_image, llm hidden].
+  torch::Tensor encode_images(const torch::Tensor& pixel_values, const AbstractorText& text = {});
+  // Logits [B, T, vocab] over every position of input_ids.
+  torch::Tensor forward(const VlmInputs& inputs);
+  // [B, T + new]: the prompt, then the new tokens; rows that finished are padded with pad_token_id.
+  torch::Tensor generate(const VlmInputs& inputs, const GenerateOptions& options);
+
+  // Training-from-scratch initialisation, as transformers' _init_weights: norms 1 and 0, biases 0,
+  // every other weight N(0, std). seed < 0 draws from torch's global generator.
+  void initialize_weights(double std = 0.02, int64_t seed = -1);
+
+  const ModelConfig& config() const { return config_; }
+  int64_t visual_tokens_per_image() const { return abstractor ? abstractor->output_tokens() : 0; }
+  // Multiply-adds x 2 of one forward, per slot: `images` images and `text_tokens` text tokens.
+  std::map<std::string, double> forward_flops(int64_t text_tokens, int64_t images) const;
+  void set_fused(bool fused) { policy_->fused = fused; }
+  bool fused() const { return policy_->fused; }
+
+  std::shared_ptr<VisionEncoder> vision;  // null for vision kind "none"
+  std::shared_ptr<Abstractor> abstractor;  // null when there is no vision encoder
+  std::shared_ptr<Fusion> fusion;
+  std::shared_ptr<LanguageModel> llm;
+  std::shared_ptr<Head> head;
+
+ private:
+  torch::Tensor run_layers(torch::Tensor x, DecoderContext& ctx);
+  void check_inputs(const VlmInputs& inputs) const;
+
+  ModelConfig config_;
+  nn::KernelPolicyPtr policy_;
+};
+TORCH_MODULE(DecoderVlm);
+
+// Builds any config: first on the meta device, to refuse (naming the size) a model larger than this
+// machine's memory before allocating anything.
+DecoderVlm build_model(const ModelConfig& config, const torch::TensorOptions& options, bool initialize);
+
+}  // namespace vlmzoo::models

@@ -1,0 +1,24 @@
+// head kind "lm": next-token logits from the language model's own output layer (its lm_head, or
+// its tied embeddings), so checkpoints keep that weight under llm.*. hidden [B, T, D] -> [B, T, vocab]
+#include "models/registry.h"
+
+namespace vlmzoo::models {
+namespace {
+
+struct LmHeadConfig : SlotConfig {};
+
+const config::Schema<LmHeadConfig>& lm_head_schema() {
+  static const config::Schema<LmHeadConfig> schema;
+  return schema;
+}
+
+class LmHead : public Head {
+ public:
+  torch::Tensor forward(const torch::Tensor& hidden, LanguageModel& lm) override { return lm.logits(hidden); }
+};
+
+const bool registered = register_kind<Head, LmHeadConfig>(
+    "lm", lm_head_schema(), [](const LmHeadConfig&, const BuildContext&) { return std::make_shared<LmHead>(); });
+
+}  // namespace
+}  // namespace vlmzoo::models

@@ -1,0 +1,132 @@
+// llm kind "llama": the LLaMA decoder (transformers' LlamaModel + LlamaForCausalLM.lm_head):
+// word embeddings, pre-RMSNorm layers with rotary GQA attention and SwiGLU, a final RMSNorm.
+//   input_ids [B, T] -> embeds [B, T, hidden] -> layers -> hidden [B, T, hidden] -> logits [B, T, vocab]
+#include "models/registry.h"
+#include "nn/llama.h"
+#include "nn/rope.h"
+
+namespace vlmzoo::models {
+namespace {
+
+struct LlamaConfig : SlotConfig {
+  int vocab = 32064, hidden = 4096, layers = 32, heads = 32, kv_heads = 32;
+  int head_dim = 128;  // hidden / heads unless given
+  int mlp = 11008;
+  double rope_theta = 10000.0, rms_eps = 1e-5;
+  bool tie_embeddings = false;
+  int max_positions = 4096;
+  bool attention_bias = false, mlp_bias = false;
+  std::string act = "silu";
+  int bos_token_id = 1, eos_token_id = 2, pad_token_id = 0;
+};
+
+void derive_llama_defaults(JsonReader& r, LlamaConfig& c) {
+  if (!r.has("kv_heads")) c.kv_heads = c.heads;
+  if (!r.has("head_dim")) {
+    if (c.hidden % c.heads != 0) {
+      r.fail("heads", std::to_string(c.heads) + " does not divide " + r.path_of("hidden") + " " + std::to_string(c.hidden));
+    }
+    c.head_dim = c.hidden / c.heads;
+  }
+  if (c.head_dim % 2 != 0) r.fail("head_dim", std::to_string(c.head_dim) + " must be even for rotary embeddings");
+  if (c.heads % c.kv_heads != 0) {
+    r.fail("kv_heads", std::to_string(c.kv_heads) + " does not divide " + r.path_of("heads") + " " + std::to_string(c.heads));
+  }
+  for (auto [key, value] : {std::pair<const char*, int>{"bos_token_id", c.bos_token_id},
+                            {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}}) {
+    if (value >= c.vocab) {
+      r.fail(key, std::to_string(value) + " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
+    }
+  }
+}
+
+const config::Schema<LlamaConfig>& llama_schema() {
+  using L = LlamaConfig;
+  static const auto schema = config::Schema<L>()
+                                 .integer("vocab", &L::vocab, config::kWidth)
+                                 .integer("hidden", &L::hidden, config::kWidth)
+                                 .integer("layers", &L::layers, config::kCount)
+                                 .integer("heads", &L::heads, config::kCount)
+                                 .integer("kv_heads", &L::kv_heads, config::kCount)
+                                 .integer("head_dim", &L::head_dim, config::kWidth)
+                                 .integer("mlp", &L::mlp, config::kWidth)
+                                 .number("rope_theta", &L::rope_theta)
+                                 .number("rms_eps", &L::rms_eps)
+                                 .boolean("tie_embeddings", &L::tie_embeddings)
+                                 .integer("max_positions", &L::max_positions, {1, 1 << 24})
+                                 .boolean("attention_bias", &L::attention_bias)
+                                 .boolean("mlp_bias", &L::mlp_bias)
+                                 .choice("act", &L::act, config::activation_names())
+                                 .integer("bos_token_id", &L::bos_token_id, config::kTokenId)
+                                 .integer("eos_token_id", &L::eos_token_id, config::kTokenId)
+                                 .integer("pad_token_id", &L::pad_token_id, config::kTokenId)
+                                 .after(derive_llama_defaults);
+  return schema;
+}
+
+using RopeTables = std::pair<torch::Tensor, torch::Tensor>;
+
+class LlamaLM : public LanguageModel {
+ public:
+  LlamaLM(const LlamaConfig& c, const BuildContext& b) : c_(c), rope_(c.head_dim, c.rope_theta) {
+    const auto& o = b.options;
+    embed = register_module("embed_tokens", nn::Embedding(c.vocab, c.hidden, o));
+    layers = register_module("layers", torch::nn::ModuleList());
+    nn::LlamaLayerOptions layer{c.hidden, c.heads, c.kv_heads, c.head_dim, c.mlp, c.rms_eps, c.attention_bias,
+                                c.mlp_bias, c.act};
+    for (int i = 0; i < c.layers; ++i) layers->push_back(nn::LlamaLayer(layer, b.policy, o));
+    norm = register_module("norm", nn::RMSNorm(c.hidden, c.rms_eps, b.policy, o));
+    if (!c.tie_embeddings) lm_head = register_module("lm_head", nn::Linear(c.hidden, c.vocab, false, o));
+  }
+
+  int64_t hidden_size() const override { return c_.hidden; }
+  int64_t vocab_size() const override { return c_.vocab; }
+  int64_t num_layers() const override { return c_.layers; }
+
+  torch::Tensor embed_tokens(const torch::Tensor& input_ids) override {
+    check_ids(input_ids);
+    return embed(input_ids);
+  }
+  torch::Tensor begin(const torch::Tensor& x, DecoderContext& ctx) override {
+    ctx.lm_state = rope_.tables(ctx.positions, x.scalar_type());
+    return x;
+  }
+  torch::Tensor layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) override {
+    const auto& rope = std::any_cast<const RopeTables&>(ctx.lm_state);
+    return layers->ptr<nn::LlamaLayerImpl>(index)->forward(x, ctx.allowed, rope,
+                                                           ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
+  }
+  torch::Tensor finish(const torch::Tensor& x) override { return norm(x); }
+  torch::Tensor logits(const torch::Tensor& hidden) override {
+    return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed->weight.t());
+  }
+  double flops(int64_t tokens) const override {
+    const double h = c_.hidden, hd = c_.head_dim, seq = static_cast<double>(tokens);
+    const double matmul_params = h * c_.heads * hd * 2 + h * c_.kv_heads * hd * 2 + 3 * h * c_.mlp;
+    const double attention = 4 * seq * seq * c_.heads * hd;
+    return c_.layers * (2 * seq * matmul_params + attention) + 2 * seq * h * c_.vocab;
+  }
+
+  nn::Embedding embed{nullptr};
+  torch::nn::ModuleList layers;
+  nn::RMSNorm norm{nullptr};
+  nn::Linear lm_head{nullptr};  // null when tied to embed_tokens
+
+ private:
+  void check_ids(const torch::Tensor& input_ids) const {
+    if (input_ids.numel() == 0 || input_ids.device().type() == torch::kMeta) return;
+    auto [low, high] = torch::aminmax(input_ids);
+    TORCH_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < c_.vocab,
+                      "input_ids: token ids must lie in [0, llm.vocab ", c_.vocab, "), got [", low.item<int64_t>(),
+                      ", ", high.item<int64_t>(), "]");
+  }
+
+  LlamaConfig c_;
+  nn::RotaryEmbedding rope_;
+};
+
+const bool registered = register_kind<LanguageModel, LlamaConfig>(
+    "llama", llama_schema(), [](const LlamaConfig& c, const BuildContext& b) { return std::make_shared<LlamaLM>(c, b); });
+
+}  // namespace
+}  // namespace vlmzoo::models

@@ -1,0 +1,128 @@
+#pragma once
+// The five slots a model is assembled from, as interfaces. Each kind (csrc/models/<slot>/<kind>.cpp)
+// derives from one of them and registers itself (models/registry.h); the assemblies
+// (models/decoder_vlm.h) hold the slots through these base pointers, registered under the slot's
+// name so parameters read vision.*, abstractor.*, fusion.*, llm.*, head.*.
+//
+//   pixel_values [N, C, H, W] --vision--> features [N, P, Dv] --abstractor--> visual [N, V, D]
+//   input_ids [B, T] + visual --fusion--> embeds [B, T', D] --llm layers (fusion hook before each)-->
+//   hidden [B, T', D] --head--> logits [B, T, vocab]
+#include "nn/attention.h"
+#include "nn/functional.h"
+
+#include <any>
+#include <string>
+#include <vector>
+
+namespace vlmzoo::models {
+
+// Base of every kind's typed config. `kind` names the registry entry that parsed it.
+struct SlotConfig {
+  std::string kind;
+  virtual ~SlotConfig() = default;
+};
+
+// What a slot's builder learns from the rest of the model: widths are inferred, never repeated
+// in the user's config.
+struct BuildContext {
+  nn::KernelPolicyPtr policy;
+  torch::TensorOptions options;  // device (meta to count without allocating) and dtype of parameters
+  int64_t input_width = 0;       // the slot's input width (vision features for the abstractor); 0 = none
+  int64_t input_tokens = 0;      // tokens per image entering the slot (abstractor)
+  int64_t llm_hidden = 0;        // the language model's width
+  int64_t llm_vocab = 0;
+};
+
+class Slot : public torch::nn::Module {
+ public:
+  ~Slot() override = default;
+};
+
+class VisionEncoder : public Slot {
+ public:
+  virtual int64_t output_width() const = 0;   // feature width per token
+  virtual int64_t output_tokens() const = 0;  // feature tokens per image
+  // pixel_values: [N, channels, H, W] float -> features [N, output_tokens, output_width].
+  virtual torch::Tensor forward(const torch::Tensor& pixel_values) = 0;
+  virtual double flops(int64_t images) const = 0;  // multiply-adds x 2 of one forward
+};
+
+// Text an abstractor may read (InstructBLIP's Q-Former, LLaMA-VID): one row per image.
+struct AbstractorText {
+  torch::Tensor input_ids;       // [N, L] or undefined
+  torch::Tensor attention_mask;  // [N, L] or undefined
+};
+
+class Abstractor : public Slot {
+ public:
+  virtual int64_t output_tokens() const = 0;  // visual tokens per image handed to the LM
+  virtual bool reads_text() const { return false; }
+  // features: [N, P, input_width] -> visual tokens [N, output_tokens, llm_hidden].
+  virtual torch::Tensor forward(const torch::Tensor& features, const AbstractorText& text) = 0;
+  virtual double flops(int64_t images) const = 0;
+};
+
+enum class MaskMode { kCausal, kBidirectional };
+
+// Per-call state the decoder loop hands to the LM's layers and the fusion's hook.
+struct DecoderContext {
+  torch::Tensor positions;       // [B, T] long
+  torch::Tensor attention_mask;  // [B, past + T], 1 = real token, or undefined
+  torch::Tensor allowed;         // bool [B|1, 1, T, past + T]: what each query may attend to
+  MaskMode mask_mode = MaskMode::kCausal;
+  int64_t past = 0;                                // tokens already in the self-attention caches
+  std::vector<nn::KVCache>* self_caches = nullptr;   // one per LM layer, or null
+  std::vector<nn::KVCache>* cross_caches = nullptr;  // for cross-attention fusions, or null
+  torch::Tensor visual;  // [N, V, D] visual tokens, for fusions that attend to them
+  std::any lm_state;     // the LM's per-call tables (rotary cos/sin), set in LanguageModel::begin
+};
+
+class LanguageModel : public Slot {
+ public:
+  virtual int64_t hidden_size() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t num_layers() const = 0;
+  // input_ids: [B, T] -> [B, T, hidden]; ids outside the vocabulary are a ValueError.
+  virtual torch::Tensor embed_tokens(const torch::Tensor& input_ids) = 0;
+  // Positions of a forward without position_ids. attention_mask: [B, T] or undefined.
+  virtual torch::Tensor default_positions(const torch::Tensor& attention_mask, int64_t batch, int64_t tokens,
+                                          const torch::Device& device) const;
+  // Positions of a prompt in generate: they follow the attention mask (left padding).
+  virtual torch::Tensor prompt_positions(const torch::Tensor& attention_mask) const;
+  // Before layer 0: position tables into ctx.lm_state, or learned positions added to x.
+  virtual torch::Tensor begin(const torch::Tensor& x, DecoderContext& ctx) = 0;
+  // x: [B, T, hidden] -> [B, T, hidden]
+  virtual torch::Tensor layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) = 0;
+  virtual torch::Tensor finish(const torch::Tensor& x) = 0;  // the final norm
+  virtual torch::Tensor logits(const torch::Tensor& hidden) = 0;  // [.., hidden] -> [.., vocab]
+  virtual double flops(int64_t tokens) const = 0;  // one forward over a sequence of `tokens`, logits included
+};
+
+// How visual tokens meet the text.
+struct FusedInputs {
+  torch::Tensor embeds;          // [B, T', hidden]
+  torch::Tensor attention_mask;  // [B, T'] or undefined
+  torch::Tensor position_ids;    // [B, T'] or undefined (then the LM's defaults)
+  int64_t prefix = 0;            // tokens placed before input_ids; logits start after them
+};
+
+class Fusion : public Slot {
+ public:
+  // input_ids: [B, T]; attention_mask: [B, T] or undefined; position_ids: [B, T] or undefined;
+  // visual: [N, V, hidden] or undefined.
+  virtual FusedInputs fuse(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                           const torch::Tensor& position_ids, const torch::Tensor& visual, LanguageModel& lm) = 0;
+  // Runs before LM layer `index`; gated cross-attention or routing act here.
+  virtual torch::Tensor before_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) { return x; }
+  // Tokens the LM runs over for `text_tokens` of text and `visual_tokens` visual tokens in all.
+  virtual int64_t sequence_tokens(int64_t text_tokens, int64_t visual_tokens) const { return text_tokens + visual_tokens; }
+  virtual double flops(int64_t tokens, int64_t images) const { return 0; }
+};
+
+class Head : public Slot {
+ public:
+  // hidden: [B, T, hidden] -> [B, T, out]
+  virtual torch::Tensor forward(const torch::Tensor& hidden, LanguageModel& lm) = 0;
+};
+
+}  // namespace vlmzoo::models

@@ -1,0 +1,155 @@
+// vision kind "vit": the CLIP ViT (transformers' CLIPVisionModel: conv patches without bias, class
+// token, pre-LN) and the SigLIP ViT (SiglipVisionModel: no class token, post-LN on all tokens), as
+// LLaVA reads them: the hidden states of `feature_layers` (0 = embeddings, i = after layer i),
+// concatenated on channels, the first token dropped when select is "default".
+//   pixel_values [N, C, S, S] -> features [N, tokens, hidden * len(feature_layers)]
+#include "models/registry.h"
+#include "nn/vit.h"
+
+#include <algorithm>
+
+namespace vlmzoo::models {
+namespace {
+
+using config::IntRange;
+using config::Schema;
+
+struct VitConfig : SlotConfig {
+  std::string style = "clip";
+  int image_size = 336, patch_size = 14, channels = 3, hidden = 1024, layers = 24, heads = 16, mlp = 4096;
+  std::string act = "quick_gelu";
+  double eps = 1e-5;
+  bool class_token = true, pre_norm = true;
+  bool post_norm = true;  // the parameter exists (checkpoints hold it); applied only for siglip
+  bool patch_bias = false;
+  std::vector<int> feature_layers = {-2};
+  // "default" drops the first token (the class token; transformers drops it even without one).
+  std::string select = "default";
+
+  int patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+  int tokens() const { return patches() + (class_token ? 1 : 0); }
+  std::vector<int64_t> resolved_feature_layers() const {
+    std::vector<int64_t> out;
+    for (int layer : feature_layers) out.push_back(layer < 0 ? layer + layers + 1 : layer);
+    return out;
+  }
+};
+
+void apply_style_defaults(JsonReader& r, VitConfig& c) {
+  c.style = r.get_choice("style", c.style, {"clip", "siglip"});
+  if (c.style == "siglip" && r.has("style")) {
+    c.class_token = false;
+    c.pre_norm = false;
+    c.patch_bias = true;
+    c.act = "gelu_tanh";
+    c.eps = 1e-6;
+    c.select = "full";
+    c.feature_layers = {-1};
+  }
+}
+
+void check_vit(JsonReader& r, VitConfig& c) {
+  if (c.image_size % c.patch_size != 0) {
+    r.fail("patch_size", std::to_string(c.patch_size) + " does not divide " + r.path_of("image_size") + " " +
+                             std::to_string(c.image_size));
+  }
+  if (c.hidden % c.heads != 0) {
+    r.fail("heads", std::to_string(c.heads) + " does not divide " + r.path_of("hidden") + " " + std::to_string(c.hidden));
+  }
+  for (int layer : c.feature_layers) {
+    if (layer > c.layers || layer < -(c.layers + 1)) {
+      r.fail("feature_layers", std::to_string(layer) + " is out of range: hidden states run from " +
+                                   std::to_string(-(c.layers + 1)) + " to " + std::to_string(c.layers) +
+                                   " (0 = embeddings) for " + r.path_of("layers") + " " + std::to_string(c.layers));
+    }
+  }
+}
+
+const Schema<VitConfig>& vit_schema() {
+  static const auto schema = Schema<VitConfig>()
+                                 .before(apply_style_defaults)
+                                 .choice("style", &VitConfig::style, {"clip", "siglip"})
+                                 .integer("image_size", &VitConfig::image_size, config::kImageSize)
+                                 .integer("patch_size", &VitConfig::patch_size, config::kImageSize)
+                                 .integer("channels", &VitConfig::channels, config::kCount)
+                                 .integer("hidden", &VitConfig::hidden, config::kWidth)
+                                 .integer("layers", &VitConfig::layers, config::kCount)
+                                 .integer("heads", &VitConfig::heads, config::kCount)
+                                 .integer("mlp", &VitConfig::mlp, config::kWidth)
+                                 .choice("act", &VitConfig::act, config::activation_names())
+                                 .number("eps", &VitConfig::eps)
+                                 .boolean("class_token", &VitConfig::class_token)
+                                 .boolean("pre_norm", &VitConfig::pre_norm)
+                                 .boolean("post_norm", &VitConfig::post_norm)
+                                 .boolean("patch_bias", &VitConfig::patch_bias)
+                                 .int_list("feature_layers", &VitConfig::feature_layers, IntRange{-4097, 4096})
+                                 .choice("select", &VitConfig::select, {"default", "full"})
+                                 .after(check_vit);
+  return schema;
+}
+
+class VitEncoder : public VisionEncoder {
+ public:
+  VitEncoder(const VitConfig& c, const BuildContext& b) : c_(c) {
+    const auto& o = b.options;
+    patch_embed = register_module("patch_embed", nn::PatchConv(c.channels, c.hidden, c.patch_size, c.patch_bias, o));
+    if (c.class_token) class_embed = register_parameter("class_embed", torch::empty({c.hidden}, o));
+    position_embed = register_module("position_embed", nn::Embedding(c.tokens(), c.hidden, o));
+    if (c.pre_norm) pre_norm = register_module("pre_norm", nn::LayerNorm(c.hidden, c.eps, b.policy, o));
+    layers = register_module("layers", torch::nn::ModuleList());
+    nn::VitOptions layer{c.hidden, c.heads, c.mlp, c.act, c.eps};
+    for (int i = 0; i < c.layers; ++i) layers->push_back(nn::VitLayer(layer, b.policy, o));
+    if (c.post_norm) post_norm = register_module("post_norm", nn::LayerNorm(c.hidden, c.eps, b.policy, o));
+  }
+
+  int64_t output_width() const override { return int64_t{c_.hidden} * static_cast<int64_t>(c_.feature_layers.size()); }
+  int64_t output_tokens() const override { return c_.tokens() - (c_.select == "default" ? 1 : 0); }
+
+  torch::Tensor forward(const torch::Tensor& pixel_values) override {
+    auto indices = c_.resolved_feature_layers();
+    int64_t deepest = *std::max_element(indices.begin(), indices.end());
+    std::vector<torch::Tensor> states = {embed(pixel_values)};
+    for (int64_t i = 0; i < deepest; ++i) states.push_back(layers->ptr<nn::VitLayerImpl>(i)->forward(states.back()));
+    std::vector<torch::Tensor> selected;
+    for (int64_t index : indices) {
+      auto s = states[index];
+      selected.push_back(c_.select == "default" ? s.narrow(1, 1, s.size(1) - 1) : s);
+    }
+    return selected.size() == 1 ? selected[0] : torch::cat(selected, -1);
+  }
+
+  double flops(int64_t images) const override {
+    const double d = c_.hidden, m = c_.mlp, t = c_.tokens(), p = c_.patches();
+    auto indices = c_.resolved_feature_layers();
+    const double used = static_cast<double>(*std::max_element(indices.begin(), indices.end()));
+    double per_image = 2 * p * c_.channels * c_.patch_size * c_.patch_size * d;
+    per_image += used * (2 * t * (4 * d * d + 2 * d * m) + 4 * t * t * d);
+    return images * per_image;
+  }
+
+  nn::PatchConv patch_embed{nullptr};
+  torch::Tensor class_embed;
+  nn::Embedding position_embed{nullptr};
+  nn::LayerNorm pre_norm{nullptr}, post_norm{nullptr};
+  torch::nn::ModuleList layers;
+
+ private:
+  // [N, C, S, S] -> [N, tokens, hidden]: patches, class token, positions, pre-LN.
+  torch::Tensor embed(const torch::Tensor& pixel_values) {
+    nn::check_pixel_values(pixel_values, c_.channels, c_.image_size, c_.image_size,
+                           "vision.channels, vision.image_size");
+    auto dtype = patch_embed->weight.scalar_type();
+    auto patches = patch_embed(pixel_values.to(dtype)).flatten(2).transpose(1, 2);  // [N, P, D]
+    if (c_.class_token) patches = torch::cat({class_embed.to(dtype).expand({patches.size(0), 1, c_.hidden}), patches}, 1);
+    auto x = patches + position_embed->weight.unsqueeze(0);
+    return c_.pre_norm ? pre_norm(x) : x;
+  }
+
+  VitConfig c_;
+};
+
+const bool registered = register_kind<VisionEncoder, VitConfig>(
+    "vit", vit_schema(), [](const VitConfig& c, const BuildContext& b) { return std::make_shared<VitEncoder>(c, b); });
+
+}  // namespace
+}  // namespace vlmzoo::models
