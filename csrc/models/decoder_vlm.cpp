@@ -144,9 +144,9 @@ DecoderVlm build_model(const ModelConfig& config, const torch::TensorOptions& op
     if (memory > 0 && bytes > memory) {
       std::ostringstream msg;
       msg << std::fixed << std::setprecision(1) << "config: the model has " << count << " parameters, "
-          << bytes / (1 << 30) << " GiB in " << c10::toString(dtype)
+          << bytes / (1 << 30) << " GiB in " << c10::getDtypeNames(dtype).first
           << ", more than this machine's " << memory / (1 << 30)
-          << " GiB of memory; build it on the meta device to inspect it, or in a smaller dtype";
+          << " GiB of memory; inspect it with vlmzoo.info or device=\"meta\", or build it in a smaller dtype";
       throw ConfigError(msg.str());
     }
   }

@@ -52,6 +52,12 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
+@torch.compiler.disable
+def _cpp_forward(module: Any, *args: Any) -> torch.Tensor:
+    # torch.compile(model) runs this call eagerly (dynamo cannot trace into C++) and compiles the rest.
+    return module.forward(*args)
+
+
 def _type_name(cpp_module: Any) -> str:
     # "vlmzoo::models::(anonymous namespace)::VitEncoder" -> "VitEncoder"; "...::LlamaLayerImpl" -> "LlamaLayer"
     first_line = str(cpp_module).splitlines()[0].replace("(anonymous namespace)", "")
@@ -143,8 +149,8 @@ class Model(nn.Module):
         pixel_values [images, channels, height, width], attention_mask [batch, tokens];
         InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens].
         Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
-        logits = self._module.forward(input_ids, pixel_values, attention_mask, position_ids,
-                                      qformer_input_ids, qformer_attention_mask)
+        logits = _cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
+                              qformer_input_ids, qformer_attention_mask)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits)
 
