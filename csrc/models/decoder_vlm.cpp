@@ -89,7 +89,8 @@ void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {
 }
 
 torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx) {
-  ctx.allowed = nn::causal_mask(x.size(1), ctx.past, ctx.attention_mask, x.device());
+  ctx.allowed = ctx.mask_mode == MaskMode::kCausal ? nn::causal_mask(x.size(1), ctx.past, ctx.attention_mask, x.device())
+                                                  : nn::padding_mask(x.size(1), ctx.past, ctx.attention_mask, x.device());
   x = llm->begin(x, ctx);
   for (int64_t i = 0; i < llm->num_layers(); ++i) {
     x = fusion->before_layer(i, x, ctx);

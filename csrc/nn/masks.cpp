@@ -16,4 +16,16 @@ torch::Tensor causal_mask(int64_t query_len, int64_t past_len, const torch::Tens
   return (allowed & real) | self;
 }
 
+torch::Tensor padding_mask(int64_t query_len, int64_t past_len, const torch::Tensor& key_padding,
+                           const torch::Device& device) {
+  if (!key_padding.defined()) return torch::Tensor();
+  const int64_t keys = past_len + query_len;
+  TORCH_CHECK_VALUE(key_padding.dim() == 2 && key_padding.size(1) == keys, "attention_mask: expected [batch, ", keys,
+                    "], got ", key_padding.sizes());
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device);
+  auto self = (torch::arange(keys, long_opts).unsqueeze(0) ==
+               torch::arange(past_len, keys, long_opts).unsqueeze(1)).view({1, 1, query_len, keys});
+  return key_padding.to(torch::kBool).view({key_padding.size(0), 1, 1, keys}) | self;
+}
+
 }  // namespace vlmzoo::nn

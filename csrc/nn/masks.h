@@ -10,4 +10,9 @@ namespace vlmzoo::nn {
 torch::Tensor causal_mask(int64_t query_len, int64_t past_len, const torch::Tensor& key_padding,
                           const torch::Device& device);
 
+// Bidirectional mask: every query may attend to every real key (and to itself). Returns bool
+// [B|1, 1, T, S], or undefined when there is no padding (attend to everything).
+torch::Tensor padding_mask(int64_t query_len, int64_t past_len, const torch::Tensor& key_padding,
+                           const torch::Device& device);
+
 }  // namespace vlmzoo::nn

@@ -95,3 +95,13 @@ def test_kind_config_round_trips_and_info_counts_the_build(slot, kind):
         assert counts[name] == model.num_parameters(name), name
     assert counts["total"] == model.num_parameters()
     assert vlmzoo.visual_tokens_per_image(resolved) == model.visual_tokens_per_image
+
+
+@pytest.mark.parametrize("slot", list(KIND_OVERRIDES))
+def test_an_unknown_kind_names_the_slot_and_lists_the_registered_kinds(slot):
+    with pytest.raises(ValueError) as error:
+        vlmzoo.build(TINY, **{slot: {"kind": "no-such-kind"}})
+    message = str(error.value)
+    assert message.startswith(f'{slot}.kind: "no-such-kind" is not one of the registered {slot} kinds')
+    for kind in vlmzoo.kinds(slot):
+        assert f'"{kind}"' in message

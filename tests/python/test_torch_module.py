@@ -163,3 +163,24 @@ def test_ddp_gradients_equal_the_single_process_average(tmp_path):
     assert set(grads) == set(expected) and len(grads) > 0
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_two_threads_sharing_one_model_give_the_sequential_results():
+    import threading
+
+    model = vlmzoo.build(TINY).eval()
+    batches = [tiny_inputs(model, seed=s) for s in (11, 12)]
+    expected = [(model(**b).logits, model.generate(**b, max_new_tokens=4, eos_token_id=[])) for b in batches]
+    results: dict[int, tuple] = {}
+
+    def run(i: int) -> None:
+        for _ in range(3):
+            results[i] = (model(**batches[i]).logits, model.generate(**batches[i], max_new_tokens=4, eos_token_id=[]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (logits, tokens) in enumerate(expected):
+        assert torch.equal(results[i][0], logits) and torch.equal(results[i][1], tokens)
