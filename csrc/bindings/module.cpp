@@ -97,5 +97,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("visual_tokens_per_image", &DecoderVlmImpl::visual_tokens_per_image)
       .def("forward_flops", &DecoderVlmImpl::forward_flops, py::arg("text_tokens"), py::arg("images"))
       .def("reads_text", [](const DecoderVlmImpl& self) { return self.abstractor && self.abstractor->reads_text(); })
-      .def_property("fused", &DecoderVlmImpl::fused, &DecoderVlmImpl::set_fused);
+      // Methods, not a property: torch's ModuleWrapper would keep an assigned attribute on the Python side.
+      .def("set_fused", &DecoderVlmImpl::set_fused, py::arg("fused"))
+      .def("is_fused", &DecoderVlmImpl::fused);
 }

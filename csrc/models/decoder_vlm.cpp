@@ -50,7 +50,8 @@ void DecoderVlmImpl::initialize_weights(double std, int64_t seed) {
     auto dot = name.rfind('.');
     auto owner = name.substr(0, dot);
     bool is_norm = owner.substr(owner.rfind('.') + 1).find("norm") != std::string::npos;
-    bool is_bias = name.compare(dot + 1, std::string::npos, "bias") == 0;
+    const std::string leaf = name.substr(dot + 1);
+    bool is_bias = leaf.size() >= 4 && leaf.compare(leaf.size() - 4, 4, "bias") == 0;  // bias, q_bias, v_bias
     if (is_norm) {
       p.fill_(is_bias ? 0.0 : 1.0);
     } else if (is_bias) {

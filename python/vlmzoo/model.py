@@ -124,11 +124,12 @@ class Model(nn.Module):
 
     @property
     def fused(self) -> bool:
-        return self._module.fused
+        """Fused kernels (csrc/ops) when True, the plain ATen references when False: one switch for every block."""
+        return self._module.is_fused()
 
     @fused.setter
     def fused(self, value: bool) -> None:
-        self._module.fused = bool(value)
+        self._module.set_fused(bool(value))
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())

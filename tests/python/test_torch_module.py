@@ -184,3 +184,11 @@ def test_two_threads_sharing_one_model_give_the_sequential_results():
         t.join()
     for i, (logits, tokens) in enumerate(expected):
         assert torch.equal(results[i][0], logits) and torch.equal(results[i][1], tokens)
+
+
+def test_the_fused_switch_reaches_the_cpp_model():
+    model = vlmzoo.build(TINY)
+    model.fused = False
+    assert model._module.is_fused() is False and model.fused is False
+    model.fused = True
+    assert model._module.is_fused() is True
