@@ -15,11 +15,17 @@ KIND_OVERRIDES: dict[str, dict[str, dict]] = {
     "vision": {
         "vit": {},
         "none": {"vision": {"kind": "none"}, "abstractor": {"kind": "identity"}},
+        "eva_vit": {"vision": {"kind": "eva_vit", "image_size": 64, "patch_size": 8, "hidden": 128, "layers": 2,
+                               "heads": 4, "mlp": 256}},
     },
     "abstractor": {
         "mlp": {},
         "linear": {"abstractor": {"kind": "linear"}},
         "identity": {"vision": {"hidden": 256, "heads": 4}, "abstractor": {"kind": "identity"}},
+        "qformer": {"abstractor": {"kind": "qformer", "queries": 8, "hidden": 64, "layers": 2, "heads": 4, "mlp": 128,
+                                   "vocab": 64, "max_positions": 16}},
+        "qformer-instruction": {"abstractor": {"kind": "qformer", "queries": 8, "hidden": 64, "layers": 2, "heads": 4,
+                                               "mlp": 128, "vocab": 64, "max_positions": 16, "instruction": True}},
     },
     "fusion": {
         "splice": {},
@@ -50,12 +56,16 @@ def batch_for(model: vlmzoo.Model, batch: int = 2, text: int = 5, seed: int = 0)
         out["pixel_values"] = torch.randn(batch, cfg["vision"].get("channels", 3), size, size, generator=g)
     parts.append(words)
     out["input_ids"] = torch.cat(parts, 1)
+    if model._module.reads_text() and tokens:
+        qformer_vocab = cfg["abstractor"]["vocab"]
+        out["qformer_input_ids"] = torch.randint(1, qformer_vocab, (batch, 4), generator=g)
+        out["qformer_attention_mask"] = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])[:batch]
     return out
 
 
 @pytest.mark.parametrize("slot", list(KIND_OVERRIDES))
 def test_every_registered_kind_has_a_tiny_case_here(slot):
-    assert set(vlmzoo.kinds(slot)) == set(KIND_OVERRIDES[slot]), (
+    assert set(vlmzoo.kinds(slot)) == {case.split("-", 1)[0] for case in KIND_OVERRIDES[slot]}, (
         f"kinds registered for {slot}: {vlmzoo.kinds(slot)}; add the new ones to KIND_OVERRIDES")
 
 
@@ -63,9 +73,12 @@ def test_every_registered_kind_has_a_tiny_case_here(slot):
 def test_kind_builds_runs_and_trains(slot, kind):
     torch.manual_seed(0)
     model = vlmzoo.build(TINY, **KIND_OVERRIDES[slot][kind])
-    assert model.config[slot]["kind"] == kind
+    assert model.config[slot]["kind"] == kind.split("-", 1)[0]
     inputs = batch_for(model)
     out = model(**inputs, labels=inputs["input_ids"])
+    if "qformer_input_ids" in inputs:  # the instruction changes what the queries read
+        other = dict(inputs, qformer_input_ids=inputs["qformer_input_ids"].flip(1))
+        assert not torch.allclose(model(**other).logits, out.logits)
     assert out.logits.shape == (*inputs["input_ids"].shape, model.config["llm"]["vocab"])
     assert torch.isfinite(out.logits).all()
     out.loss.backward()
