@@ -31,6 +31,14 @@ inline constexpr IntRange kTokenId{0, std::numeric_limits<int>::max()};
 
 std::vector<std::string> activation_names();
 
+// Fails at `key` unless `divisor` (the value of key) divides `dividend` (the value of other_key):
+// "vision.heads: 5 does not divide vision.hidden 128".
+inline void require_divides(JsonReader& r, const std::string& key, int divisor, const std::string& other_key,
+                            int dividend) {
+  if (divisor != 0 && dividend % divisor == 0) return;
+  r.fail(key, std::to_string(divisor) + " does not divide " + r.path_of(other_key) + " " + std::to_string(dividend));
+}
+
 template <class T>
 class Schema {
  public:

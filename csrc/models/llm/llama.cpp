@@ -23,15 +23,11 @@ struct LlamaConfig : SlotConfig {
 void derive_llama_defaults(JsonReader& r, LlamaConfig& c) {
   if (!r.has("kv_heads")) c.kv_heads = c.heads;
   if (!r.has("head_dim")) {
-    if (c.hidden % c.heads != 0) {
-      r.fail("heads", std::to_string(c.heads) + " does not divide " + r.path_of("hidden") + " " + std::to_string(c.hidden));
-    }
+    config::require_divides(r, "heads", c.heads, "hidden", c.hidden);
     c.head_dim = c.hidden / c.heads;
   }
   if (c.head_dim % 2 != 0) r.fail("head_dim", std::to_string(c.head_dim) + " must be even for rotary embeddings");
-  if (c.heads % c.kv_heads != 0) {
-    r.fail("kv_heads", std::to_string(c.kv_heads) + " does not divide " + r.path_of("heads") + " " + std::to_string(c.heads));
-  }
+  config::require_divides(r, "kv_heads", c.kv_heads, "heads", c.heads);
   for (auto [key, value] : {std::pair<const char*, int>{"bos_token_id", c.bos_token_id},
                             {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}}) {
     if (value >= c.vocab) {

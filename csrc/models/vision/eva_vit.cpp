@@ -25,13 +25,8 @@ struct EvaVitConfig : SlotConfig {
 };
 
 void check_eva_vit(JsonReader& r, EvaVitConfig& c) {
-  if (c.image_size % c.patch_size != 0) {
-    r.fail("patch_size", std::to_string(c.patch_size) + " does not divide " + r.path_of("image_size") + " " +
-                             std::to_string(c.image_size));
-  }
-  if (c.hidden % c.heads != 0) {
-    r.fail("heads", std::to_string(c.heads) + " does not divide " + r.path_of("hidden") + " " + std::to_string(c.hidden));
-  }
+  config::require_divides(r, "patch_size", c.patch_size, "image_size", c.image_size);
+  config::require_divides(r, "heads", c.heads, "hidden", c.hidden);
 }
 
 const Schema<EvaVitConfig>& eva_vit_schema() {
