@@ -28,8 +28,10 @@ def _tensor_problem(name: str, value: Any, param: torch.Tensor) -> str | None:
     """Why `value` cannot become `param`'s value, or None."""
     if not isinstance(value, torch.Tensor):
         return f"{name}: a {type(value).__name__}, not a tensor"
-    if value.layout != torch.strided or value.is_meta or value.is_quantized:
-        return f"{name}: a {value.layout} {'meta ' if value.is_meta else ''}tensor without plain values"
+    if value.is_meta:
+        return f"{name}: a meta tensor without values"
+    if value.layout != torch.strided or value.is_quantized:
+        return f"{name}: a {value.layout}{' quantized' if value.is_quantized else ''} tensor, not a plain one"
     if tuple(value.shape) != tuple(param.shape):
         return f"{name}: checkpoint {tuple(value.shape)} vs model {tuple(param.shape)}"
     if value.is_complex() or value.is_floating_point() != param.is_floating_point():
