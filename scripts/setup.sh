@@ -13,4 +13,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 python3 -m pip install -q "torch==${VLMZOO_TORCH_VERSION:-2.13.0}"
 python3 -m pip install -q scikit-build-core ninja cmake numpy safetensors pillow scikit-learn scikit-image \
-  pandas matplotlib tqdm rich pytest pytest-benchmark transformers tokenizers nbclient nbformat ipykernel
+  pandas matplotlib tqdm rich pytest pytest-benchmark transformers tokenizers nbclient nbformat ipykernel atheris

@@ -79,9 +79,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        # mkstemp makes the file 0600; give it the mode a plain open() would have.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         yield tmp
+        # mkstemp (and some writers) make the file 0600; give it the mode a plain open() would have.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -36,6 +36,8 @@ def test_an_atomic_file_gets_the_mode_a_plain_write_would(tmp_path):
     atomic_write_text(tmp_path / "new.txt", "x")
     (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "new.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+    vlmzoo.build("llava-1.5-tiny").save_pretrained(tmp_path)  # safetensors itself writes 0600 files
+    assert (tmp_path / "model.safetensors").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
     os.chmod(tmp_path / "plain.txt", 0o640)
     atomic_write_text(tmp_path / "plain.txt", "y")  # replacing keeps the old file's mode
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o640
