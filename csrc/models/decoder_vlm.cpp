@@ -80,8 +80,10 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
 void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {
   TORCH_CHECK_VALUE(in.input_ids.defined() && in.input_ids.dim() == 2, "input_ids: expected [batch, tokens], got ",
                     in.input_ids.defined() ? in.input_ids.sizes() : torch::IntArrayRef{});
-  TORCH_CHECK_VALUE(!in.input_ids.is_floating_point() && !in.input_ids.is_complex(),
-                    "input_ids: expected integer token ids, got ", in.input_ids.scalar_type());
+  TORCH_CHECK_VALUE(!in.input_ids.is_floating_point() && !in.input_ids.is_complex() &&
+                        in.input_ids.scalar_type() != torch::kBool,
+                    "input_ids: dtype torch.", c10::getDtypeNames(in.input_ids.scalar_type()).first,
+                    "; token ids must be integers (torch.long)");
   for (auto [name, t] : {std::pair<const char*, const torch::Tensor*>{"attention_mask", &in.attention_mask},
                          {"position_ids", &in.position_ids}}) {
     TORCH_CHECK_VALUE(!t->defined() || t->sizes() == in.input_ids.sizes(), name, ": expected the shape of input_ids ",

@@ -8,11 +8,17 @@ void check_pixel_values(const torch::Tensor& pixel_values, int64_t channels, int
                         pixel_values.size(3) == width,
                     "pixel_values: expected [num_images, ", channels, ", ", height, ", ", width, "] (", what, "), got ",
                     pixel_values.sizes());
-  TORCH_CHECK_VALUE(pixel_values.is_floating_point(), "pixel_values: expected floating-point, normalised pixels, got ",
-                    pixel_values.scalar_type(), " (convert images with a processor, or .float() / 255 and normalise)");
+  TORCH_CHECK_VALUE(pixel_values.is_floating_point(), "pixel_values: dtype torch.",
+                    c10::getDtypeNames(pixel_values.scalar_type()).first,
+                    "; expected floating-point pixels normalised with the vision tower's mean and std (convert 0-255 "
+                    "images: (x.float() / 255 - mean) / std)");
   if (pixel_values.device().type() != torch::kMeta && pixel_values.numel() > 0) {
-    auto bad = (~torch::isfinite(pixel_values)).sum().item<int64_t>();
-    TORCH_CHECK_VALUE(bad == 0, "pixel_values: ", bad, " values are NaN or infinite");
+    auto finite = torch::isfinite(pixel_values);
+    if (!finite.all().item<bool>()) {
+      const int64_t nan = torch::isnan(pixel_values).sum().item<int64_t>();
+      const int64_t inf = (~finite).sum().item<int64_t>() - nan;
+      TORCH_CHECK_VALUE(false, "pixel_values: ", nan, " NaN and ", inf, " inf values of ", pixel_values.numel());
+    }
   }
 }
 

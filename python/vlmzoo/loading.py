@@ -3,12 +3,11 @@ The model is built without drawing random weights (they are about to be overwrit
 requested dtype, then the checkpoint is checked whole (names, shapes, finiteness) and copied in."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from .convert.checkpoint import VLMZOO_CONFIG, read_safetensors_folder
+from .convert.checkpoint import VLMZOO_CONFIG, read_json_object, read_safetensors_folder
 from .convert.hf import HF_CONVERTERS, UNSUPPORTED
 from .model import Model
 
@@ -18,7 +17,7 @@ def _float_tensors(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict
 
 
 def _load_hf(folder: Path, dtype: torch.dtype | None) -> Model:
-    hf_config = json.loads((folder / "config.json").read_text())
+    hf_config = read_json_object(folder / "config.json")
     model_type = hf_config.get("model_type")
     if model_type in UNSUPPORTED:
         raise ValueError(f"{folder / 'config.json'}: {UNSUPPORTED[model_type]}")
@@ -51,7 +50,7 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None) -> Mod
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
     if (folder / VLMZOO_CONFIG).is_file():
-        model = Model(json.loads((folder / VLMZOO_CONFIG).read_text()), dtype=dtype, initialize=False)
+        model = Model(read_json_object(folder / VLMZOO_CONFIG), dtype=dtype, initialize=False)
         model.load_state_dict(_float_tensors(read_safetensors_folder(folder), model.dtype))
         return model
     if (folder / "config.json").is_file():

@@ -227,27 +227,11 @@ class Model(nn.Module):
                         assign: bool = False) -> tuple[list[str], list[str]]:
         """Copies values into the C++ parameters; returns (missing, unexpected). Everything is checked
         before anything is copied, so a failed load leaves the model unchanged: strict raises KeyError
-        on missing or unexpected keys, any shape mismatch or non-finite value raises ValueError."""
-        own = dict(self.named_parameters())
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        mismatched = [
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in sorted(set(own) & set(state_dict))
-            if tuple(state_dict[k].shape) != tuple(own[k].shape)
-        ]
-        if mismatched:
-            raise ValueError("shape mismatch: " + "; ".join(mismatched))
-        if strict and (missing or unexpected):
-            raise KeyError(_describe_key_problems(missing, unexpected))
-        non_finite = [k for k in sorted(set(own) & set(state_dict))
-                      if state_dict[k].is_floating_point() and not bool(torch.isfinite(state_dict[k]).all())]
-        if non_finite:
-            raise ValueError(f"non-finite values (NaN or inf) in {len(non_finite)} tensors: " + ", ".join(non_finite))
-        with torch.no_grad():
-            for k in set(own) & set(state_dict):
-                own[k].copy_(state_dict[k])
-        return missing, unexpected
+        naming missing or unexpected keys; a shape, dtype or non-finite value raises ValueError naming
+        the tensor."""
+        from .convert.validate import load_into
+
+        return load_into(dict(self.named_parameters()), state_dict, strict=strict)
 
     def train(self, mode: bool = True) -> "Model":
         self._module.train(mode)
@@ -283,15 +267,6 @@ def _rebuild(config: dict[str, Any], state: Mapping[str, torch.Tensor], requires
         p.requires_grad_(requires_grad.get(name, True))
     model.fused = fused
     return model.train(training)
-
-
-def _describe_key_problems(missing: list[str], unexpected: list[str]) -> str:
-    parts = []
-    if missing:
-        parts.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
-    if unexpected:
-        parts.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
-    return "; ".join(parts)
 
 
 def build(config: str | Mapping[str, Any], **overrides: Any) -> Model:

@@ -193,26 +193,73 @@ def _batches(task: Task, model: Model, batch_size: int, seed: int, start_step: i
             step += 1
 
 
+def _check_plain(value: Any, where: str) -> None:
+    """Trainer state holds only what torch.load(weights_only=True) reads back: tensors and primitives."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; trainer state keys are str or int")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not (value is None or isinstance(value, (bool, int, float, str, torch.Tensor))):
+        raise TypeError(f"{where}: a {type(value).__name__}; trainer state holds tensors and primitives only")
+
+
 def save_checkpoint(folder: str | Path, model: Model, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                     tokenizer: WordTokenizer | None = None) -> Path:
-    """Model (safetensors + config, loadable by vlmzoo.from_pretrained), tokenizer, and optimizer/step state."""
+    """Model (safetensors + config, loadable by vlmzoo.from_pretrained), tokenizer, and optimizer/step state.
+
+    The folder is built under a hidden name and renamed into place whole: a run killed while saving
+    leaves no half-written step folder, and the earlier ones untouched."""
+    from .atomic import atomic_torch_save, atomic_write_text, staged_folder
+    from .convert.checkpoint import save_model
+
+    trainer_state = {**state, "optimizer": optimizer.state_dict()}
+    _check_plain(trainer_state, TRAINER_STATE)
     folder = Path(folder)
-    model.save_pretrained(str(folder))
-    if tokenizer is not None:
-        (folder / TOKENIZER_FILE).write_text(json.dumps(tokenizer.to_dict()))
-    torch.save({**state, "optimizer": optimizer.state_dict()}, folder / TRAINER_STATE)
+    with staged_folder(folder) as staging:
+        save_model(model, staging)
+        if tokenizer is not None:
+            atomic_write_text(staging / TOKENIZER_FILE, json.dumps(tokenizer.to_dict()))
+        atomic_torch_save(trainer_state, staging / TRAINER_STATE)
     return folder
 
 
+def load_trainer_state(folder: str | Path) -> dict[str, Any]:
+    """A checkpoint's trainer_state.pt, read without unpickling anything but tensors and primitives."""
+    import pickle
+
+    path = Path(folder) / TRAINER_STATE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused, it holds objects that only full unpickling could build: {e}") from None
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable trainer state ({e})") from None
+    needed = ("step", "losses", "learning_rates", "optimizer")
+    if not isinstance(state, dict) or any(k not in state for k in needed):
+        raise ValueError(f"{path}: expected a dict with {', '.join(needed)}")
+    return state
+
+
+def _step_of(folder: Path) -> int:
+    digits = folder.name[len("step-"):]
+    return int(digits) if digits.isdigit() else -1
+
+
 def latest_checkpoint(path: str | Path) -> Path:
-    """`path` itself when it is a checkpoint, else its newest step-* checkpoint."""
+    """`path` itself when it is a checkpoint, else its step-* checkpoint with the highest step."""
+    from .convert.checkpoint import VLMZOO_CONFIG
+
     path = Path(path)
     if (path / TRAINER_STATE).is_file():
         return path
-    steps = sorted(path.glob("step-*/" + TRAINER_STATE))
-    if not steps:
+    complete = [f for f in path.glob("step-*") if (f / TRAINER_STATE).is_file() and (f / VLMZOO_CONFIG).is_file()]
+    if not complete:
         raise FileNotFoundError(f"resume_from={str(path)!r}: no {TRAINER_STATE} there or in its step-* folders")
-    return steps[-1].parent
+    return max(complete, key=_step_of)
 
 
 def train(
@@ -264,9 +311,10 @@ def train(
     if resume_from is not None:
         folder = latest_checkpoint(resume_from)
         from .convert.checkpoint import read_safetensors_folder
+        from .convert.validate import load_into
 
-        model.load_state_dict(read_safetensors_folder(folder))
-        state = torch.load(folder / TRAINER_STATE, weights_only=False)
+        state = load_trainer_state(folder)
+        load_into(dict(model.named_parameters()), read_safetensors_folder(folder))
         optimizer.load_state_dict(state["optimizer"])
         start_step, losses, lrs = state["step"], list(state["losses"]), list(state["learning_rates"])
 

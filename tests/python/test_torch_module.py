@@ -89,10 +89,10 @@ def test_a_failed_load_state_dict_leaves_the_model_unchanged():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = {k: torch.randn_like(v) for k, v in before.items()}
     state["llm.norm.weight"] = torch.full_like(state["llm.norm.weight"], float("nan"))
-    with pytest.raises(ValueError, match=r"non-finite .*llm\.norm\.weight"):
+    with pytest.raises(ValueError, match=r"non-finite values .*llm\.norm\.weight"):
         model.load_state_dict(state)
     state["llm.norm.weight"] = torch.ones(3)
-    with pytest.raises(ValueError, match="shape mismatch"):
+    with pytest.raises(ValueError, match=r"llm\.norm\.weight: checkpoint \(3,\) vs model \(256,\)"):
         model.load_state_dict(state)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The C++ tests and a subset of the Python tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Own build folder (build/asan); its extension goes to build/asan/pkg/vlmzoo, beside links to the
+# Python sources, so the developer build (build/dev, python/vlmzoo/_C*.so) is never touched.
+#   bash scripts/sanitize.sh              build, ctest, the Python subset
+#   VLMZOO_SANITIZE_PYTESTS="tests/python/test_x.py" bash scripts/sanitize.sh -k expr
+# Every sanitizer report is fatal (halt_on_error, -fno-sanitize-recover).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build=build/asan
+pkg=$build/pkg/vlmzoo
+started=$SECONDS
+say() { echo "[sanitize $((SECONDS - started))s] $*"; }
+
+# ---- build: GCC's sanitizers at -O1 (whole stacks in reports, a quicker build), line tables only
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime CCACHE_BASEDIR="$root"
+mkdir -p build "$pkg"
+exec 9>build/.asan_build.lock
+flock 9
+if [ ! -f $build/build.ninja ]; then
+  cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
+    -DPython3_EXECUTABLE="$(command -v python3)" -DVLMZOO_ASAN=ON -DVLMZOO_UBSAN=ON -DVLMZOO_CUDA_COMPILE_CHECK=OFF \
+    -DVLMZOO_PYTHON_OUTPUT_DIR="$root/$pkg" ${VLMZOO_CPU_ISAS:+"-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS"}
+fi
+cmake --build $build -j "${VLMZOO_JOBS:-2}"
+say "built"
+
+# ---- C++ tests. LeakSanitizer stays on for them: the test binary is ours from main() on.
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_string_checks=1:check_initialization_order=1
+ctest --test-dir $build --output-on-failure -j "${VLMZOO_JOBS:-2}"
+say "ctest passed"
+
+# ---- Python tests against the sanitized extension: a package of links to the sources plus the new _C.
+for entry in python/vlmzoo/*; do
+  case $(basename "$entry") in _C*.so|__pycache__) continue ;; esac
+  ln -sfn "$root/$entry" "$pkg/$(basename "$entry")"
+done
+asan_runtime=$(g++ -print-file-name=libasan.so)
+# The interpreter is not instrumented: the runtime must be loaded first, and Python's own
+# never-freed allocations are not leaks of ours (detect_leaks=0).
+export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:alloc_dealloc_mismatch=0
+subset=${VLMZOO_SANITIZE_PYTESTS:-"tests/python/test_config.py tests/python/test_ops.py tests/python/test_model_api.py \
+  tests/python/test_hardening_inputs.py tests/python/test_hardening_fuzz.py"}
+# The fuzz test runs its harnesses as child processes: they inherit LD_PRELOAD and the sanitized package.
+LD_PRELOAD=$asan_runtime VLMZOO_FUZZ_SECONDS=${VLMZOO_FUZZ_SECONDS:-15} \
+  python3 -m pytest $subset -q -p no:cacheprovider -o pythonpath="$root/$build/pkg" "$@"
+say "python subset passed"
