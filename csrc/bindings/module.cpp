@@ -31,6 +31,10 @@ VlmInputs inputs(const torch::Tensor& input_ids, const std::optional<torch::Tens
 }
 }  // namespace
 
+namespace vlmzoo::bindings {
+void bind_bert(py::module_& m);  // bindings/bert.cpp
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "vlmzoo C++ core";
   py::register_exception<ConfigError>(m, "ConfigError", PyExc_ValueError);
@@ -44,6 +48,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("family_json", [](const std::string& name) { return vlmzoo::config::family(name).dump(); }, py::arg("name"));
   m.def("registered_kinds", &vlmzoo::models::registered_kinds, py::arg("slot"));
   m.def("slot_names", &vlmzoo::models::slot_names);
+  vlmzoo::bindings::bind_bert(m);
 
   torch::python::bind_module<DecoderVlmImpl>(m, "VlmModel")
       .def(py::init([](const std::string& json_text, const std::string& device, const std::string& dtype,

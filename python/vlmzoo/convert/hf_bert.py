@@ -1,0 +1,70 @@
+"""Hugging Face BERT layer and encoder names -> vlmzoo's (csrc/nn/bert.h). The layer rules serve the
+BLIP-2 / InstructBLIP Q-Former (its layers are BERT layers) and a plain BertModel alike."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+# (pattern over the layer-relative Hugging Face name, replacement); first match wins. BertModel calls
+# the attention `attention.self`, the Q-Former `attention.attention`.
+BERT_LAYER_RULES = [
+    (r"^attention\.(?:self|attention)\.query\.(weight|bias)$", r"attn.q_proj.\1"),
+    (r"^attention\.(?:self|attention)\.key\.(weight|bias)$", r"attn.k_proj.\1"),
+    (r"^attention\.(?:self|attention)\.value\.(weight|bias)$", r"attn.v_proj.\1"),
+    (r"^attention\.output\.dense\.(weight|bias)$", r"attn.o_proj.\1"),
+    (r"^attention\.output\.LayerNorm\.(weight|bias)$", r"attn_norm.\1"),
+    (r"^crossattention\.(?:self|attention)\.query\.(weight|bias)$", r"cross_attn.q_proj.\1"),
+    (r"^crossattention\.(?:self|attention)\.key\.(weight|bias)$", r"cross_attn.k_proj.\1"),
+    (r"^crossattention\.(?:self|attention)\.value\.(weight|bias)$", r"cross_attn.v_proj.\1"),
+    (r"^crossattention\.output\.dense\.(weight|bias)$", r"cross_attn.o_proj.\1"),
+    (r"^crossattention\.output\.LayerNorm\.(weight|bias)$", r"cross_norm.\1"),
+    (r"^intermediate\.dense\.(weight|bias)$", r"ffn.fc1.\1"),
+    (r"^output\.dense\.(weight|bias)$", r"ffn.fc2.\1"),
+    (r"^output\.LayerNorm\.(weight|bias)$", r"ffn_norm.\1"),
+    (r"^intermediate_query\.dense\.(weight|bias)$", r"query_ffn.fc1.\1"),
+    (r"^output_query\.dense\.(weight|bias)$", r"query_ffn.fc2.\1"),
+    (r"^output_query\.LayerNorm\.(weight|bias)$", r"query_ffn_norm.\1"),
+]
+
+
+def bert_layer_name(rest: str) -> str | None:
+    """vlmzoo name of a layer-relative BERT name ("attention.output.dense.weight" -> "attn.o_proj.weight")."""
+    for pattern, replacement in BERT_LAYER_RULES:
+        if re.match(pattern, rest):
+            return re.sub(pattern, replacement, rest)
+    return None
+
+
+# BertModel (nn::BertEncoder): embeddings, then encoder.layer.i.
+_ENCODER_RULES = [
+    (r"^embeddings\.word_embeddings\.weight$", "word_embed.weight"),
+    (r"^embeddings\.position_embeddings\.weight$", "position_embed.weight"),
+    (r"^embeddings\.token_type_embeddings\.weight$", "token_type_embed.weight"),
+    (r"^embeddings\.LayerNorm\.(weight|bias)$", r"embed_norm.\1"),
+]
+# A BertModel checkpoint's buffers and the pooler, which last_hidden_state does not use.
+_ENCODER_IGNORED = [r"^embeddings\.position_ids$", r"^pooler\."]
+
+
+def bert_encoder_state_dict(hf_tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """vlmzoo BertEncoder names for a BertModel's tensors (with or without the `bert.` prefix);
+    returns (mapped, names no rule knows)."""
+    mapped: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for name, tensor in hf_tensors.items():
+        rest = re.sub(r"^bert\.", "", name)
+        if any(re.match(p, rest) for p in _ENCODER_IGNORED):
+            continue
+        layer = re.match(r"^encoder\.layer\.(\d+)\.(.+)$", rest)
+        target = None
+        if layer:
+            inner = bert_layer_name(layer.group(2))
+            target = f"layers.{layer.group(1)}.{inner}" if inner else None
+        else:
+            target = next((re.sub(p, r, rest) for p, r in _ENCODER_RULES if re.match(p, rest)), None)
+        if target is None:
+            unknown.append(name)
+        else:
+            mapped[target] = tensor
+    return mapped, unknown
