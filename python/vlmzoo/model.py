@@ -118,11 +118,13 @@ class Model(nn.Module):
 
     @property
     def fused(self) -> bool:
-        return self._module.fused
+        return self._module.cpp_module.fused
 
     @fused.setter
     def fused(self, value: bool) -> None:
-        self._module.fused = bool(value)
+        # Through cpp_module: torch's ModuleWrapper copied the C++ properties' values when it was made,
+        # and setting one on it stores a Python attribute the C++ model never sees.
+        self._module.cpp_module.fused = bool(value)
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())

@@ -125,3 +125,22 @@ def test_padding_between_real_tokens_matches_at_every_position(checkpoint):
         expected = reference(input_ids=input_ids, attention_mask=mask).logits
         actual = model(input_ids=input_ids, attention_mask=mask).logits
     assert (actual - expected).abs().max().item() <= 1e-4
+
+
+def test_the_fused_switch_reaches_the_cpp_blocks(checkpoint):
+    # model.fused = False must route every block to the plain-ATen references: no torch.ops.vlmzoo
+    # kernel runs (a Python-side attribute alone would leave the C++ blocks fused).
+    from torch.profiler import profile
+
+    folder, _ = checkpoint
+    model = vlmzoo.from_pretrained(folder)
+    input_ids, mask = text_batch()
+    kernels = {}
+    for fused in (True, False):
+        model.fused = fused
+        assert model.fused is fused
+        with profile() as trace, torch.no_grad():
+            model(input_ids=input_ids, attention_mask=mask)
+        kernels[fused] = {e.name for e in trace.events() if e.name.startswith("vlmzoo::")}
+    assert {"vlmzoo::attention", "vlmzoo::layer_norm"} <= kernels[True]
+    assert kernels[False] == set()
