@@ -171,3 +171,10 @@ def test_a_flan_t5_blip2_folder_is_refused_naming_what_is_unsupported(tmp_path):
     Blip2ForConditionalGeneration(config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"text_config.model_type: 't5' is not supported.*encoder-decoder.*Flan-T5"):
         vlmzoo.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("model_type,supported", [("blip", "'blip-2'"), ("instructblipvideo", "'instructblip'")])
+def test_neighbouring_model_types_are_refused_naming_what_loads(tmp_path, model_type, supported):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(ValueError, match=rf"model_type '{model_type}' .*not supported.*{supported}"):
+        vlmzoo.from_pretrained(tmp_path)
