@@ -18,13 +18,15 @@ def perturb_norms(model: torch.nn.Module) -> None:
                 p.add_(torch.randn_like(p) * 0.1)
 
 
-def make_hf_opt(folder: Path, *, seed: int = 0, word_embed_proj_dim: int | None = None, tie: bool = True):
+def make_hf_opt(folder: Path, *, seed: int = 0, word_embed_proj_dim: int | None = None, tie: bool = True,
+                enable_bias: bool = True):
     """A tiny OPTForCausalLM saved with save_pretrained; word_embed_proj_dim adds project_in/out."""
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(seed)
     config = OPTConfig(vocab_size=OPT_VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=96, num_attention_heads=4,
-                       max_position_embeddings=64, word_embed_proj_dim=word_embed_proj_dim, tie_word_embeddings=tie)
+                       max_position_embeddings=64, word_embed_proj_dim=word_embed_proj_dim, tie_word_embeddings=tie,
+                       enable_bias=enable_bias)
     model = OPTForCausalLM(config).eval()
     perturb_norms(model)
     with torch.no_grad():  # OPT's init zeroes biases and the padding row; give them values too

@@ -61,11 +61,14 @@ def test_greedy_generate_gives_transformers_tokens(checkpoint):
     assert torch.equal(actual, expected)
 
 
-def test_projected_word_embeddings_and_untied_head_match(tmp_path):
-    # word_embed_proj_dim != hidden_size: project_in / project_out around the decoder (as opt-350m).
-    reference = make_hf_opt(tmp_path, seed=3, word_embed_proj_dim=48, tie=False)
+def test_projected_word_embeddings_untied_head_and_no_biases_match(tmp_path):
+    # word_embed_proj_dim != hidden_size: project_in / project_out around the decoder (as opt-350m);
+    # enable_bias false: linear layers without biases (the layer norms keep theirs).
+    reference = make_hf_opt(tmp_path, seed=3, word_embed_proj_dim=48, tie=False, enable_bias=False)
     model = vlmzoo.from_pretrained(tmp_path)
-    assert model.config["llm"]["word_embed_dim"] == 48 and not model.config["llm"]["tie_embeddings"]
+    llm = model.config["llm"]
+    assert llm["word_embed_dim"] == 48 and not llm["tie_embeddings"] and not llm["enable_bias"]
+    assert model.num_parameters() == sum(p.numel() for p in reference.parameters())
     assert "llm.project_in.weight" in dict(model.named_parameters())
     input_ids, mask = text_batch(seed=4)
     with torch.no_grad():
@@ -144,3 +147,19 @@ def test_the_fused_switch_reaches_the_cpp_blocks(checkpoint):
         kernels[fused] = {e.name for e in trace.events() if e.name.startswith("vlmzoo::")}
     assert {"vlmzoo::attention", "vlmzoo::layer_norm"} <= kernels[True]
     assert kernels[False] == set()
+
+
+@pytest.mark.parametrize("word_embed_proj_dim", [None, 48])
+def test_flops_count_every_matmul_of_the_reference(tmp_path, word_embed_proj_dim):
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    reference = make_hf_opt(tmp_path, seed=8, word_embed_proj_dim=word_embed_proj_dim)
+    model = vlmzoo.from_pretrained(tmp_path)
+    reference = copy.deepcopy(reference)
+    reference.set_attn_implementation("eager")  # attention as matmuls, which the counter sees
+    input_ids, _ = text_batch(lengths=(11,), seed=9)
+    with FlopCounterMode(display=False) as counter:
+        reference(input_ids=input_ids)
+    assert model._module.forward_flops(11, 0)["llm"] == counter.get_total_flops()
