@@ -229,3 +229,37 @@ def test_qformer_config_errors_name_the_field():
     assert model.config["abstractor"]["text_ffn"] is False
     assert vlmzoo.Model({**base, "abstractor": {**small, "instruction": True}},
                         device="meta").config["abstractor"]["text_ffn"] is True
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_gradients_match_transformers(instructblip, fused):
+    """Backward through the ViT and the Q-Former (key padding, cross-attention, both FFNs) gives
+    transformers' parameter gradients."""
+    instruct, reference, hf_config, tensors = instructblip
+    model = vlmzoo_model(hf_config, instruct, tensors, fused=fused)
+    x = pixels()
+    ids, mask = instructions()
+    weights = torch.randn(3, QUERIES, 40, generator=torch.Generator().manual_seed(4))
+    reference.zero_grad()
+    (reference.get_image_features(pixel_values=x, qformer_input_ids=ids, qformer_attention_mask=mask).pooler_output
+     * weights).sum().backward()
+    (model.encode_images(x, ids, mask) * weights).sum().backward()
+    expected, _, _ = blip2_parts_state_dict({n: p.grad for n, p in reference.named_parameters() if p.grad is not None})
+    actual = {n: p.grad for n, p in model.named_parameters() if n.split(".")[0] in ("vision", "abstractor")}
+    assert set(actual) == set(expected)
+    # Within 1e-4 of each gradient's scale; the keys' biases have a true gradient of zero (softmax cancels
+    # them), so their float noise gets an absolute 1e-5.
+    bad = [n for n in actual if (actual[n] - expected[n]).abs().max() > 1e-5 + 1e-4 * expected[n].abs().max()]
+    assert bad == []
+    assert expected["abstractor.query_tokens"].abs().max() > 1.0  # a real signal
+
+
+def test_converter_hands_back_unknown_part_names_and_the_language_model(blip2):
+    _, _, _, tensors = blip2
+    extra = {"qformer.encoder.layer.0.attention.attention.distance_embedding.weight": torch.zeros(3),
+             "vision_model.encoder.layers.0.self_attn.rel_pos_bias": torch.zeros(3)}
+    mapped, unknown, rest = blip2_parts_state_dict({**tensors, **extra})
+    assert unknown == sorted(extra)
+    assert set(rest) == {n for n in tensors if n.startswith("language_model.")}
+    prefixed, _, _ = blip2_parts_state_dict({f"model.{n}": t for n, t in tensors.items() if not n.startswith("language_model.")})
+    assert set(prefixed) == set(mapped)
