@@ -12,8 +12,12 @@ torch::Tensor causal_mask(int64_t query_len, int64_t past_len, const torch::Tens
   TORCH_CHECK_VALUE(key_padding.dim() == 2 && key_padding.size(1) == past_len + query_len,
                     "attention_mask: expected [batch, ", past_len + query_len, "], got ", key_padding.sizes());
   auto real = key_padding.to(torch::kBool).view({key_padding.size(0), 1, 1, past_len + query_len});
+  allowed = allowed & real;
+  // A query with no real key at or before it (leading padding) attends to itself alone, so no row is
+  // empty; any other padding query sees the real keys only, as in transformers (BLIP-2's processor puts
+  // padding between the image tokens and the text, and those rows' logits are compared too).
   auto self = (key_pos == query_pos).view({1, 1, query_len, past_len + query_len});
-  return (allowed & real) | self;
+  return allowed | (self & ~allowed.any(-1, /*keepdim=*/true));
 }
 
 torch::Tensor padding_mask(int64_t query_len, int64_t past_len, const torch::Tensor& key_padding,

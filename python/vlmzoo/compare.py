@@ -22,7 +22,9 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
     # "full": SigLIP has no CLS, and "default" would drop a real patch (as transformers does).
     "llava-tiny/siglip": {"vision": {"style": "siglip", "select": "full"}},
 }
-# Sized so the default run (4 models) ends in under 10 minutes on 2 CPU cores; see the module test.
+# Other families' tiny presets, run beside the LLaVA set (each differs from it in several slots).
+DEFAULT_OTHER_PRESETS = ["blip2-opt-tiny"]
+# Sized so the four LLaVA runs end in under 10 minutes on 2 CPU cores (the tiny BLIP-2 adds its own); see the module test.
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
 DEFAULT_BUDGET = "1.1e13flops"  # about 225 steps of 32 for the tiny preset
 # Recipe for from-scratch tiny models: LLaVA's stage 2 (projector + LLM; the vision tower frozen).
@@ -41,8 +43,10 @@ TABLE_COLUMNS = {
 
 
 def default_configs() -> list[dict[str, Any]]:
-    """The default comparison: the tiny LLaVA preset and its one-slot variants, as resolved configs."""
-    return [resolve_config(DEFAULT_PRESET, name=name, **overrides) for name, overrides in DEFAULT_VARIANTS.items()]
+    """The default comparison: the tiny LLaVA preset, its one-slot variants and the other families' tiny
+    presets, as resolved configs."""
+    return ([resolve_config(DEFAULT_PRESET, name=name, **overrides) for name, overrides in DEFAULT_VARIANTS.items()]
+            + [resolve_config(name) for name in DEFAULT_OTHER_PRESETS])
 
 
 def _named_configs(configs: Sequence[str | Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -127,7 +131,7 @@ def compare(
     """Trains and evaluates every config on the same task, data order and budget.
 
     configs: preset names, JSON paths or dicts; None compares the tiny LLaVA preset with its
-      one-slot variants (linear projector, feature layer -1, SigLIP-style vision).
+      one-slot variants (linear projector, feature layer -1, SigLIP-style vision), and the tiny BLIP-2.
     budget: steps (300, "300steps") or training FLOPs ("8e12flops"): at equal FLOPs a cheaper
       model takes more steps. trainable: slots to train (default "projector+llm", LLaVA's stage 2:
       the vision tower stays at its random init). init_std: every model is re-initialised N(0, init_std) as transformers does

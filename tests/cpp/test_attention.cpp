@@ -72,6 +72,18 @@ TEST(CausalMask, PaddingQueriesStillSeeThemselves) {
   EXPECT_FALSE(mask[0][0][0][3].item<bool>());  // the future
 }
 
+TEST(CausalMask, PaddingAfterRealKeysSeesOnlyThem) {
+  // BLIP-2's layout: real, padding, padding, real. Leading padding (row 0 of the second batch row)
+  // sees only itself; later padding sees the real keys before it, not itself (as transformers).
+  auto mask = vlmzoo::nn::causal_mask(4, 0, torch::tensor({{1, 0, 0, 1}, {0, 1, 1, 1}}), torch::kCPU);
+  EXPECT_TRUE(mask[0][0][1][0].item<bool>());
+  EXPECT_FALSE(mask[0][0][1][1].item<bool>());
+  EXPECT_FALSE(mask[0][0][2][2].item<bool>());
+  EXPECT_EQ(mask[0][0][3].sum().item<int64_t>(), 2);  // keys 0 and 3
+  EXPECT_TRUE(mask[1][0][0][0].item<bool>());
+  EXPECT_EQ(mask[1][0][0].sum().item<int64_t>(), 1);
+}
+
 // The fused path's backward (the tiled CPU kernel) against ATen's autograd through the reference.
 TEST(AttentionBackward, GradientsMatchTheUnfusedPath) {
   torch::manual_seed(2);

@@ -56,12 +56,16 @@ def test_evaluation_of_a_real_model_decodes_greedy_answers(task):
 
 
 def test_the_default_set_is_the_tiny_llava_and_variants_differing_in_one_slot():
-    base, *variants = default_configs()
+    base, *variants = [c for c in default_configs() if c["family"] == "llava"]
     assert base["family"] == "llava"
     assert base == {**vlmzoo.resolve_config(DEFAULT_PRESET), "name": base["name"]}
     for variant in variants:
         differing = [slot for slot in ("vision", "abstractor", "fusion", "llm") if variant[slot] != base[slot]]
         assert len(differing) == 1, (variant["name"], differing)
+
+
+def test_the_default_set_includes_the_tiny_blip2():
+    assert [c["name"] for c in default_configs() if c["family"] == "blip2"] == ["blip2-opt-tiny"]
 
 
 def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):
