@@ -8,7 +8,7 @@ axis is found as transformers finds it (first axis of size 1, 3 or 4 wins, else 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -112,9 +112,3 @@ def to_channels_first(image: Any, convert_rgb: bool = True) -> np.ndarray:
 def to_channels_first_list(images: Any, convert_rgb: bool = True) -> list[np.ndarray]:
     return [to_channels_first(image, convert_rgb) for image in flat_image_list(images)]
 
-
-def images_per_prompt(images: Any, prompts: int) -> Sequence[int] | None:
-    """Images per prompt when `images` is nested one list per prompt; None when it is flat."""
-    if isinstance(images, (list, tuple)) and len(images) == prompts and all(isinstance(i, (list, tuple)) for i in images):
-        return [len(i) for i in images]
-    return None
