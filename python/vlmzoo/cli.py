@@ -50,7 +50,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
     compare(args.configs or None, task=args.task, budget=args.budget, out=args.out, seed=args.seed,
-            task_sizes=sizes, batch_size=args.batch_size, trainable=args.trainable, progress=not args.quiet)
+            task_sizes=sizes, recipe=args.recipe, batch_size=args.batch_size, trainable=args.trainable,
+            progress=not args.quiet)
     print(f"wrote results.csv, loss_curves.csv and PNGs to {args.out}")
     return 0
 
@@ -142,7 +143,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .compare import DEFAULT_BUDGET, DEFAULT_TASK_SIZES, DEFAULT_TRAIN
+    from .compare import DEFAULT_BUDGET, DEFAULT_TASK_SIZES
+    from .recipes import DEFAULT_RECIPE, RECIPES
     from .data import SAMPLE_IMAGE_NAMES, TASKS
     from .data.tasks import CAPTION_QUESTION
 
@@ -162,9 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"steps (300, 300steps) or training FLOPs (default {DEFAULT_BUDGET})")
     compare.add_argument("--out", default="vlmzoo-compare", help="folder for results.csv and the PNGs")
     compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument("--trainable", default=DEFAULT_TRAIN["trainable"],
-                         help="projector+llm (default), all, family, or one slot")
-    compare.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN["batch_size"])
+    compare.add_argument("--recipe", default=DEFAULT_RECIPE,
+                         help=f"training recipe of vlmzoo.recipes: {', '.join(RECIPES['llava'])} (default {DEFAULT_RECIPE})")
+    compare.add_argument("--trainable", default=None,
+                         help="override the recipe's trainable slots: projector+llm, all, family, or one slot")
+    compare.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size (32)")
     compare.add_argument("--n-train", type=int, default=None,
                          help=f"training questions (default {DEFAULT_TASK_SIZES['n_train']})")
     compare.add_argument("--n-test", type=int, default=None,
