@@ -256,3 +256,19 @@ def test_preset_processor_lays_out_a_training_row():
     expected = images_to_tensor([image], 64)
     assert max_abs_diff(batch.pixel_values, expected) <= 2e-6
     assert processor.decode([5, 6, tokenizer.eos_id]) == tokenizer.decode([5, 6])
+
+
+def test_batch_to_a_dtype_casts_pixels_and_keeps_ids(llava_folder):
+    batch = AutoProcessor.from_pretrained(llava_folder[0])(images=photo("coffee"), text="<image> a cat",
+                                                           return_tensors="pt")
+    batch = batch.to(torch.bfloat16)
+    assert batch.pixel_values.dtype == torch.bfloat16 and batch.input_ids.dtype == torch.int64
+    assert batch.to("cpu").attention_mask.dtype == torch.int64
+    with pytest.raises(AttributeError, match="no key 'labels'"):
+        batch.labels
+
+
+def test_rows_of_different_lengths_need_padding_for_tensors(llava_folder):
+    processor = AutoProcessor.from_pretrained(llava_folder[0])
+    with pytest.raises(ValueError, match="padding=True"):
+        processor(text=["a cat", "a red dog and a cat"], return_tensors="pt")

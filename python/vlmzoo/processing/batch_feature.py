@@ -18,10 +18,11 @@ def _as_array(value: Any) -> np.ndarray:
             raise ValueError(f"cannot stack arrays of different shapes {sorted(shapes)} into one tensor; "
                              "pass images that come out the same size, or return_tensors=None")
         return np.stack(value)
-    array = np.asarray(value)
-    if array.dtype == object:
-        raise ValueError("cannot make a tensor from rows of different lengths; pass padding=True")
-    return array
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        lengths = sorted({len(row) for row in value})
+        if len(lengths) > 1:
+            raise ValueError(f"cannot make a tensor from rows of lengths {lengths}; pass padding=True")
+    return np.asarray(value)
 
 
 class BatchFeature(dict):
