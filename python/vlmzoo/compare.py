@@ -28,8 +28,7 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
 # Sized so the default run (4 models) ends in under 10 minutes on 2 CPU cores; see the module test.
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
 DEFAULT_BUDGET = "1.1e13flops"  # about 225 steps of 32 for the tiny preset
-# The recipe (slots, lr, captions, init) lives in vlmzoo.recipes: `train` uses the same one.
-DEFAULT_TRAIN = {"batch_size": 32, "recipe": DEFAULT_RECIPE}
+# The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
 TABLE_COLUMNS = {
     "model": "model", "family": "family", "params_total": "params", "params_trainable": "trainable",
