@@ -50,64 +50,101 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
     compare(args.configs or None, task=args.task, budget=args.budget, out=args.out, seed=args.seed,
-            task_sizes=sizes, batch_size=args.batch_size, trainable=args.trainable, progress=not args.quiet)
+            task_sizes=sizes, recipe=args.recipe, batch_size=args.batch_size, trainable=args.trainable,
+            progress=not args.quiet)
     print(f"wrote results.csv, loss_curves.csv and PNGs to {args.out}")
     return 0
 
 
 def _load_for_generate(target: str):
-    """(model, tokenizer) for a checkpoint folder or a preset/JSON config (random weights)."""
-    import json
-
+    """(model, processor) for a checkpoint folder (Hugging Face, or vlmzoo's with its word tokenizer)
+    or a preset/JSON config (random weights, the built-in shapes vocabulary)."""
     from .loading import from_pretrained
-    from .data import WordTokenizer, make_task
     from .model import build
-    from .train import TOKENIZER_FILE
+    from .processing import AutoProcessor
 
     path = Path(target)
     model = from_pretrained(path) if path.is_dir() else build(target)
-    if (path / TOKENIZER_FILE).is_file():
-        tokenizer = WordTokenizer.from_dict(json.loads((path / TOKENIZER_FILE).read_text()))
-    else:  # presets and vlmzoo checkpoints without a tokenizer speak the shapes vocabulary
-        tokenizer = make_task("shapes", n_train=0, n_val=0, n_test=0).tokenizer
-    if model.visual_tokens_per_image and model.image_token_id != tokenizer.image_id:
+    processor = AutoProcessor.from_pretrained(target)
+    image_token_id = getattr(processor, "image_token_id", None)
+    if model.visual_tokens_per_image and image_token_id is not None and image_token_id != model.image_token_id:
         raise ValueError(
-            f"{target}: fusion.image_token_id {model.image_token_id} is not the built-in tokenizer's <image> id "
-            f"{tokenizer.image_id}; `vlmzoo generate` prompts presets and models trained on built-in tasks"
+            f"{target}: the model's fusion.image_token_id is {model.image_token_id} but the processor's image token "
+            f"{getattr(processor, 'image_token', '?')!r} has id {image_token_id}"
         )
-    return model, tokenizer
+    return model, processor
+
+
+def _open_image(image: str):
+    """A PIL image from a file path or the name of a bundled scikit-image sample (full size)."""
+    import numpy as np
+    from PIL import Image
+
+    from .data import SAMPLE_IMAGE_NAMES
+    from .processing import load_image_file
+
+    if Path(image).is_file():
+        return load_image_file(image)
+    if image in SAMPLE_IMAGE_NAMES:
+        import skimage.data
+
+        return Image.fromarray(np.asarray(getattr(skimage.data, image)())).convert("RGB")
+    raise FileNotFoundError(f"--image {image!r} is neither an image file nor a bundled sample "
+                            f"({', '.join(SAMPLE_IMAGE_NAMES)})")
+
+
+def _prompt_text(processor, prompt: str) -> str:
+    """The text the model reads: the folder's chat template around an image and the prompt when it
+    has one, else the prompt with the image placeholder put first (unless the prompt places it)."""
+    image_token = getattr(processor, "image_token", None)
+    if image_token is None or image_token in prompt:
+        return prompt
+    if getattr(processor, "chat_template", None):
+        chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return processor.apply_chat_template(chat, add_generation_prompt=True)
+    from .processing import LlavaProcessor
+
+    return f"{image_token}\n{prompt}" if isinstance(processor, LlavaProcessor) else prompt
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import build_prompt, images_to_tensor, sample_image
-    from .train import normalization
-
-    model, tokenizer = _load_for_generate(args.model)
-    image_size = model.config["vision"].get("image_size", 224)
-    image = sample_image(args.image, size=image_size)
-    mean, std = normalization(model.config)
-    prompt = build_prompt(tokenizer, args.prompt, model.visual_tokens_per_image)
-    input_ids = torch.tensor([prompt])
+    model, processor = _load_for_generate(args.model)
+    image = _open_image(args.image)
+    text = _prompt_text(processor, args.prompt)
+    inputs = processor(images=image, text=text, return_tensors="pt")
+    placed = int((inputs["input_ids"] == model.image_token_id).sum())
+    if model.visual_tokens_per_image and placed != model.visual_tokens_per_image:
+        raise ValueError(
+            f"{args.model}: the processor puts {placed} image tokens for the image but the model makes "
+            f"{model.visual_tokens_per_image} visual tokens per image (check patch_size, "
+            "vision_feature_select_strategy and num_additional_image_tokens in processor_config.json)"
+        )
+    eos = processor.eos_token_id
+    pad = processor.pad_token_id
     with torch.no_grad():
         output = model.eval().generate(
-            input_ids=input_ids, pixel_values=images_to_tensor([image], image_size, mean, std),
-            attention_mask=torch.ones_like(input_ids), max_new_tokens=args.max_new_tokens,
-            eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
+            input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].to(model.dtype),
+            attention_mask=inputs["attention_mask"], max_new_tokens=args.max_new_tokens,
+            eos_token_id=eos, pad_token_id=pad,
         )
-    new_tokens = output[0, len(prompt):].tolist()
-    answer = new_tokens[: new_tokens.index(tokenizer.eos_id)] if tokenizer.eos_id in new_tokens else new_tokens
+    new_tokens = output[0, inputs["input_ids"].shape[1]:].tolist()
+    answer = new_tokens[: new_tokens.index(eos)] if eos in new_tokens else new_tokens
+    height, width = inputs["pixel_values"].shape[-2:]
     print(f"model: {model.name} ({model.num_parameters():,} parameters)")
-    print(f"image: {args.image} ({image_size}x{image_size})")
-    print(f"prompt: {args.prompt}")
-    print(f"answer: {tokenizer.decode(answer, skip_special=False)}")  # untrained models say <unk>: show it
+    print(f"processor: {type(processor).__name__} ({type(processor.tokenizer).__name__}, {len(processor.tokenizer)} tokens)")
+    print(f"image: {args.image} ({image.width}x{image.height} -> {width}x{height})")
+    print(f"prompt: {text!r}")
+    # Special tokens are shown: an untrained model's <unk> should be visible, not an empty answer.
+    print(f"answer: {processor.decode(answer, skip_special_tokens=False)}")
     print(f"token ids: {new_tokens}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .compare import DEFAULT_BUDGET, DEFAULT_TASK_SIZES, DEFAULT_TRAIN
+    from .compare import DEFAULT_BUDGET, DEFAULT_TASK_SIZES
+    from .recipes import DEFAULT_RECIPE, RECIPES
     from .data import SAMPLE_IMAGE_NAMES, TASKS
     from .data.tasks import CAPTION_QUESTION
 
@@ -127,9 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"steps (300, 300steps) or training FLOPs (default {DEFAULT_BUDGET})")
     compare.add_argument("--out", default="vlmzoo-compare", help="folder for results.csv and the PNGs")
     compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument("--trainable", default=DEFAULT_TRAIN["trainable"],
-                         help="projector+llm (default), all, family, or one slot")
-    compare.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN["batch_size"])
+    compare.add_argument("--recipe", default=DEFAULT_RECIPE,
+                         help=f"training recipe of vlmzoo.recipes: {', '.join(RECIPES['llava'])} (default {DEFAULT_RECIPE})")
+    compare.add_argument("--trainable", default=None,
+                         help="override the recipe's trainable slots: projector+llm, all, family, or one slot")
+    compare.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size (32)")
     compare.add_argument("--n-train", type=int, default=None,
                          help=f"training questions (default {DEFAULT_TASK_SIZES['n_train']})")
     compare.add_argument("--n-test", type=int, default=None,
@@ -137,10 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(run=cmd_compare)
 
-    generate = sub.add_parser("generate", help="answer a prompt about a bundled sample image")
-    generate.add_argument("model", metavar="MODEL", help="a checkpoint folder, a preset name or a JSON path")
-    generate.add_argument("--image", choices=SAMPLE_IMAGE_NAMES, default="astronaut", metavar="NAME",
-                          help=f"a scikit-image sample: {', '.join(SAMPLE_IMAGE_NAMES)}")
+    generate = sub.add_parser("generate", help="answer a prompt about an image")
+    generate.add_argument("model", metavar="MODEL",
+                          help="a checkpoint folder (Hugging Face or vlmzoo), a preset name or a JSON path")
+    generate.add_argument("--image", default="astronaut", metavar="PATH",
+                          help=f"an image file, or a bundled scikit-image sample: {', '.join(SAMPLE_IMAGE_NAMES)}")
     generate.add_argument("--prompt", default=CAPTION_QUESTION)
     generate.add_argument("--max-new-tokens", type=int, default=16)
     generate.set_defaults(run=cmd_generate)

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
+import os
+import pickle
 import resource
+import subprocess
+import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .data import Task, make_task
-from .initialize import INIT_STD
 from .presets import resolve_config
+from .recipes import DEFAULT_RECIPE, Recipe, recipe_for
 
 DEFAULT_PRESET = "llava-1.5-tiny"
 # The tiny LLaVA preset and variants that each differ from it in one slot.
@@ -27,12 +30,7 @@ DEFAULT_OTHER_PRESETS = ["blip2-opt-tiny"]
 # Sized so the four LLaVA runs end in under 10 minutes on 2 CPU cores (the tiny BLIP-2 adds its own); see the module test.
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
 DEFAULT_BUDGET = "1.1e13flops"  # about 225 steps of 32 for the tiny preset
-# Recipe for from-scratch tiny models: LLaVA's stage 2 (projector + LLM; the vision tower frozen).
-# A frozen, well-initialised random ViT is a stable random-feature extractor; training it too, or
-# only the projector (stage 1), stays at chance within a CPU budget (measured, see the issue note).
-# A quarter of each epoch is the task's template captions: a denser image-grounded signal.
-# lr 1e-3: the tiny MLP-projector LLaVA reached 53.5% on shapes (chance 42.8%) vs 40.8% at 3e-3.
-DEFAULT_TRAIN = {"batch_size": 32, "lr": 1e-3, "trainable": "projector+llm", "caption_fraction": 0.25}
+# The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
 TABLE_COLUMNS = {
     "model": "model", "family": "family", "params_total": "params", "params_trainable": "trainable",
@@ -66,30 +64,28 @@ def _peak_rss_mib() -> float:
 
 
 def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: int | str, seed: int,
-                       train_kwargs: dict[str, Any], progress: bool = True, init_std: float | None = INIT_STD,
-                       threads: int | None = None) -> dict[str, Any]:
-    """One row of the comparison: builds `config` to fit the task's tokenizer, initialises, trains, evaluates."""
+                       recipe: Recipe, progress: bool = True, threads: int | None = None,
+                       keep: bool | str = False) -> dict[str, Any]:
+    """One row of the comparison: vlmzoo.recipes.train_for_task (build for the task's tokenizer,
+    initialise and train as the recipe says), then evaluate. keep: True returns the trained
+    weights, a folder path saves the model (and its tokenizer) there."""
     import torch
 
     from .evaluate import evaluate
-    from .initialize import init_weights
-    from .model import build
-    from .train import task_overrides, train
+    from .recipes import train_for_task
 
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     rss_before = _peak_rss_mib()
-    torch.manual_seed(seed)
-    model = build(config, name=name, **task_overrides(config, task.tokenizer))
-    if init_std is not None:
-        init_weights(model, std=init_std, seed=seed)
-    result = train(model, task, budget, seed=seed, progress=progress, desc=name, **train_kwargs)
+    model, result = train_for_task(config, task, budget, recipe, seed, name=name, progress=progress, desc=name)
     evaluation = evaluate(model, task, "test")
     peak = _peak_rss_mib()
     row = {
         "model": name,
         "family": model.config["family"],
+        "recipe": recipe.name,
+        "seed": seed,
         "params_total": model.num_parameters(),
         "params_trainable": model.num_parameters(trainable_only=True),
         "visual_tokens_per_image": model.visual_tokens_per_image,
@@ -106,7 +102,89 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
     }
     curve = {"step": list(range(1, result.steps + 1)), "loss": result.losses,
              "gflops": [s * result.flops_per_example * result.batch_size / 1e9 for s in range(1, result.steps + 1)]}
-    return {"row": row, "curve": curve, "config": model.config}
+    kept: Any = None
+    if isinstance(keep, (str, Path)):
+        kept = str(_save_model(model, task, Path(keep)))
+    elif keep:
+        kept = {"config": model.config, "state_dict": dict(model.state_dict())}
+    return {"row": row, "curve": curve, "config": model.config, "model": kept}
+
+
+def _save_model(model, task: Task, folder: Path) -> Path:
+    """A folder vlmzoo.from_pretrained, AutoProcessor and `vlmzoo generate` read: weights, config, tokenizer."""
+    from .processing.word import TOKENIZER_FILE
+
+    model.save_pretrained(str(folder))
+    (folder / TOKENIZER_FILE).write_text(json.dumps(task.tokenizer.to_dict()))
+    return folder
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _isolated_worker(request: str, response: str) -> None:
+    """Entry point of the fresh interpreter `_run_isolated` starts: unpickle, run, pickle the outcome."""
+    import traceback
+
+    args = pickle.loads(Path(request).read_bytes())
+    try:
+        outcome: dict[str, Any] = {"result": train_and_evaluate(*args), "error": None}
+    except BaseException as error:  # noqa: BLE001  (handed to the parent, which re-raises it)
+        outcome = {"result": None, "error": error, "traceback": traceback.format_exc()}
+    try:
+        payload = pickle.dumps(outcome)
+    except Exception:  # an exception that does not pickle travels as its text
+        payload = pickle.dumps({"result": None, "error": RuntimeError(outcome.get("traceback")), "traceback": ""})
+    Path(response).write_bytes(payload)
+
+
+def _run_isolated(args: tuple) -> dict[str, Any]:
+    """train_and_evaluate(*args) in a fresh Python process, so its peak RSS is its own.
+
+    A plain subprocess, not multiprocessing: multiprocessing's spawn re-imports the caller's main
+    script in the child, which re-runs a top-level `compare(...)` without an
+    `if __name__ == "__main__":` guard and breaks the pool. This child imports only vlmzoo."""
+    with tempfile.TemporaryDirectory(prefix="vlmzoo-compare-") as tmp:
+        request, response = Path(tmp) / "request.pkl", Path(tmp) / "response.pkl"
+        request.write_bytes(pickle.dumps(args))
+        # The child finds vlmzoo (and anything the caller imported) where the caller does.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])}
+        code = "import sys; from vlmzoo.compare import _isolated_worker; _isolated_worker(sys.argv[1], sys.argv[2])"
+        process = subprocess.run([sys.executable, "-c", code, str(request), str(response)], env=env)
+        if not response.is_file():
+            raise RuntimeError(f"compare: the process training {args[0]!r} exited with code {process.returncode} "
+                               "before returning a result (killed for memory?)")
+        outcome = pickle.loads(response.read_bytes())
+    if outcome["error"] is not None:
+        error = outcome["error"]
+        if outcome.get("traceback"):
+            error.add_note(f"in the process training {args[0]!r}:\n{outcome['traceback']}")
+        raise error
+    return outcome["result"]
+
+
+class Comparison(tuple):
+    """(table, figures), as `table, figures = compare(...)` unpacks it, with more attributes:
+    models ({name: Model}, or {name: folder} when keep_models is a folder; empty unless kept),
+    configs and recipes ({name: ...}), and rebuild(name) that retrains a row with
+    vlmzoo.recipes.train_for_task from its config, recipe, seed and budget."""
+
+    def __new__(cls, table, figures, *, models, configs, recipes, task, budget, seed):
+        comparison = super().__new__(cls, (table, figures))
+        comparison.table, comparison.figures, comparison.models = table, figures, models
+        comparison.configs, comparison.recipes = configs, recipes
+        comparison.task, comparison.budget, comparison.seed = task, budget, seed
+        return comparison
+
+    def rebuild(self, name: str, progress: bool = False):
+        """(model, TrainResult) of row `name`, trained again exactly as compare trained it."""
+        from .recipes import train_for_task
+
+        if name not in self.configs:
+            raise KeyError(f"no model {name!r} in this comparison; models: {', '.join(self.configs)}")
+        return train_for_task(self.configs[name], self.task, self.budget, self.recipes[name], self.seed, name=name,
+                              progress=progress)
 
 
 def compare(
@@ -118,49 +196,53 @@ def compare(
     *,
     task_sizes: Mapping[str, int] | None = None,
     image_size: int = 64,
-    batch_size: int = DEFAULT_TRAIN["batch_size"],
-    lr: float = DEFAULT_TRAIN["lr"],
-    trainable: str | Sequence[str] = DEFAULT_TRAIN["trainable"],
-    caption_fraction: float = DEFAULT_TRAIN["caption_fraction"],
-    init_std: float | None = INIT_STD,
+    recipe: str | Recipe = DEFAULT_RECIPE,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    trainable: str | Sequence[str] | None = None,
+    caption_fraction: float | None = None,
+    init_std: float | None = None,
     threads: int | None = None,
     isolate: bool = True,
+    keep_models: bool | str | Path = False,
     progress: bool = True,
     print_table: bool = True,
-):
-    """Trains and evaluates every config on the same task, data order and budget.
+) -> Comparison:
+    """Trains and evaluates every config on the same task, data order, budget and recipe.
 
     configs: preset names, JSON paths or dicts; None compares the tiny LLaVA preset with its
       one-slot variants (linear projector, feature layer -1, SigLIP-style vision), and the tiny BLIP-2.
     budget: steps (300, "300steps") or training FLOPs ("8e12flops"): at equal FLOPs a cheaper
-      model takes more steps. trainable: slots to train (default "projector+llm", LLaVA's stage 2:
-      the vision tower stays at its random init). init_std: every model is re-initialised N(0, init_std) as transformers does
-      (None keeps libtorch's defaults, which learn far slower). threads: torch threads per model
-      (None: torch's default). isolate: train each model in a fresh process, so its peak RSS is its own.
-    Returns (DataFrame, {name: matplotlib Figure}); with `out`, writes results.csv,
-    loss_curves.csv, configs.json and one PNG per figure there.
+      model takes more steps. recipe: a vlmzoo.recipes name ("scratch": projector + LLM trained,
+      the vision tower at its random init, a quarter captions, re-initialised N(0, 0.02) from the
+      seed) or a Recipe; batch_size, lr, trainable, caption_fraction and init_std override it.
+      `vlmzoo.train` uses the same recipe, and vlmzoo.recipes.train_for_task rebuilds a row alone.
+    threads: torch threads per model (None: torch's default). isolate: train each model in a fresh
+      Python process (its peak RSS is its own; works from a script without a main guard).
+    keep_models: True keeps the trained models in memory, a folder saves each there (loadable by
+      vlmzoo.from_pretrained and `vlmzoo generate`).
+    Returns a Comparison that unpacks as (DataFrame, {name: matplotlib Figure}) and holds .models,
+    .configs and .rebuild(name); with `out`, writes results.csv, loss_curves.csv, configs.json and
+    one PNG per figure there.
     """
     import pandas as pd
 
     from .plots import comparison_figures
-
     from .train import parse_budget
 
-    # Check configs and budget before generating data, so a typo fails in a second.
+    # Check configs, recipe and budget before generating data, so a typo fails in a second.
     named = _named_configs(default_configs() if configs is None else list(configs))
     parse_budget(budget, flops_per_step=1.0)
+    recipes = {name: recipe_for(config["family"], recipe).with_options(
+        batch_size=batch_size, lr=lr, trainable=trainable, caption_fraction=caption_fraction, init_std=init_std)
+        for name, config in named}
     if isinstance(task, str):
         task = make_task(task, seed=seed, image_size=image_size, **{**DEFAULT_TASK_SIZES, **(task_sizes or {})})
-    train_kwargs = {"batch_size": batch_size, "lr": lr, "trainable": trainable, "caption_fraction": caption_fraction}
     results = []
     for name, config in named:
-        args = (name, config, task, budget, seed, train_kwargs, progress, init_std, threads)
-        if isolate:
-            # A fresh process per model: ru_maxrss never goes down, so a shared process would report the max so far.
-            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                results.append(pool.submit(train_and_evaluate, *args).result())
-        else:
-            results.append(train_and_evaluate(*args))
+        keep = str(Path(keep_models) / _safe_name(name)) if isinstance(keep_models, (str, Path)) else bool(keep_models)
+        args = (name, config, task, budget, seed, recipes[name], progress, threads, keep)
+        results.append(_run_isolated(args) if isolate else train_and_evaluate(*args))
     table = pd.DataFrame([r["row"] for r in results])
     table.attrs["loss_curves"] = {r["row"]["model"]: r["curve"] for r in results}
     table.attrs["task"] = task.name
@@ -171,7 +253,20 @@ def compare(
         write_results(out, table, figures, [r["config"] for r in results])
     if print_table:
         print_comparison(table)
-    return table, figures
+    models = {r["row"]["model"]: _restore(r["model"]) for r in results if r["model"] is not None}
+    return Comparison(table, figures, models=models, configs=dict(named), recipes=recipes, task=task, budget=budget,
+                      seed=seed)
+
+
+def _restore(kept: Any) -> Any:
+    """A kept model: the Model itself, a Model rebuilt from returned weights, or a folder Path."""
+    if isinstance(kept, dict):
+        from .model import Model
+
+        model = Model(kept["config"])
+        model.load_state_dict(kept["state_dict"])
+        return model.eval()
+    return Path(kept) if isinstance(kept, str) else kept
 
 
 def write_results(out: str | Path, table, figures: Mapping[str, Any], configs: list[dict[str, Any]]) -> Path:

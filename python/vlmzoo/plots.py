@@ -1,49 +1,145 @@
-"""Figures of a comparison: accuracy against visual tokens and against training compute, loss curves."""
+"""Figures of a comparison: accuracy against visual tokens and against training compute, loss curves.
+
+Markers that would land on one another are moved sideways (in display points, so no value
+changes) and every marker has its own shape; visual-token counts are categories (they are a few
+design choices, often shared); an axis is logarithmic only when its values span a decade.
+"""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-# Figure objects without pyplot: no GUI backend, no global state, and Jupyter still displays them.
-from matplotlib.figure import Figure
+import numpy as np
+from matplotlib.figure import Figure  # Figure objects without pyplot: no GUI backend, no global state
+from matplotlib.ticker import ScalarFormatter
+from matplotlib.transforms import offset_copy
 
-LOSS_SMOOTHING = 0.9  # exponential moving average: per-step loss on 32 examples is noisy
-
-
-def smooth(values: Sequence[float], factor: float = LOSS_SMOOTHING) -> list[float]:
-    """Bias-corrected exponential moving average (as TensorBoard draws it)."""
-    out, average = [], 0.0
-    for i, v in enumerate(values, start=1):
-        average = factor * average + (1 - factor) * v
-        out.append(average / (1 - factor**i))
-    return out
+SMOOTHING_FRACTION = 0.05  # moving-average window as a share of the run: 20 steps -> none, 300 -> 15
+MARKERS = "osD^vP*Xph<>"
+DODGE_POINTS = 9.0  # sideways step between markers that share a place
+LOG_MIN_RATIO = 10.0  # a log axis only over at least one decade
 
 
-def _accuracy_scatter(table, x: str, xlabel: str, title: str, log_x: bool = False) -> Figure:
+def smoothing_window(steps: int, fraction: float = SMOOTHING_FRACTION) -> int:
+    """Odd moving-average window proportional to the run length (1 = no smoothing)."""
+    window = int(round(steps * fraction))
+    return max(1, window if window % 2 else window - 1)
+
+
+def smooth(values: Sequence[float], window: int | None = None) -> list[float]:
+    """Centred moving average over `window` steps (default: proportional to the run), shrinking at
+    the ends to the steps that exist; it follows the curve to its last step instead of lagging."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return []
+    window = smoothing_window(x.size) if window is None else max(1, int(window))
+    half = window // 2
+    sums = np.concatenate([[0.0], np.cumsum(x)])
+    index = np.arange(x.size)
+    lo, hi = np.maximum(0, index - half), np.minimum(x.size, index + half + 1)
+    return ((sums[hi] - sums[lo]) / (hi - lo)).tolist()
+
+
+def is_wide(values: Sequence[float], ratio: float = LOG_MIN_RATIO) -> bool:
+    """True when positive values span at least `ratio` (worth a log axis)."""
+    v = [x for x in values if x == x]  # drop NaN
+    return bool(v) and min(v) > 0 and max(v) >= ratio * min(v)
+
+
+def dodge_slots(xs: Sequence[float], ys: Sequence[float], x_tolerance: float, y_tolerance: float) -> list[float]:
+    """For each point, its sideways slot (..., -1, -0.5, 0, 0.5, 1, ...) among the points it would hide:
+    points closer than the tolerances on both axes form one group, centred on the shared place."""
+    groups: list[list[int]] = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        for group in groups:
+            j = group[0]
+            if abs(xs[j] - x) <= x_tolerance and abs(ys[j] - y) <= y_tolerance:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    slots = [0.0] * len(xs)
+    for group in groups:
+        for k, i in enumerate(group):
+            slots[i] = k - (len(group) - 1) / 2
+    return slots
+
+
+def _plain_ticks(axis) -> None:
+    # No "x10^2" or "+4.81e2" offsets: a narrow range reads as its own numbers.
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
+
+
+def _scatter(ax, figure: Figure, xs: list[float], ys: list[float], names: list[str], slots: list[float]) -> None:
+    for i, (x, y, name, slot) in enumerate(zip(xs, ys, names, slots)):
+        transform = offset_copy(ax.transData, fig=figure, x=slot * DODGE_POINTS, y=0.0, units="points")
+        ax.scatter(x, y, s=60, color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=name, zorder=3,
+                   transform=transform, edgecolors="black", linewidths=0.5)
+
+
+def _accuracy_axes(table, title: str):
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = figure.add_subplot()
-    for i, (_, row) in enumerate(table.iterrows()):
-        ax.scatter(row[x], 100 * row["accuracy"], s=60, color=f"C{i}", label=row["model"], zorder=3)
     if "chance_accuracy" in table and len(table):
         ax.axhline(100 * table["chance_accuracy"].iloc[0], color="gray", linestyle="--", label="chance (majority answer)")
-    if log_x:
-        ax.set_xscale("log")
-    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title, ylim=(0, 100))
+    ax.set(ylabel="test accuracy (%)", title=title, ylim=(0, 100))
     ax.grid(alpha=0.3)
+    return figure, ax
+
+
+def accuracy_vs_visual_tokens(table, title: str = "accuracy vs visual tokens") -> Figure:
+    """One column per distinct visual-token count; models sharing a count stand side by side."""
+    figure, ax = _accuracy_axes(table, title)
+    counts = [int(c) for c in table["visual_tokens_per_image"]]
+    categories = sorted(set(counts))
+    xs = [float(categories.index(c)) for c in counts]
+    ys = [100 * float(a) for a in table["accuracy"]]
+    slots = dodge_slots(xs, ys, x_tolerance=0.0, y_tolerance=float("inf"))  # every model of a column apart
+    _scatter(ax, figure, xs, ys, list(table["model"]), slots)
+    ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+    ax.set_xlim(-0.6, len(categories) - 0.4)
+    ax.set_xlabel("visual tokens per image")
+    ax.legend(fontsize="small", loc="lower right")
+    return figure
+
+
+def accuracy_vs_train_flops(table, title: str = "accuracy vs training compute") -> Figure:
+    """Accuracy against training GFLOPs: log x only over a decade or more, plain ticks otherwise."""
+    figure, ax = _accuracy_axes(table, title)
+    xs = [float(x) for x in table["train_gflops"]]
+    ys = [100 * float(a) for a in table["accuracy"]]
+    wide = is_wide(xs)
+    if wide:
+        ax.set_xscale("log")
+    position = np.log10(xs) if wide else np.asarray(xs, dtype=np.float64)
+    span = float(position.max() - position.min()) if len(xs) else 0.0
+    # Points within 3% of the x span (or of the value itself on a flat span) and 2 accuracy points overlap.
+    x_tolerance = 0.03 * span if span > 0 else float("inf")
+    slots = dodge_slots(list(position), ys, x_tolerance=x_tolerance, y_tolerance=2.0)
+    _scatter(ax, figure, xs, ys, list(table["model"]), slots)
+    if not wide:
+        _plain_ticks(ax.xaxis)
+    ax.set_xlabel("training GFLOPs")
     ax.legend(fontsize="small", loc="lower right")
     return figure
 
 
 def loss_curves_figure(curves: Mapping[str, Mapping[str, list[float]]], x: str = "gflops") -> Figure:
+    """Raw per-step loss (faint) and its moving average (window proportional to the run)."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = figure.add_subplot()
+    steps = max((len(c["loss"]) for c in curves.values()), default=0)
+    window = smoothing_window(steps)
     for i, (name, curve) in enumerate(curves.items()):
-        ax.plot(curve[x], curve["loss"], color=f"C{i}", alpha=0.2, linewidth=0.8)
-        ax.plot(curve[x], smooth(curve["loss"]), color=f"C{i}", label=name)
+        ax.plot(curve[x], curve["loss"], color=f"C{i % 10}", alpha=0.25, linewidth=0.8)
+        ax.plot(curve[x], smooth(curve["loss"], window), color=f"C{i % 10}", label=name)
     losses = [v for curve in curves.values() for v in curve["loss"]]
-    # Log scale spreads the long tail; over a near-flat range (a 1-step run) matplotlib's log limits break.
-    wide = bool(losses) and min(losses) > 0 and max(losses) > 1.5 * min(losses)
-    ax.set(xlabel="training GFLOPs" if x == "gflops" else x, ylabel="training loss", title="loss curves",
-           yscale="log" if wide else "linear")
+    # A log scale spreads a long tail; over a narrow range it only adds odd tick labels.
+    ax.set(xlabel="training GFLOPs" if x == "gflops" else x, ylabel="training loss",
+           title=f"loss curves (moving average over {window} steps)" if window > 1 else "loss curves",
+           yscale="log" if is_wide(losses) else "linear")
+    _plain_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return figure
@@ -53,9 +149,7 @@ def comparison_figures(table, curves: Mapping[str, Mapping[str, list[float]]], t
     """{file stem: Figure} for a comparison table and its loss curves."""
     suffix = f" ({task_name})" if task_name else ""
     return {
-        "accuracy_vs_visual_tokens": _accuracy_scatter(
-            table, "visual_tokens_per_image", "visual tokens per image", "accuracy vs visual tokens" + suffix),
-        "accuracy_vs_train_flops": _accuracy_scatter(
-            table, "train_gflops", "training GFLOPs", "accuracy vs training compute" + suffix, log_x=True),
+        "accuracy_vs_visual_tokens": accuracy_vs_visual_tokens(table, "accuracy vs visual tokens" + suffix),
+        "accuracy_vs_train_flops": accuracy_vs_train_flops(table, "accuracy vs training compute" + suffix),
         "loss_curves": loss_curves_figure(curves),
     }

@@ -18,13 +18,8 @@ from .data import NORMALIZATIONS, Example, Task, collate
 from .data.tokenizer import WordTokenizer
 from .info import forward_flops
 from .model import SLOTS, Model
-from .presets import families
+from .recipes import FAMILY_TRAINABLE, Recipe, recipe_for  # noqa: F401  (FAMILY_TRAINABLE: re-exported)
 
-# The slots each family trains in its usual first stage, when its towers come pretrained: family data
-# (configs/families/<name>.json, "stages" and "default_stage"), the same files the C++ core reads.
-FAMILY_TRAINABLE: dict[str, tuple[str, ...]] = {
-    name: tuple(data["stages"][data["default_stage"]]) for name, data in families().items()
-}
 # Named choices for `trainable=`; a from-scratch model needs more than its family's stage-1 preset to learn.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {"all": SLOTS, "projector+llm": ("abstractor", "llm")}
 TRAINER_STATE = "trainer_state.pt"
@@ -267,14 +262,15 @@ def train(
     task: Task,
     budget: int | str = 300,
     *,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    weight_decay: float = 0.01,
-    warmup: float = 0.05,
-    min_lr_ratio: float = 0.1,
-    max_grad_norm: float = 1.0,
-    caption_fraction: float = 0.0,
-    trainable: str | Sequence[str] = "family",
+    recipe: str | Recipe | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    warmup: float | None = None,
+    min_lr_ratio: float | None = None,
+    max_grad_norm: float | None = None,
+    caption_fraction: float | None = None,
+    trainable: str | Sequence[str] | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -284,15 +280,27 @@ def train(
 ) -> TrainResult:
     """Trains `model` in place on `task`'s train split and returns the loss curve and throughput.
 
+    recipe: the family's recipe in vlmzoo.recipes ("scratch", the default, is what `compare` uses
+      for the random tiny models of the built-in tasks; "stage1" trains LLaVA's projector alone, for
+      pretrained towers) or a Recipe. batch_size, lr, weight_decay, warmup (a fraction of the steps),
+      min_lr_ratio, max_grad_norm, caption_fraction and trainable override the recipe's values.
+      `train` never re-initialises: the recipe's init_std is applied by vlmzoo.recipes.model_for_task.
     budget: optimizer steps (300, "300steps") or training FLOPs ("2e12flops"; one example costs
-      about 3x its forward FLOPs at the task's mean text length, less for frozen slots). trainable: "family" (the family's
-      usual stage-1 freezing, e.g. LLaVA's projector only: right for pretrained towers), "all",
-      "projector+llm", or slot names. caption_fraction: share of each epoch made of the task's
-      template captions (LLaVA-style alignment data). warmup: a fraction of the steps.
+      about 3x its forward FLOPs at the task's mean text length, less for frozen slots). trainable:
+      "family" (the family's usual stage-1 freezing), "all", "projector+llm", or slot names.
+      caption_fraction: share of each epoch made of the task's template captions (LLaVA-style
+      alignment data).
       Checkpoints go to checkpoint_dir/step-NNNNNN every `checkpoint_every` steps and at the end;
       resume_from (a checkpoint or such a dir) restores weights, optimizer and step, then trains
       up to the budget (the schedule follows the budget, so keep it to continue the same run).
     """
+    chosen = recipe_for(model.config["family"], recipe).with_options(
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
+        max_grad_norm=max_grad_norm, caption_fraction=caption_fraction, trainable=trainable,
+    )
+    batch_size, lr, weight_decay, warmup = chosen.batch_size, chosen.lr, chosen.weight_decay, chosen.warmup
+    min_lr_ratio, max_grad_norm, caption_fraction = chosen.min_lr_ratio, chosen.max_grad_norm, chosen.caption_fraction
+    trainable = chosen.trainable
     check_model_fits_task(model, task.tokenizer)
     if not 0 <= caption_fraction < 1:
         raise ValueError(f"caption_fraction must be in [0, 1), got {caption_fraction}")
@@ -371,4 +379,5 @@ def train(
         examples_per_s=examples / wall if wall > 0 else 0.0,
         tokens_per_s=tokens / wall if wall > 0 else 0.0,
         checkpoint=last_checkpoint,
+        extra={"recipe": chosen.as_dict()},
     )

@@ -48,3 +48,73 @@ def llava_batch(tokens_per_image: int, seed: int = 1):
         masks.append([0] * pad + [1] * len(row))
     pixel_values = torch.randn(3, 3, 32, 32, generator=g)
     return torch.tensor(rows), torch.tensor(masks), pixel_values
+
+
+# ---- tokenizers and processors saved as transformers saves them (for processor and CLI tests)
+SPECIAL_IDS = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+WORDS = ("a the cat dog what is in image picture describe this user assistant : ? . , please photo of red blue "
+         "green and there two three one on left right colour how many shapes circle square triangle yes no "
+         "question answer briefly").split()
+LLAVA_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def make_hf_tokenizer(image_token_id: int = IMAGE_TOKEN, vocab_size: int = VOCAB):
+    """A word-level transformers tokenizer whose ids fit `vocab_size`: <s> first, <image> a special
+    token at `image_token_id`, every word of WORDS below it."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = dict(SPECIAL_IDS)
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    assert len(vocab) < image_token_id < vocab_size
+    vocab["<image>"] = image_token_id
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                             special_tokens=[("<s>", 1)])
+    tokenizer.add_special_tokens([AddedToken("<image>", normalized=False, special=True)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>")
+
+
+def clip_image_processor(shortest_edge: int = 32, crop: tuple[int, int] = (32, 32), **kwargs):
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": shortest_edge},
+                                 crop_size={"height": crop[0], "width": crop[1]}, **kwargs)
+
+
+def save_hf_llava_processor(folder: Path, *, image_size: int = 32, patch_size: int = 8, select: str = "default",
+                            chat_template: str | None = LLAVA_CHAT_TEMPLATE, image_processor=None):
+    """The LlavaProcessor a tiny LLaVA (make_hf_llava) needs: CLIP preprocessing, CLS counted."""
+    from transformers import LlavaProcessor
+
+    processor = LlavaProcessor(
+        image_processor=image_processor or clip_image_processor(image_size, (image_size, image_size)),
+        tokenizer=make_hf_tokenizer(), patch_size=patch_size, vision_feature_select_strategy=select,
+        num_additional_image_tokens=1, chat_template=chat_template,
+    )
+    processor.save_pretrained(folder)
+    return processor
+
+
+def save_hf_blip2_processor(folder: Path, *, image_size: int = 40, num_query_tokens: int = 6, instruct: bool = False):
+    from transformers import Blip2Processor, InstructBlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+    if instruct:
+        processor = InstructBlipProcessor(image_processor=image_processor, tokenizer=make_hf_tokenizer(),
+                                          qformer_tokenizer=make_hf_tokenizer(image_token_id=110),
+                                          num_query_tokens=num_query_tokens)
+    else:
+        processor = Blip2Processor(image_processor=image_processor, tokenizer=make_hf_tokenizer(),
+                                   num_query_tokens=num_query_tokens)
+    processor.save_pretrained(folder)
+    return processor

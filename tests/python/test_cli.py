@@ -45,7 +45,77 @@ def test_info_describes_every_preset_when_none_is_named(capsys):
 def test_generate_answers_about_a_sample_image(capsys):
     assert main(["generate", "llava-1.5-tiny", "--image", "camera", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
-    assert "image: camera (64x64)" in out and "answer:" in out
+    assert "image: camera (512x512 -> 64x64)" in out and "answer:" in out
+
+
+def test_generate_on_a_hugging_face_folder_prints_its_own_tokenizers_text(tmp_path, capsys):
+    # A tiny LLaVA saved by transformers with its own word tokenizer and chat template, a real photo
+    # as a file: the answer is the one transformers generates and decodes from the same inputs.
+    pytest.importorskip("transformers")
+    import torch
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from hf_fixtures import make_hf_llava, save_hf_llava_processor
+
+    reference = make_hf_llava(tmp_path / "ckpt")
+    processor = save_hf_llava_processor(tmp_path / "ckpt")
+    image_path = tmp_path / "china.png"
+    Image.fromarray(load_sample_image("china.jpg")).save(image_path)
+    prompt = "describe this photo ."
+    code = main(["generate", str(tmp_path / "ckpt"), "--image", str(image_path), "--prompt", prompt,
+                 "--max-new-tokens", "8"])
+    assert code == 0
+    out = capsys.readouterr().out
+
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}], add_generation_prompt=True)
+    inputs = processor(images=Image.open(image_path), text=text, return_tensors="pt")
+    with torch.no_grad():
+        output = reference.generate(**inputs, max_new_tokens=8, do_sample=False, eos_token_id=2, pad_token_id=0)
+    new = output[0, inputs["input_ids"].shape[1]:].tolist()
+    new = new[: new.index(2)] if 2 in new else new
+    expected = processor.tokenizer.decode(new, skip_special_tokens=False)
+    assert f"prompt: {text!r}" in out and "USER: <image>" in out
+    assert f"token ids: {output[0, inputs['input_ids'].shape[1]:].tolist()}" in out
+    assert f"answer: {expected}\n" in out
+    assert "image: " + str(image_path) + " (640x427 -> 32x32)" in out
+
+
+def test_generate_on_a_folder_vlmzoo_training_wrote_speaks_its_task(tmp_path, capsys):
+    import vlmzoo
+    from vlmzoo.data import make_task, sample_image
+    from vlmzoo.train import task_overrides
+
+    task = make_task("shapes", n_train=8, n_val=0, n_test=0, seed=0)
+    model = vlmzoo.build("llava-1.5-tiny", **task_overrides(vlmzoo.load_config("llava-1.5-tiny"), task.tokenizer))
+    result = vlmzoo.train(model, task, 1, batch_size=4, trainable="all", checkpoint_dir=tmp_path, progress=False)
+    image_path = tmp_path / "coffee.png"
+    sample_image("coffee", 100).save(image_path)
+    assert main(["generate", result.checkpoint, "--image", str(image_path), "--prompt", "how many shapes ?",
+                 "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    answer = next(line for line in out.splitlines() if line.startswith("answer: "))[len("answer: "):]
+    assert answer and all(word in task.tokenizer.words or word.startswith("<") for word in answer.split())
+    assert "processor: WordProcessor" in out and "(100x100 -> 64x64)" in out
+
+
+def test_generate_refuses_a_processor_that_miscounts_image_tokens(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from hf_fixtures import make_hf_llava, save_hf_llava_processor
+
+    make_hf_llava(tmp_path)
+    save_hf_llava_processor(tmp_path)
+    config = tmp_path / "processor_config.json"
+    config.write_text(config.read_text().replace('"num_additional_image_tokens": 1', '"num_additional_image_tokens": 0'))
+    assert main(["generate", str(tmp_path), "--image", "camera"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' own save progress
+    assert err.startswith("vlmzoo generate: error:") and "puts 15 image tokens" in err and "makes 16 visual tokens" in err
+
+
+def test_generate_names_an_image_that_is_neither_file_nor_sample(capsys):
+    assert main(["generate", "llava-1.5-tiny", "--image", "no-such-photo.jpg"]) == 2
+    assert "'no-such-photo.jpg' is neither an image file nor a bundled sample" in capsys.readouterr().err
 
 
 def test_compare_writes_its_results_where_asked(tmp_path, capsys):

@@ -1,0 +1,86 @@
+"""Round trip to transformers: a vlmzoo LLaVA written with convert.export_hf loads in transformers'
+LlavaForConditionalGeneration with no missing or unexpected weights and gives the same logits."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vlmzoo
+from hf_fixtures import IMAGE_TOKEN, VOCAB, llava_batch
+from vlmzoo.convert.export_hf import NotExportable, save_for_transformers
+
+transformers = pytest.importorskip("transformers")
+
+TINY = {
+    "name": "tiny-export",
+    "family": "llava",
+    "vision": {"kind": "vit", "style": "clip", "image_size": 32, "patch_size": 8, "hidden": 32, "layers": 3,
+               "heads": 4, "mlp": 64, "feature_layers": -2, "select": "default"},
+    "abstractor": {"kind": "mlp", "depth": 2, "act": "gelu"},
+    "fusion": {"kind": "splice", "image_token_id": IMAGE_TOKEN},
+    "llm": {"kind": "llama", "vocab": VOCAB, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "mlp": 96,
+            "max_positions": 256, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
+}
+VARIANTS = {
+    "clip": {},
+    "clip-full-last-layer": {"vision": {"select": "full", "feature_layers": -1}},
+    "clip-two-layers": {"vision": {"feature_layers": [-3, -2]}},
+    "siglip": {"vision": {"kind": "vit", "style": "siglip", "image_size": 32, "patch_size": 8, "hidden": 32,
+                          "layers": 3, "heads": 4, "mlp": 64, "feature_layers": -2, "select": "full"}},
+    "tied-embeddings": {"llm": {"tie_embeddings": True}},
+    "projector-without-bias": {"abstractor": {"bias": False}},
+}
+
+
+def random_model(variant: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = vlmzoo.build(TINY, **VARIANTS[variant])
+    with torch.no_grad():  # the constructor leaves norms at 1/0 and biases at 0: move every weight
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_transformers_loads_the_export_with_the_same_logits(variant, tmp_path):
+    model = random_model(variant)
+    save_for_transformers(model, tmp_path)
+    reference, info = transformers.LlavaForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    input_ids, mask, pixels = llava_batch(tokens_per_image=model.visual_tokens_per_image)
+    with torch.no_grad():
+        expected = reference.eval()(input_ids=input_ids, pixel_values=pixels, attention_mask=mask).logits
+        actual = model(input_ids=input_ids, pixel_values=pixels, attention_mask=mask).logits
+    assert expected.abs().max() > 0.1
+    assert (actual - expected)[mask.bool()].abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ["clip", "siglip", "tied-embeddings"])
+def test_the_export_reads_back_into_the_same_model(variant, tmp_path):
+    model = random_model(variant, seed=1)
+    save_for_transformers(model, tmp_path)
+    loaded = vlmzoo.from_pretrained(tmp_path)
+    assert loaded.config["vision"] == model.config["vision"] and loaded.config["llm"] == model.config["llm"]
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_the_config_names_the_visual_tokens_and_dtype(tmp_path):
+    model = random_model("clip").to(torch.bfloat16)
+    save_for_transformers(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["image_seq_length"] == 16 and config["dtype"] == "bfloat16"
+    assert config["text_config"]["rope_parameters"]["rope_theta"] == model.config["llm"]["rope_theta"]
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"abstractor": {"kind": "linear"}}, "abstractor"),
+    ({"vision": {"class_token": False}}, "vision.class_token"),
+])
+def test_what_transformers_cannot_express_is_refused_by_name(override, field, tmp_path):
+    model = vlmzoo.build(TINY, **override)
+    with pytest.raises(NotExportable, match=field):
+        save_for_transformers(model, tmp_path)
+    assert not (tmp_path / "config.json").exists()
