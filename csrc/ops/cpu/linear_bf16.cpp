@@ -1,0 +1,176 @@
+// linear_bf16: bfloat16 weights, float32 arithmetic. The weights are read in the panel layout of
+// ops/linear_formats.h (32 output columns; each 32-bit word a pair of input features); a word becomes
+// two floats with one shift (the even feature) and one mask (the odd feature), which are exact, and the
+// products accumulate with float32 FMA, so the result is F.linear(x, w.float()) up to summation order.
+//   Few rows (decode): the widening sits in the inner loop, each weight read once from memory.
+//   Many rows (prefill): each thread widens a panel once into a float32 scratch and runs a float32
+//   register tile over it for every row tile, so the widening cost is shared by all rows.
+#include "ops/cpu/vec.h"
+// (vec.h first: it selects the instruction set for this file)
+#include "ops/cpu/kernel_util.h"
+#include "ops/linear_formats.h"
+
+namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
+#if defined(VLMZOO_VEC_AVX512) || defined(VLMZOO_VEC_AVX2)
+namespace {
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+constexpr int64_t kCols = kBf16PanelCols;
+constexpr int64_t kRegs = kCols / kLanes;  // registers per panel row
+#ifdef VLMZOO_VEC_AVX512
+using Words = __m512i;
+inline Words load_words(const uint32_t* p) { return _mm512_loadu_si512(p); }
+inline Vec even_of(const Words& w) { return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)); }
+inline Vec odd_of(const Words& w) {
+  return _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+constexpr int kTileRows = 12;  // 12 x 2 accumulators + 2 weights + 1 broadcast of the 32 registers
+#else
+using Words = __m256i;
+inline Words load_words(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline Vec even_of(const Words& w) { return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)); }
+inline Vec odd_of(const Words& w) {
+  return _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+constexpr int kTileRows = 3;  // 3 x 4 accumulators of the 16 registers
+#endif
+constexpr int kFewRows = 4;  // up to this many rows: widen in the inner loop
+
+// Writes one row's accumulators (+ bias) to out[0 : valid).
+inline void store_row(const Vec* acc, const float* bias, float* out, int64_t valid) {
+  for (int64_t j = 0; j < kRegs; ++j) {
+    const int64_t count = std::min<int64_t>(kLanes, valid - j * kLanes);
+    if (count <= 0) break;
+    Vec v = acc[j];
+    if (bias != nullptr) v = v + Vec::loadu(bias + j * kLanes, count);
+    v.store(out + j * kLanes, count);
+  }
+}
+
+// R rows of x against one packed panel ([ceil(K / 2)][32] words), widening in the loop. Even and odd
+// features accumulate apart: twice the independent FMA chains for the few rows this serves.
+template <int R>
+void few_rows_tile(const float* x, int64_t ldx, int64_t k, const uint32_t* panel, const float* bias, float* out,
+                   int64_t ldo, int64_t valid) {
+  Vec even_acc[R][kRegs], odd_acc[R][kRegs];
+  for (int r = 0; r < R; ++r)
+    for (int64_t j = 0; j < kRegs; ++j) even_acc[r][j] = odd_acc[r][j] = Vec(0.f);
+  const int64_t pairs = k / 2;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const uint32_t* words = panel + p * kCols;
+    for (int64_t j = 0; j < kRegs; ++j) {
+      const Words w = load_words(words + j * kLanes);
+      const Vec even = even_of(w), odd = odd_of(w);
+      for (int r = 0; r < R; ++r) {
+        even_acc[r][j] = at::vec::fmadd(Vec(x[r * ldx + 2 * p]), even, even_acc[r][j]);
+        odd_acc[r][j] = at::vec::fmadd(Vec(x[r * ldx + 2 * p + 1]), odd, odd_acc[r][j]);
+      }
+    }
+  }
+  if (k % 2 != 0) {  // the last word holds one feature (its odd half is padding; x has no element there)
+    const uint32_t* words = panel + pairs * kCols;
+    for (int64_t j = 0; j < kRegs; ++j) {
+      const Vec even = even_of(load_words(words + j * kLanes));
+      for (int r = 0; r < R; ++r) even_acc[r][j] = at::vec::fmadd(Vec(x[r * ldx + k - 1]), even, even_acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    Vec sum[kRegs];
+    for (int64_t j = 0; j < kRegs; ++j) sum[j] = even_acc[r][j] + odd_acc[r][j];
+    store_row(sum, bias, out + r * ldo, valid);
+  }
+}
+
+// A panel widened to float32: [k][32], row i = input feature i.
+void widen_panel(const uint32_t* panel, int64_t k, float* wide) {
+  const int64_t pairs = ceil_div(k, 2);
+  for (int64_t p = 0; p < pairs; ++p) {
+    for (int64_t j = 0; j < kRegs; ++j) {
+      const Words w = load_words(panel + p * kCols + j * kLanes);
+      even_of(w).store(wide + (2 * p) * kCols + j * kLanes);
+      if (2 * p + 1 < k) odd_of(w).store(wide + (2 * p + 1) * kCols + j * kLanes);
+    }
+  }
+}
+
+// R rows of x against a widened panel: R x 32 float32 accumulators, one FMA per weight register per row.
+template <int R>
+void wide_tile(const float* x, int64_t ldx, int64_t k, const float* wide, const float* bias, float* out, int64_t ldo,
+               int64_t valid) {
+  Vec acc[R][kRegs];
+  for (int r = 0; r < R; ++r)
+    for (int64_t j = 0; j < kRegs; ++j) acc[r][j] = Vec(0.f);
+  for (int64_t i = 0; i < k; ++i) {
+    Vec w[kRegs];
+    for (int64_t j = 0; j < kRegs; ++j) w[j] = Vec::loadu(wide + i * kCols + j * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const Vec a(x[r * ldx + i]);
+      for (int64_t j = 0; j < kRegs; ++j) acc[r][j] = at::vec::fmadd(a, w[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r) store_row(acc[r], bias, out + r * ldo, valid);
+}
+
+// f(std::integral_constant<int, rows>) for a run-time rows in [1, Max]: register tiles need R at compile time.
+template <int Max, int R = 1, typename F>
+inline void with_rows(int rows, const F& f) {
+  if constexpr (R < Max) {
+    if (rows != R) return with_rows<Max, R + 1>(rows, f);
+  }
+  f(std::integral_constant<int, R>{});
+}
+
+}  // namespace
+
+// x: [M, K] float32, unit stride along K; packed: [ceil(N / 32), ceil(K / 2), 32, 2] bfloat16.
+at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                       const std::optional<at::Tensor>& bias) {
+  const int64_t m = x.size(0), k = x.size(1), n = out_features, ldx = x.stride(0);
+  auto out = at::empty({m, n}, x.options());
+  if (m == 0) return out;
+  const float* xp = x.data_ptr<float>();
+  const float* bp = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  const auto* words = reinterpret_cast<const uint32_t*>(packed.data_ptr<c10::BFloat16>());
+  const int64_t panels = packed.size(0), panel_words = packed.size(1) * kCols;
+
+  if (m <= kFewRows) {
+    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        with_rows<kFewRows>(static_cast<int>(m), [&](auto rows) {
+          few_rows_tile<decltype(rows)::value>(xp, ldx, k, words + p * panel_words, bp ? bp + p * kCols : bp,
+                                               op + p * kCols, n, n - p * kCols);
+        });
+    });
+    return out;
+  }
+  // Tasks are (panel, row chunk), panel-major: a thread's consecutive tasks share a widened panel.
+  // Row chunks only split the rows when there are too few panels to keep every thread busy.
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunks = std::min(ceil_div(m, kTileRows), ceil_div(4 * threads, panels));
+  const int64_t chunk_rows = ceil_div(ceil_div(m, chunks), kTileRows) * kTileRows;
+  const int64_t tasks = panels * ceil_div(m, chunk_rows), chunks_used = ceil_div(m, chunk_rows);
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    float* wide = scratch<float>(k * kCols);
+    int64_t widened = -1;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t p = t / chunks_used, chunk = t % chunks_used;
+      if (p != widened) {
+        widen_panel(words + p * panel_words, k, wide);
+        widened = p;
+      }
+      const int64_t row_end = std::min(m, (chunk + 1) * chunk_rows);
+      for (int64_t r0 = chunk * chunk_rows; r0 < row_end; r0 += kTileRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
+        with_rows<kTileRows>(rows, [&](auto r) {
+          wide_tile<decltype(r)::value>(xp + r0 * ldx, ldx, k, wide, bp ? bp + p * kCols : bp,
+                                        op + r0 * n + p * kCols, n, n - p * kCols);
+        });
+      }
+    }
+  });
+  return out;
+}
+
+#endif
+}  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS
