@@ -25,6 +25,7 @@ inline Vec odd_of(const Words& w) {
   return _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
 }
 constexpr int kTileRows = 12;  // 12 x 2 accumulators + 2 weights + 1 broadcast of the 32 registers
+constexpr int kFewRows = 4;    // up to this many rows, widen in the inner loop: 4 x 2 x 2 accumulators
 #else
 using Words = __m256i;
 inline Words load_words(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -33,34 +34,32 @@ inline Vec odd_of(const Words& w) {
   return _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
 }
 constexpr int kTileRows = 3;  // 3 x 4 accumulators of the 16 registers
+constexpr int kFewRows = 1;   // 1 x 4 x 2 accumulators
 #endif
-constexpr int kFewRows = 4;  // up to this many rows: widen in the inner loop
 
-// Writes one row's accumulators (+ bias) to out[0 : valid).
-inline void store_row(const Vec* acc, const float* bias, float* out, int64_t valid) {
-  for (int64_t j = 0; j < kRegs; ++j) {
-    const int64_t count = std::min<int64_t>(kLanes, valid - j * kLanes);
-    if (count <= 0) break;
-    Vec v = acc[j];
-    if (bias != nullptr) v = v + Vec::loadu(bias + j * kLanes, count);
-    v.store(out + j * kLanes, count);
-  }
-}
 
-// R rows of x against one packed panel ([ceil(K / 2)][32] words), widening in the loop. Even and odd
-// features accumulate apart: twice the independent FMA chains for the few rows this serves.
+// The register tiles below write their R x 32 sums to a buffer and the caller adds the bias and stores
+// them: with that epilogue in the same body, GCC 12 keeps the accumulators on the stack through the loop.
+// Their small loops have constant trip counts and are unrolled, so the accumulators stay in registers.
+
+// R rows of x against one packed panel ([ceil(K / 2)][32] words), widening in the loop -> sums [R][32].
+// Even and odd features accumulate apart: twice the independent FMA chains for the few rows this serves.
 template <int R>
-void few_rows_tile(const float* x, int64_t ldx, int64_t k, const uint32_t* panel, const float* bias, float* out,
-                   int64_t ldo, int64_t valid) {
+__attribute__((noinline)) void few_rows_tile(const float* x, int64_t ldx, int64_t k, const uint32_t* panel,
+                                             float* sums) {
   Vec even_acc[R][kRegs], odd_acc[R][kRegs];
+  #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
     for (int64_t j = 0; j < kRegs; ++j) even_acc[r][j] = odd_acc[r][j] = Vec(0.f);
   const int64_t pairs = k / 2;
   for (int64_t p = 0; p < pairs; ++p) {
     const uint32_t* words = panel + p * kCols;
+    #pragma GCC unroll 16
     for (int64_t j = 0; j < kRegs; ++j) {
       const Words w = load_words(words + j * kLanes);
       const Vec even = even_of(w), odd = odd_of(w);
+      #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         even_acc[r][j] = at::vec::fmadd(Vec(x[r * ldx + 2 * p]), even, even_acc[r][j]);
         odd_acc[r][j] = at::vec::fmadd(Vec(x[r * ldx + 2 * p + 1]), odd, odd_acc[r][j]);
@@ -69,16 +68,17 @@ void few_rows_tile(const float* x, int64_t ldx, int64_t k, const uint32_t* panel
   }
   if (k % 2 != 0) {  // the last word holds one feature (its odd half is padding; x has no element there)
     const uint32_t* words = panel + pairs * kCols;
+    #pragma GCC unroll 16
     for (int64_t j = 0; j < kRegs; ++j) {
       const Vec even = even_of(load_words(words + j * kLanes));
+      #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) even_acc[r][j] = at::vec::fmadd(Vec(x[r * ldx + k - 1]), even, even_acc[r][j]);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    Vec sum[kRegs];
-    for (int64_t j = 0; j < kRegs; ++j) sum[j] = even_acc[r][j] + odd_acc[r][j];
-    store_row(sum, bias, out + r * ldo, valid);
-  }
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
+    for (int64_t j = 0; j < kRegs; ++j) (even_acc[r][j] + odd_acc[r][j]).store(sums + r * kCols + j * kLanes);
 }
 
 // A panel widened to float32: [k][32], row i = input feature i.
@@ -93,22 +93,41 @@ void widen_panel(const uint32_t* panel, int64_t k, float* wide) {
   }
 }
 
-// R rows of x against a widened panel: R x 32 float32 accumulators, one FMA per weight register per row.
+// R rows of x against a widened panel -> sums [R][32]: one FMA per weight register per row.
 template <int R>
-void wide_tile(const float* x, int64_t ldx, int64_t k, const float* wide, const float* bias, float* out, int64_t ldo,
-               int64_t valid) {
+__attribute__((noinline)) void wide_tile(const float* x, int64_t ldx, int64_t k, const float* wide, float* sums) {
   Vec acc[R][kRegs];
+  #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
     for (int64_t j = 0; j < kRegs; ++j) acc[r][j] = Vec(0.f);
   for (int64_t i = 0; i < k; ++i) {
     Vec w[kRegs];
+    #pragma GCC unroll 16
     for (int64_t j = 0; j < kRegs; ++j) w[j] = Vec::loadu(wide + i * kCols + j * kLanes);
+    #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const Vec a(x[r * ldx + i]);
+      #pragma GCC unroll 16
       for (int64_t j = 0; j < kRegs; ++j) acc[r][j] = at::vec::fmadd(a, w[j], acc[r][j]);
     }
   }
-  for (int r = 0; r < R; ++r) store_row(acc[r], bias, out + r * ldo, valid);
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
+    for (int64_t j = 0; j < kRegs; ++j) acc[r][j].store(sums + r * kCols + j * kLanes);
+}
+
+// out[r, 0 : valid) = sums[r] + bias for `rows` rows `ldo` apart.
+void store_tile(const float* sums, int rows, const float* bias, float* out, int64_t ldo, int64_t valid) {
+  for (int r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < valid; c += kLanes) {
+      const int64_t count = std::min<int64_t>(kLanes, valid - c);
+      Vec v = Vec::loadu(sums + r * kCols + c);
+      if (bias != nullptr) v = v + Vec::loadu(bias + c, count);
+      v.store(out + r * ldo + c, count);
+    }
+  }
 }
 
 // f(std::integral_constant<int, rows>) for a run-time rows in [1, Max]: register tiles need R at compile time.
@@ -136,11 +155,14 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t ou
 
   if (m <= kFewRows) {
     at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p)
+      alignas(64) float sums[kFewRows * kCols];
+      for (int64_t p = begin; p < end; ++p) {
         with_rows<kFewRows>(static_cast<int>(m), [&](auto rows) {
-          few_rows_tile<decltype(rows)::value>(xp, ldx, k, words + p * panel_words, bp ? bp + p * kCols : bp,
-                                               op + p * kCols, n, n - p * kCols);
+          few_rows_tile<decltype(rows)::value>(xp, ldx, k, words + p * panel_words, sums);
         });
+        store_tile(sums, static_cast<int>(m), bp ? bp + p * kCols : bp, op + p * kCols, n,
+                   std::min(kCols, n - p * kCols));
+      }
     });
     return out;
   }
@@ -152,6 +174,7 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t ou
   const int64_t tasks = panels * ceil_div(m, chunk_rows), chunks_used = ceil_div(m, chunk_rows);
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     float* wide = scratch<float>(k * kCols);
+    alignas(64) float sums[kTileRows * kCols];
     int64_t widened = -1;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / chunks_used, chunk = t % chunks_used;
@@ -162,10 +185,8 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t ou
       const int64_t row_end = std::min(m, (chunk + 1) * chunk_rows);
       for (int64_t r0 = chunk * chunk_rows; r0 < row_end; r0 += kTileRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
-        with_rows<kTileRows>(rows, [&](auto r) {
-          wide_tile<decltype(r)::value>(xp + r0 * ldx, ldx, k, wide, bp ? bp + p * kCols : bp,
-                                        op + r0 * n + p * kCols, n, n - p * kCols);
-        });
+        with_rows<kTileRows>(rows, [&](auto r) { wide_tile<decltype(r)::value>(xp + r0 * ldx, ldx, k, wide, sums); });
+        store_tile(sums, rows, bp ? bp + p * kCols : bp, op + r0 * n + p * kCols, n, std::min(kCols, n - p * kCols));
       }
     }
   });

@@ -4,7 +4,7 @@
 //   1. Each row of x is quantised to uint8 with its own scale and zero point (the float32 operations
 //      of quantize_rows_uint8 in ops/linear_formats.h, in the same order: identical integers).
 //   2. A register tile of 6 rows x 64 columns runs over a packed panel: per group of 4 input features,
-//      one broadcast of the row's 4 bytes and one vpdpbusd per 16 columns.
+//      one broadcast of the row's 4 bytes and one vpdpbusd per 16 columns (24 int32 accumulators).
 //   3. out = float(acc - zero_point * col_sum) * (scale_x * scale_w) + bias, stored in float32.
 #include "ops/cpu/vec.h"
 // (vec.h first: it selects the instruction set for this file)
@@ -67,17 +67,22 @@ struct Epilogue {
 };
 
 // R rows (quantised, `ldq` bytes apart, groups of 4 features) x one packed panel ([groups][64][4] int8)
-// -> out[rows, p * 64 : p * 64 + 64).
+// -> sums [R][64] int32. Its own (never inlined) function: with the epilogue in the same body, GCC 12
+// keeps the 24 accumulators on the stack through the loop.
 template <int R>
-void tile(const uint8_t* q, int64_t ldq, int64_t groups, const int8_t* panel, int64_t row0, int64_t col0,
-          const Epilogue& e) {
+__attribute__((noinline)) void accumulate(const uint8_t* q, int64_t ldq, int64_t groups, const int8_t* panel,
+                                          int32_t* sums) {
   __m512i acc[R][4];
+  // Constant trip counts, unrolled: the accumulators stay in registers.
+  #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
   for (int64_t g = 0; g < groups; ++g) {
     const int8_t* w = panel + g * kCols * kGroup;
     const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
     const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+    #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       int32_t four;
       std::memcpy(&four, q + r * ldq + g * kGroup, sizeof(four));
@@ -88,27 +93,28 @@ void tile(const uint8_t* q, int64_t ldq, int64_t groups, const int8_t* panel, in
       acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], a, w3);
     }
   }
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
+    for (int j = 0; j < 4; ++j) _mm512_storeu_si512(sums + r * kCols + 16 * j, acc[r][j]);
+}
+
+// out[row0 + r, col0 + c] = float(sums[r][c] - zero_point[r] * col_sum[c]) * (scale_x[r] * scale_w[c]) + bias[c].
+void epilogue(const int32_t* sums, int rows, int64_t row0, int64_t col0, const Epilogue& e) {
   const int64_t valid = std::min<int64_t>(kCols, e.n - col0);
-  __m512i sums[4];
-  __m512 w_scale[4], bias[4];
-  __mmask16 masks[4];
-  for (int j = 0; j < 4; ++j) {
-    const int64_t count = std::clamp<int64_t>(valid - 16 * j, 0, 16);
-    masks[j] = static_cast<__mmask16>((1u << count) - 1);
-    sums[j] = _mm512_maskz_loadu_epi32(masks[j], e.col_sums + col0 + 16 * j);
-    w_scale[j] = _mm512_maskz_loadu_ps(masks[j], e.w_scale + col0 + 16 * j);
-    bias[j] = e.bias ? _mm512_maskz_loadu_ps(masks[j], e.bias + col0 + 16 * j) : _mm512_setzero_ps();
-  }
-  for (int r = 0; r < R; ++r) {
+  for (int r = 0; r < rows; ++r) {
     const __m512i zero = _mm512_set1_epi32(e.x_zero[row0 + r]);
     const __m512 x_scale = _mm512_set1_ps(e.x_scale[row0 + r]);
     float* out = e.out + (row0 + r) * e.n + col0;
-    for (int j = 0; j < 4; ++j) {
-      if (masks[j] == 0) break;
-      const __m512i exact = _mm512_sub_epi32(acc[r][j], _mm512_mullo_epi32(zero, sums[j]));
-      const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(x_scale, w_scale[j])),
-                                     bias[j]);
-      _mm512_mask_storeu_ps(out + 16 * j, masks[j], v);
+    for (int64_t c = 0; c < valid; c += 16) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, valid - c)) - 1);
+      const __m512i col_sums = _mm512_maskz_loadu_epi32(mask, e.col_sums + col0 + c);
+      const __m512 w_scale = _mm512_maskz_loadu_ps(mask, e.w_scale + col0 + c);
+      const __m512i dots = _mm512_loadu_si512(sums + r * kCols + c);
+      const __m512i exact = _mm512_sub_epi32(dots, _mm512_mullo_epi32(zero, col_sums));
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(x_scale, w_scale));
+      if (e.bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, e.bias + col0 + c));
+      _mm512_mask_storeu_ps(out + c, mask, v);
     }
   }
 }
@@ -148,14 +154,16 @@ at::Tensor linear_int8_vnni(const at::Tensor& x, const at::Tensor& packed, const
   const int64_t chunk_rows = ceil_div(ceil_div(m, chunks), kTileRows) * kTileRows;
   const int64_t chunks_used = ceil_div(m, chunk_rows);
   at::parallel_for(0, panels * chunks_used, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) int32_t sums[kTileRows * kCols];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / chunks_used, chunk = t % chunks_used;
       const int64_t row_end = std::min(m, (chunk + 1) * chunk_rows);
       for (int64_t r0 = chunk * chunk_rows; r0 < row_end; r0 += kTileRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
         with_rows<kTileRows>(rows, [&](auto r) {
-          tile<decltype(r)::value>(qp + r0 * k_padded, k_padded, groups, wp + p * panel_bytes, r0, p * kCols, e);
+          accumulate<decltype(r)::value>(qp + r0 * k_padded, k_padded, groups, wp + p * panel_bytes, sums);
         });
+        epilogue(sums, rows, r0, p * kCols, e);
       }
     }
   });
