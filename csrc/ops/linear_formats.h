@@ -8,7 +8,7 @@
 //
 // so panel p holds output columns [p * C, p * C + C), and each group of G consecutive input features
 // of one column is one G-element word (the "VNNI" order: one 512-bit load is 16 columns x G features).
-//   bf16: C = 32, G = 2 (bfloat16; a 32-bit word is a feature pair, widened to two floats by a shift and a mask)
+//   bf16: C = 64, G = 2 (bfloat16; a 32-bit word is a feature pair, widened to two floats by a shift and a mask)
 //   int8: C = 64, G = 4 (int8, per-output-channel symmetric; a word is the 4 bytes vpdpbusd multiplies)
 // Everything here is plain ATen, so packing runs on every backend and is differentiable where it can be.
 #include <ATen/ATen.h>
@@ -18,7 +18,7 @@
 
 namespace vlmzoo::ops {
 
-constexpr int64_t kBf16PanelCols = 32, kBf16Group = 2;
+constexpr int64_t kBf16PanelCols = 64, kBf16Group = 2;
 constexpr int64_t kInt8PanelCols = 64, kInt8Group = 4;
 // int8 dot products accumulate in int32: K * 255 * 127 must stay below 2^31.
 constexpr int64_t kInt8MaxInFeatures = 65536;

@@ -35,14 +35,14 @@ def int8_parts(w):
 # ---- packed formats ------------------------------------------------------------------------------------
 
 
-def test_bf16_packing_is_panels_of_32_columns_by_feature_pairs():
+def test_bf16_packing_is_panels_of_64_columns_by_feature_pairs():
     w = rand(70, 45)
     packed = ops.pack_linear_bf16(w)
-    assert packed.dtype == torch.bfloat16 and packed.shape == (3, 23, 32, 2)
+    assert packed.dtype == torch.bfloat16 and packed.shape == (2, 23, 64, 2)
     w16 = w.bfloat16()
-    assert torch.equal(packed[1, 5, 7], w16[32 + 7, 10:12])  # column 39, features 10 and 11
-    assert torch.equal(packed[2, 22, 5], torch.stack([w16[69, 44], torch.tensor(0, dtype=torch.bfloat16)]))
-    assert packed[2, :, 6:].eq(0).all()  # columns 70..95 are padding
+    assert torch.equal(packed[0, 5, 39], w16[39, 10:12])  # column 39, features 10 and 11
+    assert torch.equal(packed[1, 22, 5], torch.stack([w16[69, 44], torch.tensor(0, dtype=torch.bfloat16)]))
+    assert packed[1, :, 6:].eq(0).all()  # columns 70..127 are padding
     assert torch.equal(ops.unpack_linear_bf16(packed, 70, 45), w16)
 
 
@@ -116,7 +116,7 @@ def test_linear_bf16_gradients_match_the_reference():
     leaves_ref = [t.detach().clone().requires_grad_() for t in (x, packed, bias)]
     ref = torch.autograd.grad(ops.linear_bf16_reference(*leaves_ref[:2], 70, leaves_ref[2]).square().sum(), leaves_ref)
     assert ours[1].dtype == torch.bfloat16 and ours[1].shape == packed.shape
-    assert ours[1][2, :, 6:].eq(0).all()  # padding columns get no gradient
+    assert ours[1][1, :, 6:].eq(0).all()  # padding columns get no gradient
     for g, r in zip(ours, ref):
         torch.testing.assert_close(g.float(), r.float(), atol=1e-2, rtol=1e-2)
 
@@ -144,9 +144,9 @@ def test_linear_bf16_opcheck():
 
 def test_linear_bf16_rejects_a_packing_of_another_shape():
     packed = ops.pack_linear_bf16(rand(33, 20))
-    with pytest.raises(RuntimeError, match=r"packed_weight must be \[2, 11, 32, 2\]"):
+    with pytest.raises(RuntimeError, match=r"packed_weight must be \[1, 11, 64, 2\]"):
         ops.linear_bf16(rand(4, 21), packed, 33, None)
-    with pytest.raises(RuntimeError, match=r"packed_weight must be \[3, 10, 32, 2\]"):
+    with pytest.raises(RuntimeError, match=r"packed_weight must be \[2, 10, 64, 2\]"):
         ops.linear_bf16(rand(4, 20), packed, 65, None)
     with pytest.raises(RuntimeError, match="packed_weight must be BFloat16"):
         ops.linear_bf16(rand(4, 20), packed.float(), 33, None)
