@@ -9,12 +9,16 @@ F.linear the difference is the quantisation error, bounded here.
 Sizes are odd on purpose: K not a multiple of the 2- or 4-feature groups, N not a multiple of the 32- or
 64-column panels, one row (decode) and more rows than one register tile (prefill).
 """
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
 from test_ops import assert_grads_match, check_op, double, rand
+from test_ops_isa import DRIVER, run_python
 
 ops = torch.ops.vlmzoo
 # (rows M, in_features K, out_features N)
@@ -250,3 +254,20 @@ def test_linear_with_no_rows_returns_an_empty_result(op):
     out = ops.linear_bf16(x, ops.pack_linear_bf16(w), 33, None) if op == "bf16" else \
         ops.linear_int8(x, *int8_parts(w), None)
     assert out.shape == (0, 33)
+
+
+# ---- lower instruction set levels ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isa", ["avx2", "reference"])
+def test_linear_ops_match_at_a_forced_level(isa):
+    # avx2: linear_bf16's AVX2 kernel, linear_int8 through the reference (no VNNI copy); reference: both.
+    subset = "matches or non_contiguous or reduced_input or one_sign or quantisation_error or prefill_size"
+    proc = run_python(["-c", DRIVER, str(Path(__file__)), "-q", "-p", "no:cacheprovider", "-k", subset], isa)
+    output = proc.stdout + proc.stderr
+    if "lacks" in output and "this CPU" in output:
+        pytest.skip(f"this CPU cannot run {isa}")
+    assert f"vlmzoo cpu_isa: {isa}\n" in proc.stdout, output[-3000:]
+    assert proc.returncode == 0, output[-3000:]
+    passed = re.search(r"(\d+) passed", proc.stdout)
+    assert passed and int(passed.group(1)) >= 60 and "skipped" not in proc.stdout, output[-3000:]
