@@ -203,6 +203,18 @@ def test_linear_int8_rows_of_one_sign_and_constant_rows():
     torch.testing.assert_close(ops.linear_int8(x, *parts, bias)[2], bias)
 
 
+@pytest.mark.parametrize("op", ["bf16", "int8"])
+def test_linear_non_finite_rows_give_non_finite_outputs(op):
+    x, w = rand(3, 50), rand(70, 50)
+    x[0, 7] = float("nan")
+    x[2, 3] = float("inf")
+    out = ops.linear_bf16(x, ops.pack_linear_bf16(w), 70, None) if op == "bf16" else \
+        ops.linear_int8(x, *int8_parts(w), None)
+    assert out[0].isnan().all()  # no finite garbage from a NaN
+    assert out[1].isfinite().all()
+    assert not out[2].isfinite().all()
+
+
 @pytest.mark.parametrize("m,k,n", [(1, 768, 256), (64, 768, 2048), (64, 2048, 768)])
 def test_linear_int8_is_within_quantisation_error_of_float32(m, k, n):
     # Gaussian activations and weights: each 8-bit grid adds ~0.9% noise (relative), together ~1.3%.

@@ -22,26 +22,31 @@ constexpr int64_t kCols = kInt8PanelCols;  // 4 registers of 16 int32 columns
 constexpr int64_t kGroup = kInt8Group;
 constexpr int kTileRows = 6;  // 6 x 4 accumulators + 4 weights + 1 broadcast of the 32 registers
 
-// Row of x ([k] float32) -> [k_padded] uint8 (padding 0), its scale and zero point.
+// Row of x ([k] float32) -> [k_padded] uint8 (padding 0), its scale and zero point. A row holding a NaN
+// gets a NaN scale, so its outputs are NaN (as the reference's and F.linear's), not quantised garbage.
 void quantize_row(const float* x, int64_t k, int64_t k_padded, uint8_t* q, float* scale_out, int32_t* zero_out) {
   __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();  // 0 is always in the range
+  __mmask16 nan = 0;
   int64_t i = 0;
   for (; i + 16 <= k; i += 16) {
     const __m512 v = _mm512_loadu_ps(x + i);
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, v);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   const __mmask16 tail = static_cast<__mmask16>((1u << (k - i)) - 1);
   if (k > i) {
     const __m512 v = _mm512_maskz_loadu_ps(tail, x + i);  // zeros elsewhere: in the range already
     lo = _mm512_min_ps(lo, v);
     hi = _mm512_max_ps(hi, v);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   }
   const float low = _mm512_reduce_min_ps(lo), high = _mm512_reduce_max_ps(hi);
   float scale = (high - low) / 255.0f;
   if (!(scale > 0)) scale = 1.0f;
   const float inv = 1.0f / scale;
-  const int32_t zero = static_cast<int32_t>(std::nearbyint(-low * inv));
+  const int32_t zero = nan ? 0 : static_cast<int32_t>(std::nearbyint(-low * inv));
+  if (nan) scale = std::numeric_limits<float>::quiet_NaN();
   const __m512 inv_v = _mm512_set1_ps(inv);
   const __m512i zero_v = _mm512_set1_epi32(zero), top = _mm512_set1_epi32(255), bottom = _mm512_setzero_si512();
   auto quantize = [&](const __m512& v) {  // round(v * inv) + zero (cvtps rounds to nearest even), clamped
