@@ -2,6 +2,7 @@
 #include <torch/library.h>
 
 #include "ops/checks.h"
+#include "ops/linear_formats.h"
 
 namespace vlmzoo::ops {
 namespace {
@@ -74,6 +75,18 @@ at::Tensor multiway_layer_norm_meta(const at::Tensor& x, int64_t split, const at
   check_multiway("vlmzoo::multiway_layer_norm", x, split, weight_a, bias_a, weight_b, bias_b, /*linear=*/false);
   return empty_contiguous(x);
 }
+
+at::Tensor linear_bf16_meta(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                            const OptTensor& bias) {
+  check_linear_bf16(x, packed, out_features, bias);
+  return at::empty_symint(linear_out_shape(x, out_features), x.options());
+}
+
+at::Tensor linear_int8_meta(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                            const at::Tensor& col_sums, const OptTensor& bias) {
+  check_linear_int8(x, packed, scales, col_sums, bias);
+  return at::empty_symint(linear_out_shape(x, scales.sym_size(0)), x.options());
+}
 }  // namespace
 
 TORCH_LIBRARY_IMPL(vlmzoo, Meta, m) {
@@ -88,6 +101,8 @@ TORCH_LIBRARY_IMPL(vlmzoo, Meta, m) {
   m.impl("attention_backward", &attention_backward_meta);
   m.impl("multiway_linear", &multiway_linear_meta);
   m.impl("multiway_layer_norm", &multiway_layer_norm_meta);
+  m.impl("linear_bf16", &linear_bf16_meta);
+  m.impl("linear_int8", &linear_int8_meta);
 }
 
 }  // namespace vlmzoo::ops

@@ -87,4 +87,18 @@ at::Tensor multiway_layer_norm(const at::Tensor& x, int64_t split, const at::Ten
   return op.call(x, split, weight_a, bias_a, weight_b, bias_b, eps);
 }
 
+at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed_weight, int64_t out_features,
+                       const OptTensor& bias) {
+  static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, const OptTensor&)>(
+      "vlmzoo::linear_bf16");
+  return op.call(x, packed_weight, out_features, bias);
+}
+
+at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& scales,
+                       const at::Tensor& col_sums, const OptTensor& bias) {
+  static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const OptTensor&)>("vlmzoo::linear_int8");
+  return op.call(x, packed_weight, scales, col_sums, bias);
+}
+
 }  // namespace vlmzoo::ops

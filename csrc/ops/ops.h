@@ -34,5 +34,11 @@ at::Tensor multiway_linear(const at::Tensor& x, int64_t split, const at::Tensor&
 at::Tensor multiway_layer_norm(const at::Tensor& x, int64_t split, const at::Tensor& weight_a,
                                const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
                                const std::optional<at::Tensor>& bias_b, double eps);
+// Linear layers on packed weights (formats: ops/linear_formats.h, which also packs and unpacks them).
+// x: [..., K] -> [..., out_features] in x's dtype.
+at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed_weight, int64_t out_features,
+                       const std::optional<at::Tensor>& bias);
+at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& packed_weight, const at::Tensor& scales,
+                       const at::Tensor& col_sums, const std::optional<at::Tensor>& bias);
 
 }  // namespace vlmzoo::ops

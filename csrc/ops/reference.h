@@ -55,4 +55,15 @@ at::Tensor reference_multiway_layer_norm(const at::Tensor& x, int64_t split, con
                                          const std::optional<at::Tensor>& bias_a, const at::Tensor& weight_b,
                                          const std::optional<at::Tensor>& bias_b, double eps);
 
+// x: [..., K]; packed: pack_linear_bf16 of an [out_features, K] weight. F.linear(x, w.float(), bias) in
+// float32 (float64 for float64 x), cast to x's dtype.
+at::Tensor reference_linear_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                                 const std::optional<at::Tensor>& bias);
+// x: [..., K]; packed, scales, col_sums: quantize_linear_int8 of an [N, K] weight. Each token quantised
+// to uint8 with its own scale and zero point (quantize_rows_uint8), the integer dot products
+// (q_x - zero_point) . q_w computed exactly (float64), then times scale_x * scale_w, plus bias, in
+// float32; cast to x's dtype. col_sums is not read: the integers are formed directly.
+at::Tensor reference_linear_int8(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                                 const at::Tensor& col_sums, const std::optional<at::Tensor>& bias);
+
 }  // namespace vlmzoo::ops

@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "ops/cpu/dispatch.h"
+#include "ops/linear_formats.h"
 #include "ops/reference.h"
 
 namespace {
@@ -48,6 +49,19 @@ TORCH_LIBRARY(vlmzoo, m) {
   // x: [B, T, D]; tokens [:split] use the _a weights, tokens [split:] the _b weights.
   m.def("multiway_linear(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b) -> Tensor");
   m.def("multiway_layer_norm(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b, float eps) -> Tensor");
+  // Linear layers on packed weights (ops/linear_formats.h). x: [..., in_features] -> [..., out_features],
+  // x's dtype. bf16: weights stored in bfloat16, float32 arithmetic. int8: per-channel int8 weights,
+  // per-token uint8 activations, int32 dot products (inference; x gets a straight-through gradient).
+  m.def("linear_bf16(Tensor x, Tensor packed_weight, int out_features, Tensor? bias=None) -> Tensor");
+  m.def("linear_int8(Tensor x, Tensor packed_weight, Tensor scales, Tensor col_sums, Tensor? bias=None) -> Tensor");
+  // Packing, once per weight (plain ATen, every backend). weight: [out_features, in_features].
+  m.def("pack_linear_bf16(Tensor weight) -> Tensor", &vlmzoo::ops::pack_linear_bf16);
+  m.def("unpack_linear_bf16(Tensor packed_weight, int out_features, int in_features) -> Tensor",
+        &vlmzoo::ops::unpack_linear_bf16);
+  // -> (packed_weight, scales, col_sums).
+  m.def("quantize_linear_int8(Tensor weight) -> (Tensor, Tensor, Tensor)", &vlmzoo::ops::quantize_linear_int8);
+  m.def("dequantize_linear_int8(Tensor packed_weight, Tensor scales, int in_features) -> Tensor",
+        &vlmzoo::ops::dequantize_linear_int8);
 
   // The plain-ATen references, differentiable through ATen's own autograd.
   m.def("rms_norm_reference(Tensor x, Tensor weight, float eps) -> Tensor", &vlmzoo::ops::reference_rms_norm);
@@ -70,6 +84,10 @@ TORCH_LIBRARY(vlmzoo, m) {
         &vlmzoo::ops::reference_multiway_linear);
   m.def("multiway_layer_norm_reference(Tensor x, int split, Tensor weight_a, Tensor? bias_a, Tensor weight_b, Tensor? bias_b, float eps) -> Tensor",
         &vlmzoo::ops::reference_multiway_layer_norm);
+  m.def("linear_bf16_reference(Tensor x, Tensor packed_weight, int out_features, Tensor? bias=None) -> Tensor",
+        &vlmzoo::ops::reference_linear_bf16);
+  m.def("linear_int8_reference(Tensor x, Tensor packed_weight, Tensor scales, Tensor col_sums, Tensor? bias=None) -> Tensor",
+        &vlmzoo::ops::reference_linear_int8);
 
   // The instruction set the CPU ops run at: avx512, avx2, baseline or reference (see ops/cpu/dispatch.h;
   // the environment variable VLMZOO_CPU_ISA forces one).

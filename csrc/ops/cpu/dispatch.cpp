@@ -113,4 +113,13 @@ const Kernels* active_kernels() { return built_kernels(active_isa()); }
 
 const Kernels* kernels_for(Isa isa) { return runnable(isa) ? built_kernels(isa) : nullptr; }
 
+bool cpu_has_avx512_vnni() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  return cpu_has(Isa::avx512) && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
 }  // namespace vlmzoo::ops::cpu

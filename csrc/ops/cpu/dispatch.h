@@ -24,5 +24,7 @@ Isa active_isa();
 const Kernels* active_kernels();
 // The kernels of one level, null unless it is in supported_isas() with kernels (tests call every copy).
 const Kernels* kernels_for(Isa isa);
+// Whether this CPU runs AVX512-VNNI (vpdpbusd), which the avx512 copy's linear_int8 needs.
+bool cpu_has_avx512_vnni();
 
 }  // namespace vlmzoo::ops::cpu

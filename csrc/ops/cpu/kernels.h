@@ -33,6 +33,12 @@ using AttentionFn = at::Tensor(const at::Tensor& q, const at::Tensor& k, const a
 using AttentionBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const std::optional<at::Tensor>& allowed, double scale);
+// Linear layers on packed weights (ops/linear_formats.h). x: [M, K] float32 with unit stride along K;
+// bias: float32 [N] or none; returns float32 [M, N]. A null entry in the table: the reference runs.
+using LinearBf16Fn = at::Tensor(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                                const std::optional<at::Tensor>& bias);
+using LinearInt8Fn = at::Tensor(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                                const at::Tensor& col_sums, const std::optional<at::Tensor>& bias);
 
 // One copy's kernels (cpu/kernel_table.cpp).
 struct Kernels {
@@ -43,6 +49,9 @@ struct Kernels {
   RopeFn* rope;
   AttentionFn* attention;
   AttentionBackwardFn* attention_backward;
+  LinearBf16Fn* linear_bf16;
+  // Needs AVX512-VNNI on top of the copy's level: check cpu_has_avx512_vnni() (dispatch.h) before calling.
+  LinearInt8Fn* linear_int8;
 };
 
 // The copies' tables; only those of the instruction sets built exist (cpu/dispatch.cpp knows which).
@@ -66,6 +75,8 @@ GatedActFn gated_act;
 RopeFn rope;
 AttentionFn attention;
 AttentionBackwardFn attention_backward;
+LinearBf16Fn linear_bf16;
+LinearInt8Fn linear_int8;
 }  // namespace VLMZOO_CPU_ISA_NS
 #endif
 

@@ -4,6 +4,7 @@
 
 #include "ops/checks.h"
 #include "ops/cpu/dispatch.h"
+#include "ops/linear_formats.h"
 #include "ops/reference.h"
 
 namespace vlmzoo::ops::cpu {
@@ -115,6 +116,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(const at::
   }
   return kernels->attention_backward(grad, q, k, v, out, allowed, scale);
 }
+
+// The linear kernels take float32 rows and a float32 bias; other dtypes are converted around them.
+OptTensor float_bias(const OptTensor& bias) {
+  return bias.has_value() ? OptTensor(bias->to(at::kFloat).contiguous()) : bias;
+}
+at::Tensor linear_result(const at::Tensor& rows_out, const at::Tensor& x) {
+  auto shape = x.sizes().vec();
+  shape.back() = rows_out.size(1);
+  return rows_out.view(shape).to(x.scalar_type());
+}
+
+at::Tensor linear_bf16_cpu(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                           const OptTensor& bias) {
+  check_linear_bf16(x, packed, out_features, bias);
+  const Kernels* kernels = active_kernels();
+  // float64 (gradcheck) stays in float64 through the reference.
+  if (kernels == nullptr || kernels->linear_bf16 == nullptr || x.scalar_type() == at::kDouble)
+    return reference_linear_bf16(x, packed, out_features, bias).contiguous();
+  auto out = kernels->linear_bf16(as_rows(x.to(at::kFloat)), packed, out_features, float_bias(bias));
+  return linear_result(out, x);
+}
+
+at::Tensor linear_int8_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                           const at::Tensor& col_sums, const OptTensor& bias) {
+  check_linear_int8(x, packed, scales, col_sums, bias);
+  const Kernels* kernels = active_kernels();
+  if (kernels == nullptr || kernels->linear_int8 == nullptr || !cpu_has_avx512_vnni())
+    return reference_linear_int8(x, packed, scales, col_sums, bias).contiguous();
+  auto out = kernels->linear_int8(as_rows(x.to(at::kFloat)), packed, scales.contiguous(), col_sums.contiguous(),
+                                  float_bias(bias));
+  return linear_result(out, x);
+}
 }  // namespace
 
 TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
@@ -128,6 +161,8 @@ TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
   m.impl("rope", &rope_cpu);
   m.impl("attention", &attention_cpu);
   m.impl("attention_backward", &attention_backward_cpu);
+  m.impl("linear_bf16", &linear_bf16_cpu);
+  m.impl("linear_int8", &linear_int8_cpu);
 }
 
 }  // namespace vlmzoo::ops::cpu
