@@ -8,10 +8,11 @@ from typing import Any, Callable
 
 import torch
 
+from .hf_clip import convert_clip, convert_siglip
 from .hf_llava import convert_llava
 
 Converter = Callable[[dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]]
 
-HF_CONVERTERS: dict[str, Converter] = {"llava": convert_llava}
+HF_CONVERTERS: dict[str, Converter] = {"llava": convert_llava, "clip": convert_clip, "siglip": convert_siglip}
 # What a folder of another supported architecture holds that vlmzoo cannot load yet, by model type.
 UNSUPPORTED: dict[str, str] = {}
