@@ -36,7 +36,7 @@ void bind_dual_encoder(py::module_& m) {
               const std::optional<torch::Tensor>& attention_mask) {
              auto mask = or_undefined(attention_mask);
              py::gil_scoped_release release;
-             auto out = self.forward(input_ids, pixel_values, mask);
+             auto out = self.score(input_ids, pixel_values, mask);
              return std::make_tuple(out.logits_per_image, out.logits_per_text, out.image_embeds, out.text_embeds);
            },
            py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask") = py::none())

@@ -61,7 +61,7 @@ torch::Tensor DualEncoderImpl::encode_texts(const torch::Tensor& input_ids, cons
   return head->embed_texts(llm->encode(input_ids, attention_mask));
 }
 
-DualOutputs DualEncoderImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
+DualOutputs DualEncoderImpl::score(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
                                      const torch::Tensor& attention_mask) {
   TORCH_CHECK_VALUE(input_ids.defined() && pixel_values.defined(),
                     "a dual encoder scores images against texts: pass both input_ids and pixel_values "

@@ -27,7 +27,8 @@ class DualEncoderImpl : public torch::nn::Module {
   torch::Tensor encode_images(const torch::Tensor& pixel_values);
   // input_ids [B, T], attention_mask [B, T] or undefined -> text_embeds [B, E]
   torch::Tensor encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
-  DualOutputs forward(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
+  // Every image against every text. (Not named forward: torch's bind_module would bind it as is.)
+  DualOutputs score(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
                       const torch::Tensor& attention_mask);
 
   // transformers-style: norms 1/0, biases 0, other weights N(0, std); the temperature (and bias)

@@ -37,13 +37,13 @@ def make_hf_clip(folder, eos_token_id=EOS, seed=0):
     return _perturb_norms_and_save(CLIPModel(config), folder)
 
 
-def make_hf_siglip(folder, seed=0):
+def make_hf_siglip(folder, seed=0, image_size=32):
     from transformers import SiglipConfig, SiglipModel
 
     torch.manual_seed(seed)
     config = SiglipConfig(
         text_config=dict(TOWER, vocab_size=VOCAB, max_position_embeddings=16, eos_token_id=EOS, pad_token_id=PAD),
-        vision_config=dict(TOWER, image_size=32, patch_size=8))
+        vision_config=dict(TOWER, image_size=image_size, patch_size=8))
     model = SiglipModel(config)
     with torch.no_grad():  # SiglipModel's own init leaves the pooling head's biases at zero
         for name, p in model.named_parameters():
@@ -68,12 +68,12 @@ def max_diffs(actual, expected):
             for name in ("logits_per_image", "logits_per_text", "image_embeds", "text_embeds")}
 
 
-def compare(folder, reference, eos, fused=True, mask=True):
+def compare(folder, reference, eos, fused=True, mask=True, image_size=32):
     model = vlmzoo.from_pretrained(folder)
     assert isinstance(model, DualEncoderModel)
     model.fused = fused
     ids, attention_mask = text_batch(eos)
-    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    pixels = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(2))
     kwargs = dict(input_ids=ids, pixel_values=pixels, attention_mask=attention_mask if mask else None)
     with torch.no_grad():
         expected = reference(**kwargs)
@@ -114,6 +114,13 @@ def test_clip_with_a_new_style_eos_id_pools_at_the_first_eos(tmp_path):
 def test_siglip_matches_transformers(siglip, fused, mask):
     diffs = compare(*siglip, eos=EOS, fused=fused, mask=mask)
     print("siglip", "fused" if fused else "reference", "mask" if mask else "no mask", diffs)
+    assert max(diffs.values()) <= 1e-4, diffs
+
+
+def test_siglip_with_a_patch_size_that_does_not_divide_the_image(tmp_path):
+    # 36 / 8: the convolution drops the remainder (4 x 4 patches), as SigLIP so400m's 384 / 14.
+    reference = make_hf_siglip(tmp_path, seed=5, image_size=36)
+    diffs = compare(tmp_path, reference, eos=EOS, image_size=36)
     assert max(diffs.values()) <= 1e-4, diffs
 
 

@@ -89,10 +89,21 @@ class TextTower : public TextEncoder {
     DecoderContext ctx;
     ctx.mask_mode = mask_;
     ctx.allowed = mask_ == MaskMode::kCausal ? nn::causal_mask(x.size(1), 0, attention_mask, x.device())
-                                             : nn::padding_mask(x.size(1), 0, attention_mask, x.device());
+                                             : keys_mask(attention_mask, x.size(1));
     x = begin(x, ctx);
     for (int64_t i = 0; i < num_layers(); ++i) x = layer(i, x, ctx);
     return finish(x);
+  }
+
+  // Bidirectional: every query (padding ones too) attends to the real keys only, as the reference's
+  // create_bidirectional_mask; this matters where a kind pools a padding position (SigLIP's last
+  // token). A row without any real token attends to everything (no empty softmax).
+  // attention_mask: [B, T] or undefined -> bool [B, 1, T, T] or undefined.
+  static torch::Tensor keys_mask(const torch::Tensor& attention_mask, int64_t tokens) {
+    if (!attention_mask.defined()) return {};
+    auto keys = attention_mask.to(torch::kBool);
+    keys = keys | ~keys.any(-1, true);
+    return keys.view({keys.size(0), 1, 1, tokens}).expand({keys.size(0), 1, tokens, tokens});
   }
 
   double flops(int64_t tokens) const override {

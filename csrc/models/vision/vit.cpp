@@ -55,8 +55,10 @@ void apply_style_defaults(JsonReader& r, VitConfig& c) {
 }
 
 void check_vit(JsonReader& r, VitConfig& c) {
-  if (c.image_size % c.patch_size != 0) {
-    r.fail("patch_size", std::to_string(c.patch_size) + " does not divide " + r.path_of("image_size") + " " +
+  // A patch size that does not divide the image drops the remainder, as the reference's convolution
+  // (SigLIP so400m: 384 / 14 -> 27 x 27 patches).
+  if (c.patch_size > c.image_size) {
+    r.fail("patch_size", std::to_string(c.patch_size) + " is larger than " + r.path_of("image_size") + " " +
                              std::to_string(c.image_size));
   }
   if (c.hidden % c.heads != 0) {
