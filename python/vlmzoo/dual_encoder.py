@@ -217,10 +217,10 @@ def _rebuild(config: dict[str, Any], state: Mapping[str, torch.Tensor], requires
     return model.train(training)
 
 
-def is_dual_encoder(config: str | Mapping[str, Any]) -> bool:
+def is_dual_encoder(config: str | Mapping[str, Any], **overrides: Any) -> bool:
     """Whether the config's family builds the dual-encoder assembly ("assembly" in the family's data).
     An unknown family is left to the model's own config check, which names it."""
     from .presets import families, load_config
 
-    family = load_config(config).get("family", "llava")
+    family = overrides.get("family") or load_config(config).get("family", "llava")
     return families().get(family, {}).get("assembly", "decoder") == "dual_encoder"

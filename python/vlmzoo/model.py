@@ -97,7 +97,7 @@ class Model(nn.Module):
         if cls is Model and config is not None:
             from .dual_encoder import DualEncoderModel, is_dual_encoder
 
-            if is_dual_encoder(config):
+            if is_dual_encoder(config, **kwargs):
                 return DualEncoderModel(config, *args, **kwargs)
         return super().__new__(cls)
 
