@@ -178,3 +178,22 @@ def test_full_preset_parameter_count_equals_transformers(preset, published):
 
     converted = (clip_config if model_class == "CLIPModel" else siglip_config)(values)
     assert vlmzoo.parameter_counts(converted)["total"] == expected
+
+
+@pytest.mark.parametrize("which", ["clip", "siglip"])
+def test_loss_gradients_match_transformers(which, clip, siglip):
+    from vlmzoo.convert.hf_clip import dual_state_dict
+
+    folder, reference = clip if which == "clip" else siglip
+    model = vlmzoo.from_pretrained(folder)
+    ids, mask = text_batch(EOS)
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    reference.zero_grad()
+    reference(input_ids=ids, pixel_values=pixels, attention_mask=mask, return_loss=True).loss.backward()
+    model(input_ids=ids, pixel_values=pixels, attention_mask=mask, return_loss=True).loss.backward()
+    expected, unknown = dual_state_dict({n: p.grad for n, p in reference.named_parameters() if p.grad is not None})
+    assert not unknown
+    own = dict(model.named_parameters())
+    assert set(expected) == set(own)
+    worst = max((own[n].grad - g.reshape(own[n].shape)).abs().max().item() for n, g in expected.items())
+    assert worst <= 1e-4, worst
