@@ -3,7 +3,7 @@
 #include <torch/python.h>
 
 #include "config/families.h"
-#include "models/decoder_vlm.h"
+#include "models/assembly.h"
 
 namespace py = pybind11;
 using vlmzoo::config::ConfigError;
@@ -33,6 +33,7 @@ VlmInputs inputs(const torch::Tensor& input_ids, const std::optional<torch::Tens
 
 namespace vlmzoo::bindings {
 void bind_bert(py::module_& m);  // bindings/bert.cpp
+void bind_dual_encoder(py::module_& m);  // bindings/dual_encoder.cpp
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -41,7 +42,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   m.def("resolve_config", [](const std::string& json_text) {
     auto config = vlmzoo::models::parse_model_config_string(json_text);
-    vlmzoo::models::DecoderVlm(config, torch::TensorOptions().device(torch::kMeta), false);  // checks across slots
+    vlmzoo::models::check_model(config);  // the family's assembly on the meta device: checks across slots
     return vlmzoo::models::to_json(config).dump();
   }, py::arg("json_text"), "Parse, validate (building on the meta device) and fill defaults; returns JSON text.");
   m.def("family_names", &vlmzoo::config::family_names);
@@ -49,6 +50,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("registered_kinds", &vlmzoo::models::registered_kinds, py::arg("slot"));
   m.def("slot_names", &vlmzoo::models::slot_names);
   vlmzoo::bindings::bind_bert(m);
+  vlmzoo::bindings::bind_dual_encoder(m);
 
   torch::python::bind_module<DecoderVlmImpl>(m, "VlmModel")
       .def(py::init([](const std::string& json_text, const std::string& device, const std::string& dtype,

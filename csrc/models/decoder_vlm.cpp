@@ -14,6 +14,7 @@ namespace {
 
 template <class Module>
 std::shared_ptr<Module> build_slot(const std::shared_ptr<const SlotConfig>& c, const BuildContext& context) {
+  if (!c) throw ConfigError(std::string(SlotName<Module>::value) + ": the decoder assembly needs this slot");
   return Registry<Module>::instance().find(c->kind)->build(*c, context);
 }
 

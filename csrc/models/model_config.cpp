@@ -11,6 +11,9 @@ namespace {
 template <class Module>
 std::shared_ptr<const SlotConfig> parse_slot(JsonReader& root, const Json& family_slots) {
   const std::string slot = SlotName<Module>::value;
+  // A slot that neither the family nor the user names is absent (a dual encoder has no abstractor
+  // or fusion); the assembly decides whether it may be.
+  if (!family_slots.contains(slot) && !root.has(slot)) return nullptr;
   JsonReader user = root.child(slot);  // validates that the slot is an object
   Json merged = family_slots.contains(slot) ? family_slots[slot] : Json::object();
   const Json& given = root.has(slot) ? Json(root.raw(slot)) : Json::object();
@@ -72,14 +75,13 @@ ModelConfig parse_model_config_string(const std::string& text) {
 }
 
 Json to_json(const ModelConfig& c) {
-  return {{"name", c.name},
-          {"family", c.family},
-          {"fused", c.fused},
-          {"vision", slot_json<VisionEncoder>(c.vision)},
-          {"abstractor", slot_json<Abstractor>(c.abstractor)},
-          {"fusion", slot_json<Fusion>(c.fusion)},
-          {"llm", slot_json<LanguageModel>(c.llm)},
-          {"head", slot_json<Head>(c.head)}};
+  Json j = {{"name", c.name}, {"family", c.family}, {"fused", c.fused}};
+  if (c.vision) j["vision"] = slot_json<VisionEncoder>(c.vision);
+  if (c.abstractor) j["abstractor"] = slot_json<Abstractor>(c.abstractor);
+  if (c.fusion) j["fusion"] = slot_json<Fusion>(c.fusion);
+  if (c.llm) j["llm"] = slot_json<LanguageModel>(c.llm);
+  if (c.head) j["head"] = slot_json<Head>(c.head);
+  return j;
 }
 
 std::vector<std::string> registered_kinds(const std::string& slot) {

@@ -98,6 +98,20 @@ class LanguageModel : public Slot {
   virtual double flops(int64_t tokens) const = 0;  // one forward over a sequence of `tokens`, logits included
 };
 
+// A text tower pooled to one vector per text: the text side of the dual-encoder assembly
+// (models/dual_encoder.h). It is a language-model kind (registered under the llm slot, so configs
+// name it as "llm"), whose layers the LanguageModel methods expose; it has no LM logits.
+class TextEncoder : public LanguageModel {
+ public:
+  virtual int64_t output_width() const = 0;  // width of the pooled vector
+  // input_ids: [B, T]; attention_mask: [B, T] (1 = real token) or undefined -> pooled [B, output_width].
+  virtual torch::Tensor encode(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) = 0;
+  torch::Tensor logits(const torch::Tensor&) override {
+    TORCH_CHECK_VALUE(false, "this llm kind is a text encoder: it pools text, it has no language-model logits");
+    return {};
+  }
+};
+
 // How visual tokens meet the text.
 struct FusedInputs {
   torch::Tensor embeds;          // [B, T', hidden]
@@ -123,6 +137,25 @@ class Head : public Slot {
  public:
   // hidden: [B, T, hidden] -> [B, T, out]
   virtual torch::Tensor forward(const torch::Tensor& hidden, LanguageModel& lm) = 0;
+};
+
+// Scores image-text pairs from pooled vectors (the dual-encoder assembly's head): projections into a
+// shared space, L2 normalisation, a learned temperature (and bias).
+class SimilarityHead : public Head {
+ public:
+  torch::Tensor forward(const torch::Tensor&, LanguageModel&) override {
+    TORCH_CHECK_VALUE(false, "this head kind scores image-text pairs; it runs in the dual_encoder assembly");
+    return {};
+  }
+  virtual int64_t embed_dim() const = 0;
+  // pooled: [N, vision width] / [B, text width] -> unit-norm embeddings [N|B, embed_dim].
+  virtual torch::Tensor embed_images(const torch::Tensor& pooled) = 0;
+  virtual torch::Tensor embed_texts(const torch::Tensor& pooled) = 0;
+  // text_embeds [B, E], image_embeds [N, E] -> logits_per_text [B, N].
+  virtual torch::Tensor logits_per_text(const torch::Tensor& text_embeds, const torch::Tensor& image_embeds) = 0;
+  // The temperature (and bias) start at the reference's constants, not at a random draw.
+  virtual void initialize_constants() = 0;
+  virtual double flops(int64_t texts, int64_t images) const = 0;
 };
 
 }  // namespace vlmzoo::models

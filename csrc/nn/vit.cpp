@@ -30,8 +30,8 @@ VitLayerImpl::VitLayerImpl(const VitOptions& o, KernelPolicyPtr policy, const to
   mlp = register_module("mlp", Mlp(o.hidden, o.mlp, o.hidden, o.act, true, policy, options));
 }
 
-torch::Tensor VitLayerImpl::forward(const torch::Tensor& x) {
-  auto h = x + attn(norm1(x), torch::Tensor());
+torch::Tensor VitLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& allowed) {
+  auto h = x + attn(norm1(x), allowed);
   return h + mlp(norm2(h));
 }
 

@@ -1,5 +1,5 @@
 #pragma once
-// The pre-LN vision transformer layer of CLIP and SigLIP, and the pixel checks every vision encoder
+// The pre-LN transformer layer of CLIP and SigLIP (vision and text towers), and the pixel checks every vision encoder
 // runs. The encoders themselves (embeddings, layer loop, feature selection) are vision kinds.
 #include "nn/attention.h"
 #include "nn/linear.h"
@@ -18,7 +18,8 @@ struct VitOptions {
 class VitLayerImpl : public torch::nn::Module {
  public:
   VitLayerImpl(const VitOptions& o, KernelPolicyPtr policy, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x);  // x: [N, tokens, hidden]
+  // x: [N, tokens, hidden]; allowed: bool [N|1, 1, tokens, tokens] or undefined (text towers mask padding).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed = {});
 
   LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};

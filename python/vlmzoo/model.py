@@ -92,6 +92,15 @@ class Model(nn.Module):
     device="meta" builds the shapes only (for counting); initialize=False leaves the weights
     uninitialised, for a checkpoint about to be loaded."""
 
+    def __new__(cls, config: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # The family's "assembly" picks the class: a dual encoder (CLIP, SigLIP) is its own module.
+        if cls is Model and config is not None:
+            from .dual_encoder import DualEncoderModel, is_dual_encoder
+
+            if is_dual_encoder(config, **kwargs):
+                return DualEncoderModel(config, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, config: str | Mapping[str, Any], *, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None, initialize: bool = True, **overrides: Any):
         super().__init__()

@@ -28,7 +28,7 @@ MALFORMED = [
     ("llm", "eos_token_id", 512, r"llm\.eos_token_id: 512 is outside the vocabulary \[0, 512\)"),
     # the registered kinds grow as families land: the message lists them all and suggests the closest
     ("llm", "kind", "lama", r"llm\.kind: \"lama\" is not one of the registered llm kinds .*\"llama\".*\(did you mean \"llama\"\?\)"),
-    ("vision", "patch_size", 7, r"vision\.patch_size: 7 does not divide vision\.image_size 64"),
+    ("vision", "patch_size", 65, r"vision\.patch_size: 65 is larger than vision\.image_size 64"),
     ("vision", "heads", 5, r"vision\.heads: 5 does not divide vision\.hidden 128"),
     ("vision", "feature_layers", -5, r"vision\.feature_layers: -5 is out of range"),
     ("vision", "feature_layers", [1, "x"], r"vision\.feature_layers: .* not an integer"),

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vlmzoo
+from dual_kind_cases import DUAL_KIND_CASES
 
 TINY = "llava-1.5-tiny"
 # Per slot: kind -> overrides on the tiny LLaVA that put that kind in the slot.
@@ -65,8 +66,10 @@ def batch_for(model: vlmzoo.Model, batch: int = 2, text: int = 5, seed: int = 0)
 
 @pytest.mark.parametrize("slot", list(KIND_OVERRIDES))
 def test_every_registered_kind_has_a_tiny_case_here(slot):
-    assert set(vlmzoo.kinds(slot)) == {case.split("-", 1)[0] for case in KIND_OVERRIDES[slot]}, (
-        f"kinds registered for {slot}: {vlmzoo.kinds(slot)}; add the new ones to KIND_OVERRIDES")
+    cases = list(KIND_OVERRIDES[slot]) + list(DUAL_KIND_CASES.get(slot, {}))  # dual encoders: own suite
+    assert set(vlmzoo.kinds(slot)) == {case.split("-", 1)[0] for case in cases}, (
+        f"kinds registered for {slot}: {vlmzoo.kinds(slot)}; add the new ones to KIND_OVERRIDES "
+        "(or, for dual-encoder kinds, to dual_kind_cases.DUAL_KIND_CASES)")
 
 
 @pytest.mark.parametrize("slot,kind", CASES, ids=[f"{s}-{k}" for s, k in CASES])

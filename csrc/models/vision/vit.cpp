@@ -3,7 +3,12 @@
 // LLaVA reads them: the hidden states of `feature_layers` (0 = embeddings, i = after layer i),
 // concatenated on channels, the first token dropped when select is "default".
 //   pixel_values [N, C, S, S] -> features [N, tokens, hidden * len(feature_layers)]
+// With `pool` the tower is pooled as its own model's pooler_output (a dual encoder's image side):
+// "class" = post_norm(class token) (CLIPVisionModel), "map" = the attention-pooling head over
+// post_norm(tokens) (SiglipVisionModel's SiglipMultiheadAttentionPoolingHead).
+//   pixel_values [N, C, S, S] -> pooled [N, 1, hidden]
 #include "models/registry.h"
+#include "nn/attention_pool.h"
 #include "nn/vit.h"
 
 #include <algorithm>
@@ -25,6 +30,7 @@ struct VitConfig : SlotConfig {
   std::vector<int> feature_layers = {-2};
   // "default" drops the first token (the class token; transformers drops it even without one).
   std::string select = "default";
+  std::string pool = "none";  // "none" (features as above), "class" or "map"
 
   int patches() const { return (image_size / patch_size) * (image_size / patch_size); }
   int tokens() const { return patches() + (class_token ? 1 : 0); }
@@ -49,8 +55,24 @@ void apply_style_defaults(JsonReader& r, VitConfig& c) {
 }
 
 void check_vit(JsonReader& r, VitConfig& c) {
-  config::require_divides(r, "patch_size", c.patch_size, "image_size", c.image_size);
+  // A patch size that does not divide the image drops the remainder, as the reference's convolution
+  // (SigLIP so400m: 384 / 14 -> 27 x 27 patches).
+  if (c.patch_size > c.image_size) {
+    r.fail("patch_size", std::to_string(c.patch_size) + " is larger than " + r.path_of("image_size") + " " +
+                             std::to_string(c.image_size));
+  }
   config::require_divides(r, "heads", c.heads, "hidden", c.hidden);
+  if (c.pool != "none") {
+    auto layers = c.resolved_feature_layers();
+    if (layers.size() != 1 || layers[0] != c.layers) {
+      r.fail("feature_layers", "must be [-1] with " + r.path_of("pool") + " \"" + c.pool +
+                                   "\": pooling reads the last layer");
+    }
+    if (c.pool == "class" && !c.class_token) {
+      r.fail("pool", "\"class\" needs a class token (" + r.path_of("class_token") + " is false)");
+    }
+    if (!c.post_norm) r.fail("pool", "\"" + c.pool + "\" applies post_norm, but " + r.path_of("post_norm") + " is false");
+  }
   for (int layer : c.feature_layers) {
     if (layer > c.layers || layer < -(c.layers + 1)) {
       r.fail("feature_layers", std::to_string(layer) + " is out of range: hidden states run from " +
@@ -79,6 +101,7 @@ const Schema<VitConfig>& vit_schema() {
                                  .boolean("patch_bias", &VitConfig::patch_bias)
                                  .int_list("feature_layers", &VitConfig::feature_layers, IntRange{-4097, 4096})
                                  .choice("select", &VitConfig::select, {"default", "full"})
+                                 .choice("pool", &VitConfig::pool, {"none", "class", "map"})
                                  .after(check_vit);
   return schema;
 }
@@ -95,12 +118,19 @@ class VitEncoder : public VisionEncoder {
     nn::VitOptions layer{c.hidden, c.heads, c.mlp, c.act, c.eps};
     for (int i = 0; i < c.layers; ++i) layers->push_back(nn::VitLayer(layer, b.policy, o));
     if (c.post_norm) post_norm = register_module("post_norm", nn::LayerNorm(c.hidden, c.eps, b.policy, o));
+    if (c.pool == "map") {
+      pool_head = register_module("pool_head", nn::AttentionPool(c.hidden, c.heads, c.mlp, c.act, c.eps, b.policy, o));
+    }
   }
 
   int64_t output_width() const override { return int64_t{c_.hidden} * static_cast<int64_t>(c_.feature_layers.size()); }
-  int64_t output_tokens() const override { return c_.tokens() - (c_.select == "default" ? 1 : 0); }
+  int64_t output_tokens() const override {
+    if (c_.pool != "none") return 1;
+    return c_.tokens() - (c_.select == "default" ? 1 : 0);
+  }
 
   torch::Tensor forward(const torch::Tensor& pixel_values) override {
+    if (c_.pool != "none") return pooled(pixel_values);
     auto indices = c_.resolved_feature_layers();
     int64_t deepest = *std::max_element(indices.begin(), indices.end());
     std::vector<torch::Tensor> states = {embed(pixel_values)};
@@ -119,6 +149,7 @@ class VitEncoder : public VisionEncoder {
     const double used = static_cast<double>(*std::max_element(indices.begin(), indices.end()));
     double per_image = 2 * p * c_.channels * c_.patch_size * c_.patch_size * d;
     per_image += used * (2 * t * (4 * d * d + 2 * d * m) + 4 * t * t * d);
+    if (c_.pool == "map") per_image += 2 * (2 * d * d + 2 * t * d * d) + 4 * t * d + 2 * 2 * d * m;  // q, o; k, v; scores; mlp
     return images * per_image;
   }
 
@@ -127,8 +158,17 @@ class VitEncoder : public VisionEncoder {
   nn::Embedding position_embed{nullptr};
   nn::LayerNorm pre_norm{nullptr}, post_norm{nullptr};
   torch::nn::ModuleList layers;
+  nn::AttentionPool pool_head{nullptr};
 
  private:
+  // [N, C, S, S] -> [N, 1, hidden]: every layer, post_norm, then the class token or the MAP head.
+  torch::Tensor pooled(const torch::Tensor& pixel_values) {
+    auto x = embed(pixel_values);
+    for (const auto& layer : *layers) x = layer->as<nn::VitLayerImpl>()->forward(x);
+    if (c_.pool == "class") return post_norm(x.select(1, 0)).unsqueeze(1);
+    return pool_head(post_norm(x)).unsqueeze(1);
+  }
+
   // [N, C, S, S] -> [N, tokens, hidden]: patches, class token, positions, pre-LN.
   torch::Tensor embed(const torch::Tensor& pixel_values) {
     nn::check_pixel_values(pixel_values, c_.channels, c_.image_size, c_.image_size,

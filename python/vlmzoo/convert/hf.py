@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from .hf_blip2 import convert_blip2, convert_instructblip
+from .hf_clip import convert_clip, convert_siglip
 from .hf_llava import convert_llava
 from .hf_opt import convert_opt
 
@@ -16,6 +17,7 @@ Converter = Callable[[dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, 
 
 HF_CONVERTERS: dict[str, Converter] = {
     "llava": convert_llava, "opt": convert_opt, "blip-2": convert_blip2, "instructblip": convert_instructblip,
+    "clip": convert_clip, "siglip": convert_siglip,
 }
 # What a folder of another supported architecture holds that vlmzoo cannot load yet, by model type.
 UNSUPPORTED: dict[str, str] = {
