@@ -74,6 +74,21 @@ def test_a_staged_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["step-000001"]
 
 
+def test_without_an_atomic_swap_the_old_folder_steps_aside_and_comes_back_after_a_kill(tmp_path, monkeypatch):
+    import vlmzoo.atomic as atomic
+
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # a filesystem without renameat2 exchange
+    target = tmp_path / "step-000001"
+    for value in ("1", "2"):
+        with staged_folder(target) as staging:
+            (staging / "a").write_text(value)
+    assert (target / "a").read_text() == "2" and [p.name for p in tmp_path.iterdir()] == ["step-000001"]
+    # Killed between its two renames: the old folder sits under its hidden name, the target is missing.
+    os.rename(target, tmp_path / f".step-000001.{dead_pid()}.old")
+    atomic._remove_stale(tmp_path, "step-000001")  # what the next save of that folder does first
+    assert (target / "a").read_text() == "2" and [p.name for p in tmp_path.iterdir()] == ["step-000001"]
+
+
 # ---- killing a process while it saves
 SAVE_LOOP = textwrap.dedent("""
     import sys, torch, vlmzoo
