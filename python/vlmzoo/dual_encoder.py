@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _C
-from .model import _DTYPE_NAMES, CppModule, _cpp_forward, _describe_key_problems
+from .model import _DTYPE_NAMES, CppModule, _cpp_forward
 from .presets import resolve_config
 
 DUAL_SLOTS = ("vision", "llm", "head")
@@ -164,23 +164,9 @@ class DualEncoderModel(nn.Module):
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
                         assign: bool = False) -> tuple[list[str], list[str]]:
         """As Model.load_state_dict: everything is checked before anything is copied."""
-        own = dict(self.named_parameters())
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        mismatched = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                      for k in sorted(set(own) & set(state_dict)) if tuple(state_dict[k].shape) != tuple(own[k].shape)]
-        if mismatched:
-            raise ValueError("shape mismatch: " + "; ".join(mismatched))
-        if strict and (missing or unexpected):
-            raise KeyError(_describe_key_problems(missing, unexpected))
-        non_finite = [k for k in sorted(set(own) & set(state_dict))
-                      if state_dict[k].is_floating_point() and not bool(torch.isfinite(state_dict[k]).all())]
-        if non_finite:
-            raise ValueError(f"non-finite values (NaN or inf) in {len(non_finite)} tensors: " + ", ".join(non_finite))
-        with torch.no_grad():
-            for k in set(own) & set(state_dict):
-                own[k].copy_(state_dict[k])
-        return missing, unexpected
+        from .convert.validate import load_into
+
+        return load_into(dict(self.named_parameters()), state_dict, strict=strict)
 
     def train(self, mode: bool = True) -> "DualEncoderModel":
         self._module.train(mode)

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from .hf_llava import _ACTIVATIONS, _VISION_RULES, _activation, _first_id
+from .hf_common import ACTIVATIONS as _ACTIVATIONS, activation as _activation, first_id as _first_id
+from .hf_llava import _VISION_RULES
 
 # Defaults of transformers' config classes (CLIPTextConfig, CLIPVisionConfig, SiglipTextConfig,
 # SiglipVisionConfig, CLIPConfig), for fields a config.json leaves out.
