@@ -84,3 +84,35 @@ def test_what_transformers_cannot_express_is_refused_by_name(override, field, tm
     with pytest.raises(NotExportable, match=field):
         save_for_transformers(model, tmp_path)
     assert not (tmp_path / "config.json").exists()
+
+
+def test_a_model_of_a_built_in_task_exports_with_a_processor_transformers_reads(tmp_path):
+    # The tiny preset speaking the shapes vocabulary, exported with its word tokenizer: transformers'
+    # own AutoProcessor + LlavaForConditionalGeneration give vlmzoo's inputs and greedy tokens.
+    from sklearn.datasets import load_sample_image
+    from PIL import Image
+
+    from vlmzoo.data import make_task
+    from vlmzoo.processing import AutoProcessor
+    from vlmzoo.train import task_overrides
+
+    tokenizer = make_task("shapes", n_train=0, n_val=0, n_test=0).tokenizer
+    torch.manual_seed(0)
+    model = vlmzoo.build("llava-1.5-tiny", **task_overrides(vlmzoo.resolve_config("llava-1.5-tiny"), tokenizer)).eval()
+    save_for_transformers(model, tmp_path, processor=tokenizer)
+    ours = AutoProcessor.from_pretrained("llava-1.5-tiny")
+    theirs = transformers.AutoProcessor.from_pretrained(tmp_path)
+    assert type(theirs).__name__ == "LlavaProcessor"
+    image = Image.fromarray(load_sample_image("flower.jpg"))
+    text = "<image> how many shapes are left of the red circle ?"
+    expected = theirs(images=image, text=text, return_tensors="pt")
+    actual = ours(images=image, text=text, return_tensors="pt")
+    assert torch.equal(actual.input_ids, expected["input_ids"])
+    assert (actual.pixel_values - expected["pixel_values"]).abs().max() <= 1e-6
+    reference = transformers.LlavaForConditionalGeneration.from_pretrained(tmp_path).eval()
+    new = reference.generate(**expected, max_new_tokens=6, do_sample=False, eos_token_id=None,
+                             pad_token_id=tokenizer.pad_id)
+    mine = model.generate(input_ids=actual.input_ids, pixel_values=actual.pixel_values,
+                          attention_mask=actual.attention_mask, max_new_tokens=6, eos_token_id=[])
+    assert torch.equal(new, mine)
+    assert theirs.decode(new[0, expected["input_ids"].shape[1]:]) == ours.decode(mine[0, actual.input_ids.shape[1]:])

@@ -166,8 +166,14 @@ def save_llava_for_transformers(model: Any, folder: str | Path) -> Path:
 HF_EXPORTERS = {"llava": save_llava_for_transformers}
 
 
-def save_for_transformers(model: Any, folder: str | Path) -> Path:
+def save_for_transformers(model: Any, folder: str | Path, processor: Any = None) -> Path:
+    """The model (and, when given, its processor or word tokenizer) as a transformers folder."""
     family = model.config["family"]
     if family not in HF_EXPORTERS:
         raise NotExportable(f"no transformers export for family {family!r}; exportable: {', '.join(HF_EXPORTERS)}")
-    return HF_EXPORTERS[family](model, folder)
+    folder = HF_EXPORTERS[family](model, folder)
+    if processor is not None:
+        from .export_hf_processor import save_llava_processor_for_transformers
+
+        save_llava_processor_for_transformers(model, folder, processor)
+    return folder
