@@ -33,6 +33,8 @@ KIND_OVERRIDES: dict[str, dict[str, dict]] = {
     },
     "llm": {
         "llama": {},
+        "opt": {"llm": {"kind": "opt", "vocab": 512, "hidden": 128, "layers": 2, "heads": 4, "mlp": 256,
+                        "max_positions": 512, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}},
     },
     "head": {
         "lm": {},
