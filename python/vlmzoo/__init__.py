@@ -7,6 +7,7 @@ from . import _C
 from .loading import from_pretrained
 from .info import info, parameter_counts, forward_flops, visual_tokens_per_image
 from .model import Model, ModelOutput, build
+from .processing import AutoProcessor
 from .dual_encoder import DualEncoderModel, DualEncoderOutput
 from .train import train
 from .evaluate import evaluate
@@ -14,7 +15,7 @@ from .compare import compare
 from .presets import families, family, kinds, load_config, presets, resolve_config
 
 __all__ = [
-    "Model", "ModelOutput", "DualEncoderModel", "DualEncoderOutput", "build", "from_pretrained", "info", "parameter_counts", "forward_flops",
+    "AutoProcessor", "Model", "ModelOutput", "DualEncoderModel", "DualEncoderOutput", "build", "from_pretrained", "info", "parameter_counts", "forward_flops",
     "visual_tokens_per_image", "load_config", "presets", "resolve_config", "families", "family", "kinds", "train", "evaluate", "compare",
 ]
 __version__ = "0.1.0"
