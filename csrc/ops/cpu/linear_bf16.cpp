@@ -47,6 +47,15 @@ constexpr int64_t kTileCols = kTileRegs * kLanes;
 // first): below it, widening a panel to memory costs more than widening it per group.
 constexpr int64_t kFewRows = 4 * kFewTileRows;
 
+// Decode reads each weight once, from memory: ask for the lines kPrefetchBytes ahead of the 4 lines a
+// step reads (panels are contiguous, so this runs into the next panel; a prefetch past the end is harmless).
+// 4 KB: 1.26-1.49x -> 1.46-1.72x float32 at one row (no prefetch, 1 KB, 4 KB and 8 KB measured).
+constexpr int64_t kPrefetchBytes = 4096;
+inline void prefetch_ahead(const void* step) {
+  const char* ahead = static_cast<const char*>(step) + kPrefetchBytes;
+  for (int line = 0; line < 4; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+}
+
 // The register tiles below write their sums to a buffer ([R][64]) and the caller adds the bias and
 // stores them: with that epilogue in the same body, GCC 12 keeps the accumulators on the stack through
 // the loop. Their small loops have constant trip counts and are unrolled, so the accumulators stay in
@@ -67,6 +76,7 @@ __attribute__((noinline)) void few_rows_tile(const float* x, int64_t ldx, int64_
   const int64_t pairs = k / 2;
   for (int64_t p = 0; p < pairs; ++p) {
     const uint32_t* words = panel + p * kCols;
+    if constexpr (R <= 2) prefetch_ahead(words);  // decode
     #pragma GCC unroll 16
     for (int64_t j = 0; j < kPanelRegs; ++j) {
       const Words w = load_words(words + j * kLanes);

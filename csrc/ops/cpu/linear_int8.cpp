@@ -21,6 +21,8 @@ namespace {
 constexpr int64_t kCols = kInt8PanelCols;  // 4 registers of 16 int32 columns
 constexpr int64_t kGroup = kInt8Group;
 constexpr int kTileRows = 6;  // 6 x 4 accumulators + 4 weights + 1 broadcast of the 32 registers
+// Decode tiles prefetch this far ahead in the panels (contiguous; a prefetch past the end is harmless).
+constexpr int64_t kPrefetchBytes = 4096;
 
 // Row of x ([k] float32) -> [k_padded] uint8 (padding 0), its scale and zero point. A row holding a NaN
 // gets a NaN scale, so its outputs are NaN (as the reference's and F.linear's), not quantised garbage.
@@ -85,6 +87,10 @@ __attribute__((noinline)) void accumulate(const uint8_t* q, int64_t ldq, int64_t
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
   for (int64_t g = 0; g < groups; ++g) {
     const int8_t* w = panel + g * kCols * kGroup;
+    if constexpr (R <= 2) {  // decode: each weight is read once, from memory; ask for the lines 4 KB ahead
+      for (int line = 0; line < 4; ++line)
+        _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes + 64 * line, _MM_HINT_T0);
+    }
     const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
     const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
     #pragma GCC unroll 16
