@@ -74,9 +74,9 @@ struct Epilogue {
 };
 
 // R rows (quantised, `ldq` bytes apart, groups of 4 features) x one packed panel ([groups][64][4] int8)
-// -> sums [R][64] int32. Its own (never inlined) function: with the epilogue in the same body, GCC 12
+// -> sums [R][64] int32. Prefetch: the first tile over a panel, which reads it from memory, asks for it ahead. Its own (never inlined) function: with the epilogue in the same body, GCC 12
 // keeps the 24 accumulators on the stack through the loop.
-template <int R>
+template <int R, bool Prefetch>
 __attribute__((noinline)) void accumulate(const uint8_t* q, int64_t ldq, int64_t groups, const int8_t* panel,
                                           int32_t* sums) {
   __m512i acc[R][4];
@@ -87,7 +87,7 @@ __attribute__((noinline)) void accumulate(const uint8_t* q, int64_t ldq, int64_t
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
   for (int64_t g = 0; g < groups; ++g) {
     const int8_t* w = panel + g * kCols * kGroup;
-    if constexpr (R <= 2) {  // decode: each weight is read once, from memory; ask for the lines 4 KB ahead
+    if constexpr (Prefetch) {
       for (int line = 0; line < 4; ++line)
         _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes + 64 * line, _MM_HINT_T0);
     }
@@ -172,7 +172,11 @@ at::Tensor linear_int8_vnni(const at::Tensor& x, const at::Tensor& packed, const
       for (int64_t r0 = chunk * chunk_rows; r0 < row_end; r0 += kTileRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
         with_rows<kTileRows>(rows, [&](auto r) {
-          accumulate<decltype(r)::value>(qp + r0 * k_padded, k_padded, groups, wp + p * panel_bytes, sums);
+          constexpr int R = decltype(r)::value;
+          const int8_t* panel = wp + p * panel_bytes;
+          const uint8_t* rows_q = qp + r0 * k_padded;
+          if (r0 == chunk * chunk_rows) accumulate<R, true>(rows_q, k_padded, groups, panel, sums);
+          else accumulate<R, false>(rows_q, k_padded, groups, panel, sums);
         });
         epilogue(sums, rows, r0, p * kCols, e);
       }
