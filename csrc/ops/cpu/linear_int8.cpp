@@ -74,8 +74,9 @@ struct Epilogue {
 };
 
 // R rows (quantised, `ldq` bytes apart, groups of 4 features) x one packed panel ([groups][64][4] int8)
-// -> sums [R][64] int32. Prefetch: the first tile over a panel, which reads it from memory, asks for it ahead. Its own (never inlined) function: with the epilogue in the same body, GCC 12
-// keeps the 24 accumulators on the stack through the loop.
+// -> sums [R][64] int32. Prefetch: set for the first tile over a panel, which reads it from memory.
+// Its own (never inlined) function: with the epilogue in the same body, GCC 12 keeps the 24
+// accumulators on the stack through the loop.
 template <int R, bool Prefetch>
 __attribute__((noinline)) void accumulate(const uint8_t* q, int64_t ldq, int64_t groups, const int8_t* panel,
                                           int32_t* sums) {
