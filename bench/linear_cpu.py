@@ -108,10 +108,11 @@ def row(m, name, n, k, rounds):
 def machine():
     model = platform.processor()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} CPUs"
@@ -127,10 +128,10 @@ def commit():
 
 def table(threads, rounds, only, rows):
     torch.set_num_threads(threads)
-    lines = ["| shape [M, K] -> N | threads | f32 µs | torch bf16 µs | ours bf16 µs | ours int8 µs | "
-             "torch bf16 vs f32 | ours bf16 vs f32 | ours int8 vs f32 | read floor µs f32 / bf16 / int8 | "
-             "bf16, int8 at % of their floor |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    header = ("| shape [M, K] -> N | threads | f32 µs | torch bf16 µs | ours bf16 µs | ours int8 µs | "
+              "torch bf16 vs f32 | ours bf16 vs f32 | ours int8 vs f32 | read floor µs f32 / bf16 / int8 | "
+              "bf16, int8 at % of their floor |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for m, shapes in CASES:
         if rows and m not in rows:
             continue
