@@ -145,13 +145,12 @@ at::Tensor linear_int8_vnni(const at::Tensor& x, const at::Tensor& packed, const
   const int64_t groups = packed.size(1), k_padded = groups * kGroup, panels = packed.size(0);
   auto out = at::empty({m, n}, x.options());
   if (m == 0) return out;
-  auto q = at::empty({m, k_padded}, x.options().dtype(at::kByte));
-  auto x_scale = at::empty({m}, x.options());
-  auto x_zero = at::empty({m}, x.options().dtype(at::kInt));
+  // One buffer: the rows' scales [m] float32, zero points [m] int32, then the quantised rows [m][k_padded].
+  auto buffer = at::empty({m * (8 + k_padded)}, x.options().dtype(at::kByte));
+  float* sp = reinterpret_cast<float*>(buffer.data_ptr<uint8_t>());
+  int32_t* zp = reinterpret_cast<int32_t*>(sp + m);
+  uint8_t* qp = reinterpret_cast<uint8_t*>(zp + m);
   const float* xp = x.data_ptr<float>();
-  uint8_t* qp = q.data_ptr<uint8_t>();
-  float* sp = x_scale.data_ptr<float>();
-  int32_t* zp = x_zero.data_ptr<int32_t>();
   at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) quantize_row(xp + r * ldx, k, k_padded, qp + r * k_padded, sp + r, zp + r);
   });
