@@ -130,8 +130,8 @@ def table(threads, rounds, only, rows):
     torch.set_num_threads(threads)
     header = ("| shape [M, K] -> N | threads | f32 µs | torch bf16 µs | ours bf16 µs | ours int8 µs | "
               "torch bf16 vs f32 | ours bf16 vs f32 | ours int8 vs f32 | read floor µs f32 / bf16 / int8 | "
-              "bf16, int8 at % of their floor |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+              "bf16, int8 at % of their floor | weights read GB/s f32 / bf16 / int8 |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for m, shapes in CASES:
         if rows and m not in rows:
             continue
@@ -143,13 +143,16 @@ def table(threads, rounds, only, rows):
             if "read f32" in t:
                 floor = " / ".join(f"{t[c] * 1e6:.0f}" for c in ("read f32", "read bf16", "read int8"))
                 near = f"{100 * t['read bf16'] / t['ours bf16']:.0f}%, {100 * t['read int8'] / t['ours int8']:.0f}%"
+                # Weight bytes per second of each format (f32: 4 bytes, bf16: 2, int8: 1 per weight).
+                rate = " / ".join(f"{n * k * size / t[c] / 1e9:.1f}"
+                                  for c, size in (("f32", 4), ("ours bf16", 2), ("ours int8", 1)))
             else:
-                floor, near = "-", "-"
+                floor, near, rate = "-", "-", "-"
             label = f"{name} [{m}, {k}] -> {n}" + (f" (x{copies})" if copies > 1 else "")
             lines.append(f"| {label} | {threads} | {t['f32'] * 1e6:.0f} | "
                          f"{t['torch bf16'] * 1e6:.0f} | {t['ours bf16'] * 1e6:.0f} | {t['ours int8'] * 1e6:.0f} | "
                          f"{ratio['torch bf16']:.2f}x | {ratio['ours bf16']:.2f}x | {ratio['ours int8']:.2f}x | "
-                         f"{floor} | {near} |")
+                         f"{floor} | {near} | {rate} |")
             print(lines[-1], flush=True)
     return lines
 
@@ -185,7 +188,7 @@ def main():
               f"(MKL) in the same round; decode rows cycle through (xN) copies of the weights, "
               f"{DECODE_WORKING_SET >> 20} MB of them in float32, so every call reads its weights from memory as a "
               f"decode step does; targets (issue 10): ours bf16 >= {TARGETS['ours bf16']}x, ours int8 >= "
-              f"{TARGETS['ours int8']}x. Read floor: one pass over the packed weight's bytes (uint8 amax).\n\n")
+              f"{TARGETS['ours int8']}x. Read floor: one pass over the packed weight's bytes (uint8 amax; not a hard floor: MKL's float32 gemv reads faster).\n\n")
     text = header + "\n".join(lines) + "\n"
     print()
     print(text)
