@@ -66,8 +66,8 @@ def timeit(candidates, rounds, min_time=2e-3):
 
 
 def read_pass(t):
-    """One plain pass over t's bytes (the max of its bytes, ATen's fastest plain reduction here, 23 GB/s on
-    one thread against 19 for a float32 sum): the read-bandwidth floor of t."""
+    """One plain pass over t's bytes (the max of its bytes: of the ATen reductions tried here the fastest,
+    ahead of a float32 sum): the read-bandwidth floor of t."""
     data = t.view(torch.uint8)
     return lambda: data.amax()
 
@@ -108,10 +108,11 @@ def row(m, name, n, k, rounds):
 def machine():
     model = platform.processor()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} CPUs"
@@ -127,10 +128,10 @@ def commit():
 
 def table(threads, rounds, only, rows):
     torch.set_num_threads(threads)
-    lines = ["| shape [M, K] -> N | threads | f32 µs | torch bf16 µs | ours bf16 µs | ours int8 µs | "
-             "torch bf16 vs f32 | ours bf16 vs f32 | ours int8 vs f32 | read floor µs f32 / bf16 / int8 | "
-             "bf16, int8 at % of their floor |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    header = ("| shape [M, K] -> N | threads | f32 µs | torch bf16 µs | ours bf16 µs | ours int8 µs | "
+              "torch bf16 vs f32 | ours bf16 vs f32 | ours int8 vs f32 | read floor µs f32 / bf16 / int8 | "
+              "bf16, int8 at % of their floor | weights read GB/s f32 / bf16 / int8 |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for m, shapes in CASES:
         if rows and m not in rows:
             continue
@@ -142,12 +143,16 @@ def table(threads, rounds, only, rows):
             if "read f32" in t:
                 floor = " / ".join(f"{t[c] * 1e6:.0f}" for c in ("read f32", "read bf16", "read int8"))
                 near = f"{100 * t['read bf16'] / t['ours bf16']:.0f}%, {100 * t['read int8'] / t['ours int8']:.0f}%"
+                # Weight bytes per second of each format (f32: 4 bytes, bf16: 2, int8: 1 per weight).
+                rate = " / ".join(f"{n * k * size / t[c] / 1e9:.1f}"
+                                  for c, size in (("f32", 4), ("ours bf16", 2), ("ours int8", 1)))
             else:
-                floor, near = "-", "-"
-            lines.append(f"| {name} [{m}, {k}] -> {n}{f' (x{copies})' if copies > 1 else ''} | {threads} | {t['f32'] * 1e6:.0f} | "
+                floor, near, rate = "-", "-", "-"
+            label = f"{name} [{m}, {k}] -> {n}" + (f" (x{copies})" if copies > 1 else "")
+            lines.append(f"| {label} | {threads} | {t['f32'] * 1e6:.0f} | "
                          f"{t['torch bf16'] * 1e6:.0f} | {t['ours bf16'] * 1e6:.0f} | {t['ours int8'] * 1e6:.0f} | "
                          f"{ratio['torch bf16']:.2f}x | {ratio['ours bf16']:.2f}x | {ratio['ours int8']:.2f}x | "
-                         f"{floor} | {near} |")
+                         f"{floor} | {near} | {rate} |")
             print(lines[-1], flush=True)
     return lines
 
@@ -180,8 +185,10 @@ def main():
               f"Machine: {machine()}; torch {torch.__version__}; vlmzoo CPU kernels {ops.cpu_isa()}; "
               f"{args.clock}-clock time, best of {args.rounds} interleaved rounds; load average "
               f"{load_before:.1f} before, {load_after:.1f} after. Ratios are speed-ups over float32 F.linear "
-              f"(MKL) in the same round; decode rows cycle through (xN) copies of the weights, 128 MB of them in float32, so every call reads its weights from memory as a decode step does; targets (issue 10): ours bf16 >= {TARGETS['ours bf16']}x, ours int8 >= "
-              f"{TARGETS['ours int8']}x. Read floor: one pass over the packed weight's bytes (uint8 amax).\n\n")
+              f"(MKL) in the same round; decode rows cycle through (xN) copies of the weights, "
+              f"{DECODE_WORKING_SET >> 20} MB of them in float32, so every call reads its weights from memory as a "
+              f"decode step does; targets (issue 10): ours bf16 >= {TARGETS['ours bf16']}x, ours int8 >= "
+              f"{TARGETS['ours int8']}x. Read floor: one pass over the packed weight's bytes (uint8 amax; not a hard floor: MKL's float32 gemv reads faster).\n\n")
     text = header + "\n".join(lines) + "\n"
     print()
     print(text)

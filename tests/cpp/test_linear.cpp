@@ -33,7 +33,7 @@ torch::Tensor naive_linear(const torch::Tensor& x_in, const torch::Tensor& w_in,
 struct Shape {
   int64_t m, k, n;
 };
-const Shape kShapes[] = {{1, 7, 5}, {2, 64, 64}, {3, 67, 130}, {7, 33, 97}, {40, 45, 70}, {13, 200, 1}};
+const Shape kShapes[] = {{1, 7, 5}, {2, 64, 64}, {3, 67, 130}, {7, 33, 97}, {40, 45, 70}, {13, 200, 1}, {40, 2051, 70}};
 
 TEST(LinearKernelCopies, Bf16OfEverySupportedCopyMatchesPlainLoops) {
   using namespace vlmzoo::ops::cpu;

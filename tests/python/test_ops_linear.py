@@ -22,7 +22,7 @@ from test_ops_isa import DRIVER, run_python
 
 ops = torch.ops.vlmzoo
 # (rows M, in_features K, out_features N)
-SHAPES = [(1, 7, 5), (1, 130, 200), (3, 67, 33), (4, 64, 64), (5, 45, 70), (8, 768, 256), (29, 33, 97),
+SHAPES = [(1, 7, 5), (1, 130, 200), (3, 67, 33), (4, 64, 64), (5, 45, 70), (8, 768, 256), (29, 33, 97), (40, 2051, 70),
           (150, 200, 130)]
 LAYOUTS = ["contiguous", "transposed", "strided_rows", "strided_last"]
 

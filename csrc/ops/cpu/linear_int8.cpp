@@ -21,6 +21,8 @@ namespace {
 constexpr int64_t kCols = kInt8PanelCols;  // 4 registers of 16 int32 columns
 constexpr int64_t kGroup = kInt8Group;
 constexpr int kTileRows = 6;  // 6 x 4 accumulators + 4 weights + 1 broadcast of the 32 registers
+// Decode tiles prefetch this far ahead in the panels (contiguous; a prefetch past the end is harmless).
+constexpr int64_t kPrefetchBytes = 4096;
 
 // Row of x ([k] float32) -> [k_padded] uint8 (padding 0), its scale and zero point. A row holding a NaN
 // gets a NaN scale, so its outputs are NaN (as the reference's and F.linear's), not quantised garbage.
@@ -72,9 +74,10 @@ struct Epilogue {
 };
 
 // R rows (quantised, `ldq` bytes apart, groups of 4 features) x one packed panel ([groups][64][4] int8)
-// -> sums [R][64] int32. Its own (never inlined) function: with the epilogue in the same body, GCC 12
-// keeps the 24 accumulators on the stack through the loop.
-template <int R>
+// -> sums [R][64] int32. Prefetch: set for the first tile over a panel, which reads it from memory.
+// Its own (never inlined) function: with the epilogue in the same body, GCC 12 keeps the 24
+// accumulators on the stack through the loop.
+template <int R, bool Prefetch>
 __attribute__((noinline)) void accumulate(const uint8_t* q, int64_t ldq, int64_t groups, const int8_t* panel,
                                           int32_t* sums) {
   __m512i acc[R][4];
@@ -85,6 +88,10 @@ __attribute__((noinline)) void accumulate(const uint8_t* q, int64_t ldq, int64_t
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
   for (int64_t g = 0; g < groups; ++g) {
     const int8_t* w = panel + g * kCols * kGroup;
+    if constexpr (Prefetch) {
+      for (int line = 0; line < 4; ++line)
+        _mm_prefetch(reinterpret_cast<const char*>(w) + kPrefetchBytes + 64 * line, _MM_HINT_T0);
+    }
     const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
     const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
     #pragma GCC unroll 16
@@ -138,13 +145,12 @@ at::Tensor linear_int8_vnni(const at::Tensor& x, const at::Tensor& packed, const
   const int64_t groups = packed.size(1), k_padded = groups * kGroup, panels = packed.size(0);
   auto out = at::empty({m, n}, x.options());
   if (m == 0) return out;
-  auto q = at::empty({m, k_padded}, x.options().dtype(at::kByte));
-  auto x_scale = at::empty({m}, x.options());
-  auto x_zero = at::empty({m}, x.options().dtype(at::kInt));
+  // One buffer: the rows' scales [m] float32, zero points [m] int32, then the quantised rows [m][k_padded].
+  auto buffer = at::empty({m * (8 + k_padded)}, x.options().dtype(at::kByte));
+  float* sp = reinterpret_cast<float*>(buffer.data_ptr<uint8_t>());
+  int32_t* zp = reinterpret_cast<int32_t*>(sp + m);
+  uint8_t* qp = reinterpret_cast<uint8_t*>(zp + m);
   const float* xp = x.data_ptr<float>();
-  uint8_t* qp = q.data_ptr<uint8_t>();
-  float* sp = x_scale.data_ptr<float>();
-  int32_t* zp = x_zero.data_ptr<int32_t>();
   at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) quantize_row(xp + r * ldx, k, k_padded, qp + r * k_padded, sp + r, zp + r);
   });
@@ -166,7 +172,11 @@ at::Tensor linear_int8_vnni(const at::Tensor& x, const at::Tensor& packed, const
       for (int64_t r0 = chunk * chunk_rows; r0 < row_end; r0 += kTileRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, row_end - r0));
         with_rows<kTileRows>(rows, [&](auto r) {
-          accumulate<decltype(r)::value>(qp + r0 * k_padded, k_padded, groups, wp + p * panel_bytes, sums);
+          constexpr int R = decltype(r)::value;
+          const int8_t* panel = wp + p * panel_bytes;
+          const uint8_t* rows_q = qp + r0 * k_padded;
+          if (r0 == chunk * chunk_rows) accumulate<R, true>(rows_q, k_padded, groups, panel, sums);
+          else accumulate<R, false>(rows_q, k_padded, groups, panel, sums);
         });
         epilogue(sums, rows, r0, p * kCols, e);
       }
