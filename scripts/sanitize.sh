@@ -37,13 +37,16 @@ for entry in python/vlmzoo/*; do
   case $(basename "$entry") in _C*.so|__pycache__) continue ;; esac
   ln -sfn "$root/$entry" "$pkg/$(basename "$entry")"
 done
-asan_runtime=$(g++ -print-file-name=libasan.so)
-# The interpreter is not instrumented: the runtime must be loaded first, and Python's own
-# never-freed allocations are not leaks of ours (detect_leaks=0).
+python=$(python3 -c "import sys; print(sys.executable)")  # the interpreter itself, not a launcher script
+# The interpreter is not instrumented: ASan's runtime must be loaded first, and libstdc++ with it, or
+# its __cxa_throw interceptor finds nothing to forward to (CHECK failed at the first C++ exception).
+preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)"
+# Python's own never-freed allocations are not leaks of ours (detect_leaks=0).
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:alloc_dealloc_mismatch=0
 subset=${VLMZOO_SANITIZE_PYTESTS:-"tests/python/test_config.py tests/python/test_ops.py tests/python/test_model_api.py \
   tests/python/test_hardening_inputs.py tests/python/test_hardening_fuzz.py"}
-# The fuzz test runs its harnesses as child processes: they inherit LD_PRELOAD and the sanitized package.
-LD_PRELOAD=$asan_runtime VLMZOO_FUZZ_SECONDS=${VLMZOO_FUZZ_SECONDS:-15} \
-  python3 -m pytest $subset -q -p no:cacheprovider -o pythonpath="$root/$build/pkg" "$@"
+# --capture=sys: sanitizer reports go to the real stderr, not to a capture file lost with the abort.
+# The fuzz test's harnesses are child processes: they inherit LD_PRELOAD and the sanitized package.
+LD_PRELOAD=$preload VLMZOO_FUZZ_SECONDS=${VLMZOO_FUZZ_SECONDS:-15} "$python" -m pytest $subset -q \
+  --capture=sys -p no:cacheprovider -o pythonpath="$root/$build/pkg" "$@"
 say "python subset passed"
