@@ -60,10 +60,10 @@ def _peak_rss_mib() -> float:
 
 
 def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: int | str, seed: int,
-                       recipe: Recipe, progress: bool = True, threads: int | None = None,
+                       recipe: Recipe, options: Mapping[str, Any], progress: bool = True, threads: int | None = None,
                        keep: bool | str = False) -> dict[str, Any]:
     """One row of the comparison: vlmzoo.recipes.train_for_task (build for the task's tokenizer,
-    initialise and train as the recipe says), then evaluate. keep: True returns the trained
+    initialise and train as the recipe says, `options` overriding it), then evaluate. keep: True returns the trained
     weights, a folder path saves the model (and its tokenizer) there."""
     import torch
 
@@ -74,13 +74,14 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         torch.set_num_threads(threads)
     started = time.perf_counter()
     rss_before = _peak_rss_mib()
-    model, result = train_for_task(config, task, budget, recipe, seed, name=name, progress=progress, desc=name)
+    model, result = train_for_task(config, task, budget, recipe, seed, name=name, progress=progress, desc=name,
+                                   **options)
     evaluation = evaluate(model, task, "test")
     peak = _peak_rss_mib()
     row = {
         "model": name,
         "family": model.config["family"],
-        "recipe": recipe.name,
+        "recipe": result.extra["recipe"]["name"],
         "seed": seed,
         "params_total": model.num_parameters(),
         "params_trainable": model.num_parameters(trainable_only=True),
@@ -166,10 +167,10 @@ class Comparison(tuple):
     configs and recipes ({name: ...}), and rebuild(name) that retrains a row with
     vlmzoo.recipes.train_for_task from its config, recipe, seed and budget."""
 
-    def __new__(cls, table, figures, *, models, configs, recipes, task, budget, seed):
+    def __new__(cls, table, figures, *, models, configs, recipes, options, task, budget, seed):
         comparison = super().__new__(cls, (table, figures))
         comparison.table, comparison.figures, comparison.models = table, figures, models
-        comparison.configs, comparison.recipes = configs, recipes
+        comparison.configs, comparison.recipes, comparison.options = configs, recipes, options
         comparison.task, comparison.budget, comparison.seed = task, budget, seed
         return comparison
 
@@ -180,7 +181,7 @@ class Comparison(tuple):
         if name not in self.configs:
             raise KeyError(f"no model {name!r} in this comparison; models: {', '.join(self.configs)}")
         return train_for_task(self.configs[name], self.task, self.budget, self.recipes[name], self.seed, name=name,
-                              progress=progress)
+                              progress=progress, **self.options)
 
 
 def compare(
@@ -229,15 +230,16 @@ def compare(
     # Check configs, recipe and budget before generating data, so a typo fails in a second.
     named = _named_configs(default_configs() if configs is None else list(configs))
     parse_budget(budget, flops_per_step=1.0)
-    recipes = {name: recipe_for(config["family"], recipe).with_options(
-        batch_size=batch_size, lr=lr, trainable=trainable, caption_fraction=caption_fraction, init_std=init_std)
-        for name, config in named}
+    recipes = {name: recipe_for(config["family"], recipe) for name, config in named}
+    # Explicit options beat the recipe (short-run options included), as they do in `train`.
+    options = {k: v for k, v in dict(batch_size=batch_size, lr=lr, trainable=trainable,
+                                     caption_fraction=caption_fraction, init_std=init_std).items() if v is not None}
     if isinstance(task, str):
         task = make_task(task, seed=seed, image_size=image_size, **{**DEFAULT_TASK_SIZES, **(task_sizes or {})})
     results = []
     for name, config in named:
         keep = str(Path(keep_models) / _safe_name(name)) if isinstance(keep_models, (str, Path)) else bool(keep_models)
-        args = (name, config, task, budget, seed, recipes[name], progress, threads, keep)
+        args = (name, config, task, budget, seed, recipes[name], options, progress, threads, keep)
         results.append(_run_isolated(args) if isolate else train_and_evaluate(*args))
     table = pd.DataFrame([r["row"] for r in results])
     table.attrs["loss_curves"] = {r["row"]["model"]: r["curve"] for r in results}
@@ -250,8 +252,8 @@ def compare(
     if print_table:
         print_comparison(table)
     models = {r["row"]["model"]: _restore(r["model"]) for r in results if r["model"] is not None}
-    return Comparison(table, figures, models=models, configs=dict(named), recipes=recipes, task=task, budget=budget,
-                      seed=seed)
+    return Comparison(table, figures, models=models, configs=dict(named), recipes=recipes, options=options, task=task,
+                      budget=budget, seed=seed)
 
 
 def _restore(kept: Any) -> Any:

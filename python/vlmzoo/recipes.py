@@ -8,7 +8,7 @@ for pretrained towers (the family's usual first stage, e.g. LLaVA's projector-on
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .model import SLOTS
 
@@ -41,6 +41,9 @@ class Recipe:
     warmup: float = 0.05  # share of the steps spent warming the learning rate up
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0
+    # Runs of at most short_run_steps steps take these options instead (measured: see the recipe's why).
+    short_run_steps: int = 0
+    short_run: tuple[tuple[str, Any], ...] = ()
     why: str = ""  # the measurement or source behind the numbers
 
     def with_options(self, **options: Any) -> "Recipe":
@@ -54,14 +57,32 @@ class Recipe:
         return asdict(self)
 
 
-# Measured on the tiny LLaVA (see compare.py's default run): a frozen, well-initialised random ViT is a
-# stable random-feature extractor; training it too, or only the projector, stays at chance within a
-# CPU budget. A quarter of captions gives a denser image-grounded signal. lr 1e-3 reached 53.5% on
-# shapes (chance 42.8%) against 40.8% at 3e-3 (225 steps of 32).
+def settle(recipe: Recipe, explicit: Mapping[str, Any], steps_of: Callable[[Recipe], int]) -> tuple[Recipe, int]:
+    """(recipe with the caller's explicit options, optimizer steps), switching to the recipe's
+    short-run options when the budget buys at most short_run_steps; explicit options always win."""
+    chosen = recipe.with_options(**explicit)
+    steps = steps_of(chosen)
+    if chosen.short_run and steps <= chosen.short_run_steps:
+        short = {k: v for k, v in chosen.short_run if explicit.get(k) is None}
+        if short:
+            chosen = replace(chosen.with_options(**short), name=f"{chosen.name}-short")
+            steps = steps_of(chosen)
+    return chosen, steps
+
+
+# Measured on the tiny LLaVA on shapes, batches of 32. Compare's default budget (~225 steps; chance
+# 42.8%): a frozen, well-initialised random ViT is a stable random-feature extractor (training it too,
+# or only the projector, stays at chance); lr 1e-3 with a quarter of captions 53.5%, without captions
+# 48.3%; lr 3e-3 with captions 40.8%; lr 2e-3 without 40.3%. Twenty steps need the opposite: at lr
+# 1e-3 the model answers <eos> first (83/100 empty without captions; with captions all empty or "a",
+# the captions' first word); without captions lr 5e-3 gave an answer to every question for 5 of 5
+# random inits (25-37.5%: the majority word, once also counts), 3e-3 and 2e-3 left a few empty for one init.
 _SCRATCH = Recipe(
     name="scratch", trainable=("abstractor", "llm"), lr=1e-3, caption_fraction=0.25, init_std=0.02,
-    why="tiny LLaVA on shapes, 225 steps of 32: 53.5% (chance 42.8%) at lr 1e-3, 40.8% at 3e-3; "
-        "vision frozen (training it or the projector alone stayed at chance)",
+    short_run_steps=50, short_run=(("lr", 5e-3), ("caption_fraction", 0.0)),
+    why="tiny LLaVA on shapes: ~225 steps of 32 -> 53.5% (chance 42.8%) at lr 1e-3 with 25% captions, "
+        "48.3% without captions, 40.8% at 3e-3; 20 steps -> empty answers at 1e-3, an answer to every "
+        "question at 5e-3 without captions for 5 of 5 inits (runs of <= 50 steps use that)",
 )
 RECIPES: dict[str, dict[str, Recipe]] = {
     "llava": {
@@ -89,9 +110,9 @@ def recipe_for(family: str, recipe: str | Recipe | None = None) -> Recipe:
 
 
 def model_for_task(config: str | Mapping[str, Any], task: "Task", recipe: str | Recipe | None = None, seed: int = 0,
-                   name: str | None = None) -> "Model":
-    """`config` built to speak the task's tokenizer, initialised as the recipe says from `seed`
-    (the first half of a compare row; `train` is the second)."""
+                   name: str | None = None, init_std: float | None = None) -> "Model":
+    """`config` built to speak the task's tokenizer, initialised as the recipe says (or N(0, init_std))
+    from `seed`: the first half of a compare row; `train` is the second."""
     import torch
 
     from .initialize import init_weights
@@ -100,20 +121,21 @@ def model_for_task(config: str | Mapping[str, Any], task: "Task", recipe: str | 
     from .train import task_overrides
 
     resolved = resolve_config(config)
-    chosen = recipe_for(resolved["family"], recipe)
+    std = init_std if init_std is not None else recipe_for(resolved["family"], recipe).init_std
     torch.manual_seed(seed)
     model = build(resolved, **({"name": name} if name else {}), **task_overrides(resolved, task.tokenizer))
-    if chosen.init_std is not None:
-        init_weights(model, std=chosen.init_std, seed=seed)
+    if std is not None:
+        init_weights(model, std=std, seed=seed)
     return model
 
 
 def train_for_task(config: str | Mapping[str, Any], task: "Task", budget: int | str, recipe: str | Recipe | None = None,
-                   seed: int = 0, name: str | None = None, **options: Any) -> tuple["Model", "TrainResult"]:
+                   seed: int = 0, name: str | None = None, init_std: float | None = None,
+                   **options: Any) -> tuple["Model", "TrainResult"]:
     """Builds, initialises and trains one model exactly as a `compare` row does; `options` override
     the recipe (lr=, batch_size=, trainable=, caption_fraction=) or go to `train` (progress=, desc=)."""
     from .train import train
 
-    model = model_for_task(config, task, recipe, seed, name)
+    model = model_for_task(config, task, recipe, seed, name, init_std)
     result = train(model, task, budget, recipe=recipe, seed=seed, **options)
     return model, result

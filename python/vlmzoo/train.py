@@ -18,7 +18,7 @@ from .data import NORMALIZATIONS, Example, Task, collate
 from .data.tokenizer import WordTokenizer
 from .info import forward_flops
 from .model import SLOTS, Model
-from .recipes import FAMILY_TRAINABLE, Recipe, recipe_for  # noqa: F401  (FAMILY_TRAINABLE: re-exported)
+from .recipes import FAMILY_TRAINABLE, Recipe, recipe_for, settle  # noqa: F401  (FAMILY_TRAINABLE: re-exported)
 
 # Named choices for `trainable=`; a from-scratch model needs more than its family's stage-1 preset to learn.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {"all": SLOTS, "projector+llm": ("abstractor", "llm")}
@@ -236,7 +236,8 @@ def train(
     recipe: the family's recipe in vlmzoo.recipes ("scratch", the default, is what `compare` uses
       for the random tiny models of the built-in tasks; "stage1" trains LLaVA's projector alone, for
       pretrained towers) or a Recipe. batch_size, lr, weight_decay, warmup (a fraction of the steps),
-      min_lr_ratio, max_grad_norm, caption_fraction and trainable override the recipe's values.
+      min_lr_ratio, max_grad_norm, caption_fraction and trainable override the recipe's values
+      (a budget of few steps takes the recipe's short-run options, e.g. "scratch-short").
       `train` never re-initialises: the recipe's init_std is applied by vlmzoo.recipes.model_for_task.
     budget: optimizer steps (300, "300steps") or training FLOPs ("2e12flops"; one example costs
       about 3x its forward FLOPs at the task's mean text length, less for frozen slots). trainable:
@@ -247,19 +248,22 @@ def train(
       resume_from (a checkpoint or such a dir) restores weights, optimizer and step, then trains
       up to the budget (the schedule follows the budget, so keep it to continue the same run).
     """
-    chosen = recipe_for(model.config["family"], recipe).with_options(
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
-        max_grad_norm=max_grad_norm, caption_fraction=caption_fraction, trainable=trainable,
-    )
+    check_model_fits_task(model, task.tokenizer)
+    explicit = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
+                    max_grad_norm=max_grad_norm, caption_fraction=caption_fraction, trainable=trainable)
+
+    def steps_of(candidate: Recipe) -> int:
+        if not 0 <= candidate.caption_fraction < 1:
+            raise ValueError(f"caption_fraction must be in [0, 1), got {candidate.caption_fraction}")
+        per_example = train_flops_per_example(model.config, task, candidate.caption_fraction,
+                                              trainable_slots(model, candidate.trainable))
+        return parse_budget(budget, flops_per_step=per_example * candidate.batch_size)
+
+    chosen, total_steps = settle(recipe_for(model.config["family"], recipe), explicit, steps_of)
     batch_size, lr, weight_decay, warmup = chosen.batch_size, chosen.lr, chosen.weight_decay, chosen.warmup
     min_lr_ratio, max_grad_norm, caption_fraction = chosen.min_lr_ratio, chosen.max_grad_norm, chosen.caption_fraction
-    trainable = chosen.trainable
-    check_model_fits_task(model, task.tokenizer)
-    if not 0 <= caption_fraction < 1:
-        raise ValueError(f"caption_fraction must be in [0, 1), got {caption_fraction}")
-    slots = trainable_slots(model, trainable)
+    slots = trainable_slots(model, chosen.trainable)
     flops_per_example = train_flops_per_example(model.config, task, caption_fraction, slots)
-    total_steps = parse_budget(budget, flops_per_step=flops_per_example * batch_size)
     for slot in SLOTS:
         model.requires_grad_(slot in slots, slot)
 

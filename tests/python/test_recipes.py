@@ -16,7 +16,7 @@ from vlmzoo.compare import compare
 from vlmzoo.data import make_task
 from vlmzoo.evaluate import evaluate
 from vlmzoo.model import SLOTS
-from vlmzoo.recipes import RECIPES, model_for_task, recipe_for, train_for_task
+from vlmzoo.recipes import RECIPES, model_for_task, recipe_for, settle, train_for_task
 from vlmzoo.train import train
 
 PRESET = "llava-1.5-tiny"
@@ -32,9 +32,25 @@ def test_train_defaults_to_the_recipe_compare_uses(task):
     model = vlmzoo.build(PRESET)
     result = train(model, task, 1, batch_size=4, progress=False)
     scratch = RECIPES["llava"]["scratch"]
-    assert result.extra["recipe"] == {**scratch.as_dict(), "batch_size": 4}
-    assert result.trainable_slots == scratch.trainable == ("abstractor", "llm")
     assert recipe_for("llava") is scratch
+    # One step is a short run: the recipe's short-run options apply, the rest is the recipe's.
+    assert result.extra["recipe"] == {**scratch.as_dict(), **dict(scratch.short_run), "batch_size": 4,
+                                      "name": "scratch-short"}
+    assert result.trainable_slots == scratch.trainable == ("abstractor", "llm")
+
+
+def test_short_budgets_take_the_short_run_options_unless_given():
+    scratch = RECIPES["llava"]["scratch"]
+    long, steps = settle(scratch, {}, lambda r: 225)
+    assert long == scratch and steps == 225
+    short, _ = settle(scratch, {}, lambda r: 20)
+    assert (short.name, short.lr, short.caption_fraction) == ("scratch-short", 5e-3, 0.0)
+    mine, _ = settle(scratch, {"lr": 5e-4}, lambda r: 20)
+    assert (mine.lr, mine.caption_fraction) == (5e-4, 0.0)
+    # A FLOPs budget is counted again with the short run's caption share.
+    seen = []
+    settle(scratch, {}, lambda r: seen.append(r.caption_fraction) or 20)
+    assert seen == [0.25, 0.0]
 
 
 def test_explicit_arguments_override_the_recipe(task):
@@ -55,7 +71,7 @@ def test_a_compare_row_is_rebuilt_by_training_alone(task):
                          progress=False, print_table=False)
     table, _ = comparison
     row = table.iloc[0]
-    assert row["recipe"] == "scratch" and row["seed"] == 0
+    assert row["recipe"] == "scratch-short" and row["seed"] == 0
 
     # What a user writes: the model as compare builds it, then vlmzoo.train with the same seed and budget.
     model = model_for_task(PRESET, task, seed=0)
@@ -78,6 +94,7 @@ def test_train_for_task_is_build_init_and_train(task):
 def test_twenty_steps_of_default_training_give_answers():
     # The session: build the preset, train 20 steps with the defaults, evaluate.
     task = make_task("shapes", seed=0, n_train=640, n_val=0, n_test=48)
+    torch.manual_seed(0)  # the init does not depend on the tests that ran before
     model = vlmzoo.build(PRESET)
     train(model, task, "20steps", progress=False)
     evaluation = evaluate(model, task)
