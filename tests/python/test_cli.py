@@ -95,9 +95,11 @@ def test_generate_on_a_folder_vlmzoo_training_wrote_speaks_its_task(tmp_path, ca
     assert main(["generate", result.checkpoint, "--image", str(image_path), "--prompt", "how many shapes ?",
                  "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
-    answer = next(line for line in out.splitlines() if line.startswith("answer: "))[len("answer: "):]
-    assert answer and all(word in task.tokenizer.words or word.startswith("<") for word in answer.split())
-    assert "processor: WordProcessor" in out and "(100x100 -> 64x64)" in out
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    new_tokens = [int(t) for t in lines["token ids"].strip("[]").split(", ")]
+    answer = new_tokens[: new_tokens.index(task.tokenizer.eos_id)] if task.tokenizer.eos_id in new_tokens else new_tokens
+    assert lines["answer"] == task.tokenizer.decode(answer, skip_special=False)  # the task's words, not another vocabulary
+    assert lines["processor"].startswith("WordProcessor") and lines["image"].endswith("(100x100 -> 64x64)")
 
 
 def test_generate_refuses_a_processor_that_miscounts_image_tokens(tmp_path, capsys):

@@ -44,7 +44,7 @@ def test_short_budgets_take_the_short_run_options_unless_given():
     long, steps = settle(scratch, {}, lambda r: 225)
     assert long == scratch and steps == 225
     short, _ = settle(scratch, {}, lambda r: 20)
-    assert (short.name, short.lr, short.caption_fraction) == ("scratch-short", 2e-3, 0.0)
+    assert (short.name, short.lr, short.caption_fraction) == ("scratch-short", 5e-3, 0.0)
     mine, _ = settle(scratch, {"lr": 5e-4}, lambda r: 20)
     assert (mine.lr, mine.caption_fraction) == (5e-4, 0.0)
     # A FLOPs budget is counted again with the short run's caption share.
@@ -94,6 +94,7 @@ def test_train_for_task_is_build_init_and_train(task):
 def test_twenty_steps_of_default_training_give_answers():
     # The session: build the preset, train 20 steps with the defaults, evaluate.
     task = make_task("shapes", seed=0, n_train=640, n_val=0, n_test=48)
+    torch.manual_seed(0)  # the init does not depend on the tests that ran before
     model = vlmzoo.build(PRESET)
     train(model, task, "20steps", progress=False)
     evaluation = evaluate(model, task)
