@@ -1,11 +1,8 @@
 #include "models/assembly.h"
 
 #include "config/families.h"
+#include "models/memory_check.h"
 
-#include <unistd.h>
-
-#include <iomanip>
-#include <sstream>
 
 namespace vlmzoo::models {
 
@@ -37,18 +34,7 @@ DualEncoder build_dual_encoder(const ModelConfig& config, const torch::TensorOpt
   const bool meta = options.device_opt().has_value() && options.device().type() == torch::kMeta;
   if (!meta) {
     DualEncoder shapes(config, options.device(torch::kMeta), false);
-    int64_t count = 0;
-    for (const auto& p : shapes->parameters()) count += p.numel();
-    const auto dtype = options.has_dtype() ? options.dtype().toScalarType() : torch::kFloat32;
-    const double bytes = static_cast<double>(count) * static_cast<double>(c10::elementSize(dtype));
-    const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
-    if (memory > 0 && bytes > memory) {
-      std::ostringstream msg;
-      msg << std::fixed << std::setprecision(1) << "config: the model has " << count << " parameters, "
-          << bytes / (1 << 30) << " GiB in " << c10::getDtypeNames(dtype).first << ", more than this machine's "
-          << memory / (1 << 30) << " GiB of memory; inspect it with device=\"meta\", or build it in a smaller dtype";
-      throw ConfigError(msg.str());
-    }
+    refuse_if_larger_than_memory(*shapes, options.has_dtype() ? options.dtype().toScalarType() : torch::kFloat32);
   }
   return DualEncoder(config, options, initialize);
 }

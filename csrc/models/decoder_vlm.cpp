@@ -1,12 +1,10 @@
 #include "models/decoder_vlm.h"
 
+#include "models/initialize.h"
+#include "models/memory_check.h"
 #include "nn/masks.h"
 
-#include <unistd.h>
-
-#include <iomanip>
 #include <optional>
-#include <sstream>
 
 namespace vlmzoo::models {
 
@@ -40,28 +38,7 @@ DecoderVlmImpl::DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& o
   if (initialize) initialize_weights();  // skips meta parameters
 }
 
-void DecoderVlmImpl::initialize_weights(double std, int64_t seed) {
-  torch::NoGradGuard no_grad;
-  std::optional<at::Generator> generator;
-  if (seed >= 0) generator = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
-  for (auto& item : named_parameters()) {
-    const std::string& name = item.key();
-    auto& p = item.value();
-    if (p.device().type() == torch::kMeta) continue;
-    auto dot = name.rfind('.');
-    auto owner = name.substr(0, dot);
-    bool is_norm = owner.substr(owner.rfind('.') + 1).find("norm") != std::string::npos;
-    const std::string leaf = name.substr(dot + 1);
-    bool is_bias = leaf.size() >= 4 && leaf.compare(leaf.size() - 4, 4, "bias") == 0;  // bias, q_bias, v_bias
-    if (is_norm) {
-      p.fill_(is_bias ? 0.0 : 1.0);
-    } else if (is_bias) {
-      p.zero_();
-    } else {
-      p.copy_(torch::normal(0.0, std, p.sizes(), generator, torch::TensorOptions().dtype(torch::kFloat32)).to(p.options()));
-    }
-  }
-}
+void DecoderVlmImpl::initialize_weights(double std, int64_t seed) { initialize_by_name(*this, std, seed); }
 
 torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, const AbstractorText& text) {
   TORCH_CHECK_VALUE(vision, "pixel_values were given but this model has no vision encoder (vision.kind \"none\")");
@@ -141,19 +118,7 @@ DecoderVlm build_model(const ModelConfig& config, const torch::TensorOptions& op
   const bool meta = options.device_opt().has_value() && options.device().type() == torch::kMeta;
   if (!meta) {
     DecoderVlm shapes(config, options.device(torch::kMeta), false);
-    int64_t count = 0;
-    for (const auto& p : shapes->parameters()) count += p.numel();
-    const auto dtype = options.has_dtype() ? options.dtype().toScalarType() : torch::kFloat32;
-    const double bytes = static_cast<double>(count) * static_cast<double>(c10::elementSize(dtype));
-    const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
-    if (memory > 0 && bytes > memory) {
-      std::ostringstream msg;
-      msg << std::fixed << std::setprecision(1) << "config: the model has " << count << " parameters, "
-          << bytes / (1 << 30) << " GiB in " << c10::getDtypeNames(dtype).first
-          << ", more than this machine's " << memory / (1 << 30)
-          << " GiB of memory; inspect it with vlmzoo.info or device=\"meta\", or build it in a smaller dtype";
-      throw ConfigError(msg.str());
-    }
+    refuse_if_larger_than_memory(*shapes, options.has_dtype() ? options.dtype().toScalarType() : torch::kFloat32);
   }
   return DecoderVlm(config, options, initialize);
 }

@@ -2,7 +2,7 @@
 // Training-from-scratch initialisation by parameter name, as transformers' _init_weights: a
 // parameter whose owning module's name contains "norm" -> 1 (bias 0), other biases 0, every other
 // weight N(0, std). Meta parameters are skipped. seed < 0 draws from torch's global generator.
-// (The same rule as DecoderVlmImpl::initialize_weights, for assemblies other than the decoder.)
+// Every assembly's initialize_weights calls it.
 #include <torch/torch.h>
 
 namespace vlmzoo::models {
