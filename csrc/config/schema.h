@@ -9,9 +9,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace vlmzoo::config {
@@ -37,6 +39,14 @@ inline void require_divides(JsonReader& r, const std::string& key, int divisor, 
                             int dividend) {
   if (divisor != 0 && dividend % divisor == 0) return;
   r.fail(key, std::to_string(divisor) + " does not divide " + r.path_of(other_key) + " " + std::to_string(dividend));
+}
+
+// Each named token id (bos, eos, pad...) must index the vocabulary: `ids` pairs a field's key with its value.
+inline void require_token_ids_in_vocab(JsonReader& r, int vocab,
+                                       std::initializer_list<std::pair<const char*, int>> ids) {
+  for (auto [key, value] : ids) {
+    if (value >= vocab) r.fail(key, std::to_string(value) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  }
 }
 
 template <class T>

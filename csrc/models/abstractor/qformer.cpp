@@ -30,9 +30,7 @@ void check_qformer(JsonReader& r, QFormerConfig& c) {
   if (!r.has("text_ffn")) c.text_ffn = c.instruction;
   if (c.instruction && !c.text_ffn) r.fail("text_ffn", "must be true when " + r.path_of("instruction") + " is true: the instruction's rows take the text FFN");
   config::require_divides(r, "heads", c.heads, "hidden", c.hidden);
-  if (c.pad_token_id >= c.vocab) {
-    r.fail("pad_token_id", std::to_string(c.pad_token_id) + " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
-  }
+  config::require_token_ids_in_vocab(r, c.vocab, {{"pad_token_id", c.pad_token_id}});
 }
 
 const config::Schema<QFormerConfig>& qformer_schema() {

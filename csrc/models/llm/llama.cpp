@@ -28,12 +28,8 @@ void derive_llama_defaults(JsonReader& r, LlamaConfig& c) {
   }
   if (c.head_dim % 2 != 0) r.fail("head_dim", std::to_string(c.head_dim) + " must be even for rotary embeddings");
   config::require_divides(r, "kv_heads", c.kv_heads, "heads", c.heads);
-  for (auto [key, value] : {std::pair<const char*, int>{"bos_token_id", c.bos_token_id},
-                            {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}}) {
-    if (value >= c.vocab) {
-      r.fail(key, std::to_string(value) + " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
-    }
-  }
+  config::require_token_ids_in_vocab(r, c.vocab, {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
+                                                    {"pad_token_id", c.pad_token_id}});
 }
 
 const config::Schema<LlamaConfig>& llama_schema() {

@@ -27,15 +27,9 @@ struct OptConfig : SlotConfig {
 
 void derive_opt_defaults(JsonReader& r, OptConfig& c) {
   if (!r.has("word_embed_dim")) c.word_embed_dim = c.hidden;
-  if (c.hidden % c.heads != 0) {
-    r.fail("heads", std::to_string(c.heads) + " does not divide " + r.path_of("hidden") + " " + std::to_string(c.hidden));
-  }
-  for (auto [key, value] : {std::pair<const char*, int>{"bos_token_id", c.bos_token_id},
-                            {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}}) {
-    if (value >= c.vocab) {
-      r.fail(key, std::to_string(value) + " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
-    }
-  }
+  config::require_divides(r, "heads", c.heads, "hidden", c.hidden);
+  config::require_token_ids_in_vocab(r, c.vocab, {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
+                                                    {"pad_token_id", c.pad_token_id}});
 }
 
 const config::Schema<OptConfig>& opt_schema() {
