@@ -117,7 +117,7 @@ def test_generate_on_an_instructblip_folder_passes_the_instruction_to_the_qforme
         num_query_tokens=QUERIES)
     processor.save_pretrained(tmp_path / "ckpt")
     image_path = tmp_path / "coffee.png"
-    Image.fromarray(__import__("skimage.data").data.coffee()).save(image_path)
+    Image.fromarray(skimage.data.coffee()).save(image_path)
     prompt = "what is in the photo ?"
     import vlmzoo.model
 

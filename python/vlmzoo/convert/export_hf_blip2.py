@@ -30,11 +30,10 @@ _VISION_RULES = [
 ]
 # Q-Former layer parts: vlmzoo (csrc/nn/bert.h) -> the Q-Former's BERT names.
 _QFORMER_LAYER_RULES = [
-    (r"^attn\.([qkv])_proj\.(weight|bias)$", {"q": "query", "k": "key", "v": "value"}, r"attention.attention.{}.\2"),
-    (r"^cross_attn\.([qkv])_proj\.(weight|bias)$", {"q": "query", "k": "key", "v": "value"},
-     r"crossattention.attention.{}.\2"),
-]
-_QFORMER_PLAIN_RULES = [
+    *[(rf"^attn\.{ours}_proj\.(weight|bias)$", rf"attention.attention.{theirs}.\1")
+      for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value"))],
+    *[(rf"^cross_attn\.{ours}_proj\.(weight|bias)$", rf"crossattention.attention.{theirs}.\1")
+      for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value"))],
     (r"^attn\.o_proj\.(weight|bias)$", r"attention.output.dense.\1"),
     (r"^attn_norm\.(weight|bias)$", r"attention.output.LayerNorm.\1"),
     (r"^cross_attn\.o_proj\.(weight|bias)$", r"crossattention.output.dense.\1"),
@@ -152,11 +151,7 @@ def _qformer_name(name: str, instruct: bool) -> str | None:
     if not layer:
         return None
     index, inner = layer.groups()
-    for pattern, letters, template in _QFORMER_LAYER_RULES:
-        match = re.match(pattern, inner)
-        if match:
-            return f"qformer.encoder.layer.{index}." + template.format(letters[match.group(1)]).replace(r"\2", match.group(2))
-    renamed = _first(_QFORMER_PLAIN_RULES, inner)
+    renamed = _first(_QFORMER_LAYER_RULES, inner)
     return f"qformer.encoder.layer.{index}.{renamed}" if renamed else None
 
 
