@@ -87,9 +87,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
               const std::optional<torch::Tensor>& attention_mask, const std::optional<torch::Tensor>& qformer_input_ids,
               const std::optional<torch::Tensor>& qformer_attention_mask, int64_t max_new_tokens,
               int64_t min_new_tokens, bool do_sample, double temperature, int64_t top_k, double top_p,
-              double repetition_penalty, std::vector<int64_t> eos_token_ids, int64_t pad_token_id, int64_t seed) {
+              double repetition_penalty, std::vector<int64_t> eos_token_ids, int64_t pad_token_id, int64_t seed,
+              int64_t no_repeat_ngram_size, const py::object& on_tokens) {
              GenerateOptions o{max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p,
-                               repetition_penalty, std::move(eos_token_ids), pad_token_id, seed};
+                               repetition_penalty, no_repeat_ngram_size, std::move(eos_token_ids), pad_token_id,
+                               seed};
+             if (!on_tokens.is_none()) {
+               // Runs on the generating thread with the GIL released: take it for the Python call. A
+               // Python exception comes back as error_already_set, unwinds generate, and pybind11
+               // restores it as the original exception.
+               o.on_tokens = [on_tokens](const torch::Tensor& tokens) {
+                 py::gil_scoped_acquire gil;
+                 on_tokens(tokens);
+               };
+             }
              auto in = inputs(input_ids, pixel_values, attention_mask, std::nullopt, qformer_input_ids,
                               qformer_attention_mask);
              py::gil_scoped_release release;
@@ -98,7 +109,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask"), py::arg("qformer_input_ids"),
            py::arg("qformer_attention_mask"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("do_sample"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
-           py::arg("repetition_penalty"), py::arg("eos_token_ids"), py::arg("pad_token_id"), py::arg("seed"))
+           py::arg("repetition_penalty"), py::arg("eos_token_ids"), py::arg("pad_token_id"), py::arg("seed"),
+           py::arg("no_repeat_ngram_size") = 0, py::arg("on_tokens") = py::none())
       .def("initialize_weights", &DecoderVlmImpl::initialize_weights, py::arg("std") = 0.02, py::arg("seed") = -1)
       .def("config_json", [](const DecoderVlmImpl& self) { return vlmzoo::models::to_json(self.config()).dump(); })
       .def("visual_tokens_per_image", &DecoderVlmImpl::visual_tokens_per_image)

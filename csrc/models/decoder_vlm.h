@@ -4,6 +4,7 @@
 // other kinds in the slots. The only assembly that generates.
 #include "models/model_config.h"
 
+#include <functional>
 #include <map>
 
 namespace vlmzoo::models {
@@ -25,9 +26,13 @@ struct GenerateOptions {
   int64_t top_k = 0;   // 0 = off
   double top_p = 1.0;  // 1 = off
   double repetition_penalty = 1.0;  // transformers' CTRL-style penalty on tokens already in the row
+  int64_t no_repeat_ngram_size = 0;  // 0 = off; else no n-gram (prompt included) occurs twice in a row
   std::vector<int64_t> eos_token_ids;  // empty = never stop early
   int64_t pad_token_id = 0;            // written after a row has finished
   int64_t seed = 0;
+  // Streaming (transformers' BaseStreamer.put): called with the prompt [B, T] first, then with each
+  // step's new tokens [B], all on the CPU. An exception it throws ends generate and propagates.
+  std::function<void(const torch::Tensor&)> on_tokens;
 };
 
 class DecoderVlmImpl : public torch::nn::Module {

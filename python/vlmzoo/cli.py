@@ -127,7 +127,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         output = model.eval().generate(
             input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].to(model.dtype),
             attention_mask=inputs["attention_mask"], max_new_tokens=args.max_new_tokens,
-            eos_token_id=eos, pad_token_id=pad,
+            eos_token_id=eos, pad_token_id=pad, no_repeat_ngram_size=args.no_repeat_ngram_size,
+            repetition_penalty=args.repetition_penalty,
+            # InstructBLIP's processor also tokenizes the instruction for the Q-Former.
+            **{k: inputs[k] for k in ("qformer_input_ids", "qformer_attention_mask") if k in inputs},
         )
     new_tokens = output[0, inputs["input_ids"].shape[1]:].tolist()
     answer = new_tokens[: new_tokens.index(eos)] if eos in new_tokens else new_tokens
@@ -183,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"an image file, or a bundled scikit-image sample: {', '.join(SAMPLE_IMAGE_NAMES)}")
     generate.add_argument("--prompt", default=CAPTION_QUESTION)
     generate.add_argument("--max-new-tokens", type=int, default=16)
+    generate.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
+                          help="no n-gram of N tokens occurs twice (transformers' no_repeat_ngram_size)")
+    generate.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P")
     generate.set_defaults(run=cmd_generate)
     return parser
 

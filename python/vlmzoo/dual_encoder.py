@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _C
-from .model import _DTYPE_NAMES, CppModule, _cpp_forward
+from .model import _DTYPE_NAMES, CppModule, _cpp_forward, save_in_format
 from .presets import resolve_config
 
 DUAL_SLOTS = ("vision", "llm", "head")
@@ -180,11 +180,11 @@ class DualEncoderModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def save_pretrained(self, folder: str) -> None:
-        """vlmzoo's checkpoint (resolved config JSON + safetensors); `vlmzoo.from_pretrained` reads it."""
-        from .convert.checkpoint import save_model
-
-        save_model(self, folder)
+    def save_pretrained(self, folder: str, format: str = "vlmzoo") -> None:
+        """format="vlmzoo": vlmzoo's checkpoint (resolved config JSON + safetensors), which
+        `vlmzoo.from_pretrained` reads. format="transformers": a folder transformers' CLIPModel /
+        SiglipModel loads with the same logits."""
+        save_in_format(self, folder, format)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         state = OrderedDict((k, v.detach().clone()) for k, v in self.state_dict().items())

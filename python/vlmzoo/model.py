@@ -180,14 +180,25 @@ class Model(nn.Module):
         *,
         min_new_tokens: int = 0,
         repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
         num_beams: int = 1,
+        streamer: Any = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Prompt followed by new tokens, [batch, prompt + new]; batches must be left-padded.
-        eos_token_id: None uses the config's llm.eos_token_id; [] never stops early."""
+        eos_token_id: None uses the config's llm.eos_token_id; [] never stops early.
+        no_repeat_ngram_size: as transformers', no n-gram of that size (prompt included) occurs twice.
+        streamer: transformers' BaseStreamer protocol (TextStreamer, TextIteratorStreamer, or any object
+        with put/end): put(prompt ids [batch, prompt]) first, put(new ids [batch]) after every step,
+        end() when generation stops (also when it stops on an error, so a reading thread never waits
+        forever; the error still propagates)."""
         if num_beams != 1:
             raise ValueError(f"num_beams: beam search is not implemented yet (got {num_beams}); use num_beams=1")
+        if streamer is not None and not (callable(getattr(streamer, "put", None))
+                                         and callable(getattr(streamer, "end", None))):
+            raise TypeError(f"streamer: needs put(token_ids) and end() methods (transformers' BaseStreamer); "
+                            f"got {type(streamer).__name__}")
         if eos_token_id is None:
             eos_ids = [self._config["llm"]["eos_token_id"]]
         elif isinstance(eos_token_id, int):
@@ -195,11 +206,16 @@ class Model(nn.Module):
         else:
             eos_ids = list(eos_token_id)
         pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
-        return self._module.generate(
-            input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask, int(max_new_tokens),
-            int(min_new_tokens), bool(do_sample), float(temperature), int(top_k or 0), float(top_p),
-            float(repetition_penalty), eos_ids, int(pad), int(seed),
-        )
+        try:
+            return self._module.generate(
+                input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask,
+                int(max_new_tokens), int(min_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
+                float(top_p), float(repetition_penalty), eos_ids, int(pad), int(seed), int(no_repeat_ngram_size or 0),
+                streamer.put if streamer is not None else None,
+            )
+        finally:
+            if streamer is not None:
+                streamer.end()
 
     def encode_images(self, pixel_values: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
                       qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,17 +270,37 @@ class Model(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def save_pretrained(self, folder: str) -> None:
-        """vlmzoo's checkpoint (resolved config JSON + safetensors); `vlmzoo.from_pretrained` reads it."""
-        from .convert.checkpoint import save_model
-
-        save_model(self, folder)
+    def save_pretrained(self, folder: str, format: str = "vlmzoo", processor: Any = None) -> None:
+        """format="vlmzoo": vlmzoo's checkpoint (resolved config JSON + safetensors), which
+        `vlmzoo.from_pretrained` reads. format="transformers": a folder transformers' own class
+        (LlavaForConditionalGeneration, Blip2ForConditionalGeneration, ...) loads with the same logits;
+        a LLaVA's processor (or word tokenizer) is written with it when given."""
+        save_in_format(self, folder, format, processor)
 
     # ---- copy and pickle: rebuilt from the config and the weights
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         state = OrderedDict((k, v.detach().clone()) for k, v in self.state_dict().items())
         requires_grad = {k: p.requires_grad for k, p in self.named_parameters()}
         return _rebuild, (self.config, state, requires_grad, self.training, self.fused)
+
+
+SAVE_FORMATS = ("vlmzoo", "transformers")
+
+
+def save_in_format(model: Any, folder: str, format: str, processor: Any = None) -> None:
+    """save_pretrained's body, shared by every assembly."""
+    if format == "vlmzoo":
+        if processor is not None:
+            raise ValueError("processor: only format=\"transformers\" writes a processor")
+        from .convert.checkpoint import save_model
+
+        save_model(model, folder)
+    elif format == "transformers":
+        from .convert.export_hf import save_for_transformers
+
+        save_for_transformers(model, folder, processor=processor)
+    else:
+        raise ValueError(f"format: {format!r} is not one of {', '.join(map(repr, SAVE_FORMATS))}")
 
 
 def _rebuild(config: dict[str, Any], state: Mapping[str, torch.Tensor], requires_grad: Mapping[str, bool],

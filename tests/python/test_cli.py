@@ -82,6 +82,60 @@ def test_generate_on_a_hugging_face_folder_prints_its_own_tokenizers_text(tmp_pa
     assert "image: " + str(image_path) + " (640x427 -> 32x32)" in out
 
 
+def qformer_tokenizer(words, vocab_size):
+    """A BERT-style word tokenizer ([CLS] text [SEP]) small enough for the fixture Q-Former's vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
+    assert len(vocab) <= vocab_size
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                             special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def test_generate_on_an_instructblip_folder_passes_the_instruction_to_the_qformer(tmp_path, capsys, monkeypatch):
+    # InstructBLIP's processor tokenizes the prompt for the Q-Former too; the answer is transformers'
+    # for the same inputs, with the generation options the command takes.
+    pytest.importorskip("transformers")
+    import torch
+    from PIL import Image
+
+    from transformers import InstructBlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    from blip2_fixtures import IMAGE_TOKEN, OPT_VOCAB, QFORMER_VOCAB, QUERIES, make_hf_blip2
+    from hf_fixtures import make_hf_tokenizer
+
+    reference = make_hf_blip2(tmp_path / "ckpt", text="llama", instruct=True)
+    processor = InstructBlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=make_hf_tokenizer(image_token_id=IMAGE_TOKEN, vocab_size=OPT_VOCAB),
+        qformer_tokenizer=qformer_tokenizer("what is in the photo ?".split(), QFORMER_VOCAB),
+        num_query_tokens=QUERIES)
+    processor.save_pretrained(tmp_path / "ckpt")
+    image_path = tmp_path / "coffee.png"
+    Image.fromarray(skimage.data.coffee()).save(image_path)
+    prompt = "what is in the photo ?"
+    import vlmzoo.model
+
+    seen = {}
+    generate = vlmzoo.model.Model.generate
+    monkeypatch.setattr(vlmzoo.model.Model, "generate", lambda self, **kw: seen.update(kw) or generate(self, **kw))
+    assert main(["generate", str(tmp_path / "ckpt"), "--image", str(image_path), "--prompt", prompt,
+                 "--max-new-tokens", "8", "--no-repeat-ngram-size", "2"]) == 0
+    out = capsys.readouterr().out
+    inputs = processor(images=Image.open(image_path), text=prompt, return_tensors="pt")
+    # The instruction barely moves this random model's greedy tokens: check that it reached generate.
+    assert torch.equal(seen["qformer_input_ids"], inputs["qformer_input_ids"])
+    with torch.no_grad():
+        output = reference.generate(**inputs, max_new_tokens=8, do_sample=False, no_repeat_ngram_size=2,
+                                    eos_token_id=2, pad_token_id=0)
+    assert f"token ids: {output[0, inputs['input_ids'].shape[1]:].tolist()}" in out
+
+
 def test_generate_on_a_folder_vlmzoo_training_wrote_speaks_its_task(tmp_path, capsys):
     import vlmzoo
     from vlmzoo.data import make_task, sample_image

@@ -238,6 +238,30 @@ def test_blip2_text_only_has_no_query_tokens(tmp_path):
     assert_same_batch(ours(text="a cat", return_tensors="pt"), reference(text="a cat", return_tensors="pt"))
 
 
+# ---- CLIP and SigLIP (dual encoders: no placeholder, texts and images side by side)
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_dual_encoder_inputs_equal_transformers(family, tmp_path):
+    from transformers import CLIPProcessor, SiglipProcessor
+
+    from hf_fixtures import make_hf_tokenizer
+    from vlmzoo.processing import DualEncoderProcessor
+
+    image_processor = hf_image_processor("clip-224" if family == "clip" else "siglip")
+    processor_class = CLIPProcessor if family == "clip" else SiglipProcessor
+    reference = processor_class(image_processor=image_processor, tokenizer=make_hf_tokenizer())
+    reference.save_pretrained(tmp_path)
+    ours = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(ours, DualEncoderProcessor)
+    text = ["a photo of a cat", "a red circle left of the blue square", "the dog"]
+    images = [photo("chelsea"), photo("china.jpg")]
+    for kwargs in ({"padding": True}, {"padding": "max_length", "max_length": 12, "truncation": True}):
+        expected = reference(images=images, text=text, return_tensors="pt", **kwargs)
+        actual = ours(images=images, text=text, return_tensors="pt", **kwargs)
+        assert_same_batch(actual, expected)
+    assert actual.pixel_values.shape[0] == 2 and actual.input_ids.shape == (3, 12)
+    assert_same_batch(ours(images=images, return_tensors="pt"), reference(images=images, return_tensors="pt"))
+
+
 def test_unsupported_processor_class_is_named(tmp_path):
     (tmp_path / "processor_config.json").write_text('{"processor_class": "Qwen2VLProcessor"}')
     with pytest.raises(ValueError, match="Qwen2VLProcessor.*supported: LlavaProcessor"):

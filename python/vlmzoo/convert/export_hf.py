@@ -37,6 +37,24 @@ def _require(condition: bool, message: str) -> None:
         raise NotExportable(f"cannot export to transformers' LLaVA: {message}")
 
 
+def llama_text_config(llm: Mapping[str, Any]) -> dict[str, Any]:
+    """transformers LlamaConfig dict for vlmzoo's llm kind "llama"."""
+    return {
+        "model_type": "llama",
+        "vocab_size": llm["vocab"], "hidden_size": llm["hidden"], "intermediate_size": llm["mlp"],
+        "num_hidden_layers": llm["layers"], "num_attention_heads": llm["heads"],
+        "num_key_value_heads": llm["kv_heads"], "head_dim": llm["head_dim"],
+        "max_position_embeddings": llm["max_positions"], "rms_norm_eps": llm["rms_eps"],
+        # Both spellings: transformers 5 reads rope_parameters, 4.x reads rope_theta.
+        "rope_theta": llm["rope_theta"],
+        "rope_parameters": {"rope_type": "default", "rope_theta": llm["rope_theta"]},
+        "attention_bias": bool(llm.get("attention_bias", False)), "mlp_bias": bool(llm.get("mlp_bias", False)),
+        "hidden_act": _activation(llm["act"], "llm.act"),
+        "bos_token_id": llm["bos_token_id"], "eos_token_id": llm["eos_token_id"],
+        "pad_token_id": llm["pad_token_id"], "tie_word_embeddings": bool(llm.get("tie_embeddings", False)),
+    }
+
+
 def llava_hf_config(config: Mapping[str, Any], visual_tokens_per_image: int | None = None) -> dict[str, Any]:
     """transformers LlavaConfig dict for a resolved vlmzoo LLaVA config."""
     _require(config.get("family") == "llava", f"family is {config.get('family')!r}, not 'llava'")
@@ -75,20 +93,7 @@ def llava_hf_config(config: Mapping[str, Any], visual_tokens_per_image: int | No
         "multimodal_projector_bias": bool(abstractor.get("bias", True)),
         "tie_word_embeddings": tie,
         "vision_config": vision_config,
-        "text_config": {
-            "model_type": "llama",
-            "vocab_size": llm["vocab"], "hidden_size": llm["hidden"], "intermediate_size": llm["mlp"],
-            "num_hidden_layers": llm["layers"], "num_attention_heads": llm["heads"],
-            "num_key_value_heads": llm["kv_heads"], "head_dim": llm["head_dim"],
-            "max_position_embeddings": llm["max_positions"], "rms_norm_eps": llm["rms_eps"],
-            # Both spellings: transformers 5 reads rope_parameters, 4.x reads rope_theta.
-            "rope_theta": llm["rope_theta"],
-            "rope_parameters": {"rope_type": "default", "rope_theta": llm["rope_theta"]},
-            "attention_bias": bool(llm.get("attention_bias", False)), "mlp_bias": bool(llm.get("mlp_bias", False)),
-            "hidden_act": _activation(llm["act"], "llm.act"),
-            "bos_token_id": llm["bos_token_id"], "eos_token_id": llm["eos_token_id"],
-            "pad_token_id": llm["pad_token_id"], "tie_word_embeddings": tie,
-        },
+        "text_config": llama_text_config(llm),
     }
     if visual_tokens_per_image is not None:
         hf["image_seq_length"] = visual_tokens_per_image
@@ -162,16 +167,24 @@ def save_llava_for_transformers(model: Any, folder: str | Path) -> Path:
     return folder
 
 
-# family -> exporter, for save_pretrained(folder, format="transformers").
-HF_EXPORTERS = {"llava": save_llava_for_transformers}
+def _exporters() -> dict[str, Any]:
+    """family -> exporter, for save_pretrained(folder, format="transformers")."""
+    from .export_hf_blip2 import save_blip2_for_transformers
+    from .export_hf_dual import save_dual_for_transformers
+
+    return {"llava": save_llava_for_transformers, "blip2": save_blip2_for_transformers,
+            "clip": save_dual_for_transformers, "siglip": save_dual_for_transformers}
 
 
 def save_for_transformers(model: Any, folder: str | Path, processor: Any = None) -> Path:
-    """The model (and, when given, its processor or word tokenizer) as a transformers folder."""
+    """The model (and, for a LLaVA, its processor or word tokenizer when given) as a transformers folder."""
     family = model.config["family"]
-    if family not in HF_EXPORTERS:
-        raise NotExportable(f"no transformers export for family {family!r}; exportable: {', '.join(HF_EXPORTERS)}")
-    folder = HF_EXPORTERS[family](model, folder)
+    exporters = _exporters()
+    if family not in exporters:
+        raise NotExportable(f"no transformers export for family {family!r}; exportable: {', '.join(exporters)}")
+    if processor is not None and family != "llava":
+        raise NotExportable(f"processor: exporting a processor is implemented for llava only, not {family!r}")
+    folder = exporters[family](model, folder)
     if processor is not None:
         from .export_hf_processor import save_llava_processor_for_transformers
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 from .base import Processor
 from .blip2 import Blip2Processor, InstructBlipProcessor
+from .dual_encoder import DualEncoderProcessor
 from .image_processor import PREPROCESSOR_CONFIG, PROCESSOR_CONFIG
 from .llava import LlavaProcessor
 from .word import WordProcessor
@@ -15,9 +16,12 @@ PROCESSOR_CLASSES: dict[str, Callable[[Path], Processor]] = {
     "LlavaProcessor": LlavaProcessor.from_pretrained,
     "Blip2Processor": Blip2Processor.from_pretrained,
     "InstructBlipProcessor": InstructBlipProcessor.from_pretrained,
+    "CLIPProcessor": DualEncoderProcessor.from_pretrained,
+    "SiglipProcessor": DualEncoderProcessor.from_pretrained,
 }
 # config.json model_type -> processor class, for folders that do not name their processor.
-MODEL_TYPE_PROCESSORS = {"llava": "LlavaProcessor", "blip-2": "Blip2Processor", "instructblip": "InstructBlipProcessor"}
+MODEL_TYPE_PROCESSORS = {"llava": "LlavaProcessor", "blip-2": "Blip2Processor", "instructblip": "InstructBlipProcessor",
+                         "clip": "CLIPProcessor", "siglip": "SiglipProcessor"}
 
 
 def _declared_processor(folder: Path) -> tuple[str | None, str]:
@@ -41,7 +45,7 @@ class AutoProcessor:
 
     @staticmethod
     def from_pretrained(folder: str | Path) -> Processor:
-        """folder: a Hugging Face checkpoint (LLaVA, BLIP-2, InstructBLIP), a vlmzoo checkpoint
+        """folder: a Hugging Face checkpoint (LLaVA, BLIP-2, InstructBLIP, CLIP, SigLIP), a vlmzoo checkpoint
         (vlmzoo_config.json), or a vlmzoo preset name / JSON config (built-in word tokenizer)."""
         from ..convert.checkpoint import VLMZOO_CONFIG
 
