@@ -31,9 +31,10 @@ fi
 if [ ! -f $build/build.ninja ]; then
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
     -DPython3_EXECUTABLE="$(command -v python3)" -DVLMZOO_ASAN=ON -DVLMZOO_UBSAN=ON -DVLMZOO_CUDA_COMPILE_CHECK=OFF \
-    -DVLMZOO_PYTHON_OUTPUT_DIR="$root/$pkg"
+    -DVLMZOO_PYTHON_OUTPUT_DIR="$root/$pkg" "-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS"
+elif ! grep -qx "VLMZOO_CPU_ISAS:STRING=$VLMZOO_CPU_ISAS" $build/CMakeCache.txt; then
+  cmake -S . -B $build "-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS" >/dev/null
 fi
-cmake -S . -B $build "-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS" >/dev/null
 cmake --build $build -j "${VLMZOO_JOBS:-2}"
 say "built"
 
