@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The C++ tests and a subset of the Python tests under AddressSanitizer + UndefinedBehaviorSanitizer.
-# Own build folder (build/asan); its extension goes to build/asan/pkg/vlmzoo, beside links to the
-# Python sources, so the developer build (build/dev, python/vlmzoo/_C*.so) is never touched.
-#   bash scripts/sanitize.sh              build, ctest, the Python subset
+# The C++ tests and a subset of the Python tests under AddressSanitizer + UndefinedBehaviorSanitizer;
+# scripts/test.sh (CI) runs it after the plain tests. Own build folder (build/asan); its extension
+# goes to build/asan/pkg/vlmzoo, beside links to the Python sources, so the developer build
+# (build/dev, python/vlmzoo/_C*.so) is never touched. To stay quick it builds at -O1, through ccache,
+# without the CUDA compile check, and the CPU kernels for this machine's instruction set only (the
+# copy that runs; the dispatch between copies is tested by the plain build).
+#   bash scripts/sanitize.sh              build, the C++ tests, the Python subset
 #   VLMZOO_SANITIZE_PYTESTS="tests/python/test_x.py" bash scripts/sanitize.sh -k expr
 # Every sanitizer report is fatal (halt_on_error, -fno-sanitize-recover).
 set -euo pipefail
@@ -18,10 +21,19 @@ export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file
 mkdir -p build "$pkg"
 exec 9>build/.asan_build.lock
 flock 9
+if [ -z "${VLMZOO_CPU_ISAS:-}" ]; then  # the copy the dispatch picks here (csrc/ops/cpu/dispatch.cpp)
+  flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  has() { for f in "$@"; do [[ " $flags " == *" $f "* ]] || return 1; done; }
+  if has avx512f avx512bw avx512vl avx512dq; then VLMZOO_CPU_ISAS=avx512
+  elif has avx2 fma f16c; then VLMZOO_CPU_ISAS=avx2
+  else VLMZOO_CPU_ISAS=baseline; fi
+fi
 if [ ! -f $build/build.ninja ]; then
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
     -DPython3_EXECUTABLE="$(command -v python3)" -DVLMZOO_ASAN=ON -DVLMZOO_UBSAN=ON -DVLMZOO_CUDA_COMPILE_CHECK=OFF \
-    -DVLMZOO_PYTHON_OUTPUT_DIR="$root/$pkg" ${VLMZOO_CPU_ISAS:+"-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS"}
+    -DVLMZOO_PYTHON_OUTPUT_DIR="$root/$pkg" "-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS"
+elif ! grep -qx "VLMZOO_CPU_ISAS:STRING=$VLMZOO_CPU_ISAS" $build/CMakeCache.txt; then
+  cmake -S . -B $build "-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS" >/dev/null
 fi
 cmake --build $build -j "${VLMZOO_JOBS:-2}"
 say "built"
@@ -29,8 +41,9 @@ say "built"
 # ---- C++ tests. LeakSanitizer stays on for them: the test binary is ours from main() on.
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_string_checks=1:check_initialization_order=1
-ctest --test-dir $build --output-on-failure -j "${VLMZOO_JOBS:-2}"
-say "ctest passed"
+# One process for the whole suite (ctest would start libtorch under ASan once per test).
+$build/vlmzoo_cpp_tests --gtest_brief=1
+say "C++ tests passed"
 
 # ---- Python tests against the sanitized extension: a package of links to the sources plus the new _C.
 for entry in python/vlmzoo/*; do
@@ -43,8 +56,11 @@ python=$(python3 -c "import sys; print(sys.executable)")  # the interpreter itse
 preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)"
 # Python's own never-freed allocations are not leaks of ours (detect_leaks=0).
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:alloc_dealloc_mismatch=0
-subset=${VLMZOO_SANITIZE_PYTESTS:-"tests/python/test_config.py tests/python/test_ops.py tests/python/test_model_api.py \
-  tests/python/test_hardening_inputs.py tests/python/test_hardening_fuzz.py"}
+# The subset: the config parser (and its fuzzer), every slot kind's forward and backward, fused and
+# reference, the fused ops against their references, every family's input checks, and the
+# checkpoint loaders (safetensors, torch files, every Hugging Face converter).
+subset=${VLMZOO_SANITIZE_PYTESTS:-"tests/python/test_config.py tests/python/test_slot_kinds.py tests/python/test_ops.py \
+  tests/python/test_hardening_inputs.py tests/python/test_hardening_checkpoint.py tests/python/test_hardening_fuzz.py"}
 # --capture=sys: sanitizer reports go to the real stderr, not to a capture file lost with the abort.
 # The fuzz test's harnesses are child processes: they inherit LD_PRELOAD and the sanitized package.
 LD_PRELOAD=$preload VLMZOO_FUZZ_SECONDS=${VLMZOO_FUZZ_SECONDS:-15} "$python" -m pytest $subset -q \

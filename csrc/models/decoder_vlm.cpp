@@ -42,6 +42,9 @@ void DecoderVlmImpl::initialize_weights(double std, int64_t seed) { initialize_b
 
 torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, const AbstractorText& text) {
   TORCH_CHECK_VALUE(vision, "pixel_values were given but this model has no vision encoder (vision.kind \"none\")");
+  // The vision tower checks pixel_values first: a malformed image batch is named as such, not as a
+  // qformer_input_ids row count that disagrees with it.
+  auto features = vision->forward(pixel_values);
   const auto& ids = text.input_ids;
   if (ids.defined()) {
     TORCH_CHECK_VALUE(abstractor->reads_text(), "qformer_input_ids: abstractor.kind \"", config_.abstractor->kind,
@@ -52,7 +55,7 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
                       "qformer_attention_mask: expected the shape of qformer_input_ids ", ids.sizes(), ", got ",
                       text.attention_mask.sizes());
   }
-  return abstractor->forward(vision->forward(pixel_values), text);
+  return abstractor->forward(features, text);
 }
 
 void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {

@@ -9,6 +9,7 @@ import torch
 
 from .convert.checkpoint import VLMZOO_CONFIG, read_json_object, read_safetensors_folder
 from .convert.hf import HF_CONVERTERS, UNSUPPORTED
+from .convert.validate import check_finite
 from .model import Model
 
 
@@ -26,7 +27,10 @@ def _load_hf(folder: Path, dtype: torch.dtype | None) -> Model:
             f"{folder / 'config.json'}: model_type {model_type!r} is not supported; "
             f"supported: {', '.join(sorted(HF_CONVERTERS))}"
         )
-    config, mapped, unknown = HF_CONVERTERS[model_type](hf_config, read_safetensors_folder(folder))
+    tensors = read_safetensors_folder(folder)
+    # Named as the file names them, before conversion renames, splits or fuses them.
+    check_finite(tensors, f"{folder}: checkpoint tensors hold")
+    config, mapped, unknown = HF_CONVERTERS[model_type](hf_config, tensors)
     model = Model(config, dtype=dtype, initialize=False)
     own = dict(model.named_parameters())
     missing = sorted(set(own) - set(mapped))

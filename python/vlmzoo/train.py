@@ -275,6 +275,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume_from: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
     desc: str | None = None,
 ) -> TrainResult:
@@ -294,6 +295,8 @@ def train(
       Checkpoints go to checkpoint_dir/step-NNNNNN every `checkpoint_every` steps and at the end;
       resume_from (a checkpoint or such a dir) restores weights, optimizer and step, then trains
       up to the budget (the schedule follows the budget, so keep it to continue the same run).
+      resume=True: continue from checkpoint_dir's latest complete checkpoint when it has one, else
+      start fresh, so the same call both starts a run and continues it after a kill.
     """
     check_model_fits_task(model, task.tokenizer)
     explicit = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
@@ -320,6 +323,11 @@ def train(
     losses: list[float] = []
     lrs: list[float] = []
     start_step = 0
+    if resume:
+        if resume_from is not None or checkpoint_dir is None:
+            raise ValueError("resume=True continues from checkpoint_dir: give checkpoint_dir, and not resume_from")
+        if any((f / TRAINER_STATE).is_file() for f in Path(checkpoint_dir).glob("step-*")):
+            resume_from = checkpoint_dir
     if resume_from is not None:
         folder = latest_checkpoint(resume_from)
         from .convert.checkpoint import read_safetensors_folder

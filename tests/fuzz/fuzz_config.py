@@ -101,6 +101,7 @@ def main() -> None:
     seen: set[str] = set()
     stats: Counter = Counter()
     examples: dict[str, list[str]] = {}
+    built_kinds: set[str] = set()  # slot=kind pairs of the models built
     deadline = time.monotonic() + args.seconds
 
     def keep(pool: list[bytes], data: bytes) -> None:
@@ -118,7 +119,8 @@ def main() -> None:
     def finish() -> None:
         messages = {k: v for k, v in examples.items()}
         report = {"known_open": {k: KNOWN_OPEN[k] for k in KNOWN_OPEN if stats[k]}, "executions": stats["executions"], "outcomes": dict(stats), "distinct_outcomes": len(seen),
-                  "pools": {k: len(v) for k, v in pools.items()}, "examples": messages}
+                  "pools": {k: len(v) for k, v in pools.items()}, "built_kinds": sorted(built_kinds),
+                  "examples": messages}
         args.stats.write_text(json.dumps(report, indent=1))
         sys.stdout.flush()
         os._exit(0)
@@ -164,9 +166,16 @@ def main() -> None:
         if n > args.build_max_params:
             stats["resolved_too_big_to_build"] += 1
             return
+        # The family's assembly picks the C++ model class, as vlmzoo.Model does.
+        family = json.loads(_C.family_json(resolved["family"]))
+        dual = family.get("assembly", "decoder") == "dual_encoder"
         try:
-            _C.VlmModel(text)
+            (_C.DualEncoderModel if dual else _C.VlmModel)(text)
             stats["built"] += 1
+            stats["built dual_encoder" if dual else "built decoder"] += 1
+            for slot, part in resolved.items():
+                if isinstance(part, dict) and "kind" in part:
+                    built_kinds.add(f"{slot}={part['kind']}")
         except ValueError as e:
             note("build_ValueError", str(e))
 

@@ -230,11 +230,19 @@ def test_a_run_killed_while_checkpointing_resumes_with_the_unbroken_loss_curve(t
 
     kwargs = dict(batch_size=8, trainable="all", progress=False)
     unbroken = train(tiny_model(task), task, 6, **kwargs)
-    resumed = train(tiny_model(task), task, 6, resume_from=tmp_path, checkpoint_dir=tmp_path, checkpoint_every=1,
-                    **kwargs)
+    resumed = train(tiny_model(task), task, 6, resume=True, checkpoint_dir=tmp_path, checkpoint_every=1, **kwargs)
     assert resumed.losses == unbroken.losses  # exactly: same data order, weights, optimizer state
     assert resumed.learning_rates == unbroken.learning_rates
     # The resumed run's own saves cleared the killed run's leftover.
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"step-{s:06d}" for s in range(1, 7)]
     state = torch.load(tmp_path / "step-000006" / TRAINER_STATE, weights_only=True)
     assert state["step"] == 6 and state["losses"] == unbroken.losses
+
+
+def test_resume_starts_fresh_without_a_checkpoint_and_needs_a_checkpoint_dir(task, tmp_path):
+    kwargs = dict(batch_size=8, trainable="all", progress=False)
+    unbroken = train(tiny_model(task), task, 2, **kwargs)
+    first = train(tiny_model(task), task, 2, resume=True, checkpoint_dir=tmp_path / "run", checkpoint_every=1, **kwargs)
+    assert first.losses == unbroken.losses
+    with pytest.raises(ValueError, match="resume=True continues from checkpoint_dir"):
+        train(tiny_model(task), task, 2, resume=True, **kwargs)

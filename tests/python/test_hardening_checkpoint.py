@@ -3,6 +3,7 @@ error naming it, a bad tensor an error naming the tensor, and a model is loaded 
 import json
 import pickle
 import random
+import re
 import struct
 from collections import Counter
 
@@ -259,13 +260,65 @@ def test_check_state_dict_reports_without_touching_anything(model):
     assert not any(torch.equal(params[k], state[k]) for k in state)
 
 
-def test_a_hugging_face_checkpoint_with_nan_weights_is_refused(tmp_path):
+def make_hf(model_type, folder):
+    """A tiny random Hugging Face checkpoint of each model type vlmzoo converts (saved by transformers)."""
+    from blip2_fixtures import make_hf_blip2, make_hf_opt
     from hf_fixtures import make_hf_llava
+    from test_dual_encoder_parity import make_hf_clip, make_hf_siglip
 
-    make_hf_llava(tmp_path, seed=3)
-    tensors = load_file(tmp_path / "model.safetensors")
-    name = next(k for k in sorted(tensors) if k.endswith("mlp.up_proj.weight"))
-    tensors[name].view(-1)[0] = float("nan")
-    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ValueError, match="non-finite values"):
+    {"llava": lambda: make_hf_llava(folder, seed=3), "blip-2": lambda: make_hf_blip2(folder),
+     "instructblip": lambda: make_hf_blip2(folder, text="llama", instruct=True), "opt": lambda: make_hf_opt(folder),
+     "clip": lambda: make_hf_clip(folder), "siglip": lambda: make_hf_siglip(folder)}[model_type]()
+
+
+def test_every_hugging_face_converter_is_covered_below():
+    from vlmzoo.convert.hf import HF_CONVERTERS
+
+    assert sorted(HF_CONVERTERS) == sorted(HF_MODEL_TYPES)
+
+
+HF_MODEL_TYPES = ["llava", "blip-2", "instructblip", "opt", "clip", "siglip"]
+
+
+@pytest.mark.parametrize("model_type", HF_MODEL_TYPES)
+def test_a_hugging_face_checkpoint_with_non_finite_weights_is_refused_by_its_tensor_names(tmp_path, model_type):
+    pytest.importorskip("transformers")
+    make_hf(model_type, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == model_type
+    vlmzoo.from_pretrained(tmp_path)  # loads as saved
+    path = tmp_path / "model.safetensors"
+    tensors = load_file(path)
+    floats = sorted(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 4)
+    nan_name, inf_name = floats[len(floats) // 3], floats[-1]  # a weight deep inside, and the last one
+    tensors[nan_name].view(-1)[1] = float("nan")
+    tensors[inf_name].view(-1)[:2] = -float("inf")
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="non-finite values \\(2\\)") as error:
         vlmzoo.from_pretrained(tmp_path)
+    assert f"{nan_name} (1 NaN, 0 inf of {tensors[nan_name].numel()})" in str(error.value)
+    assert f"{inf_name} (0 NaN, 2 inf of {tensors[inf_name].numel()})" in str(error.value)
+    assert str(tmp_path) in str(error.value)
+
+
+@pytest.mark.parametrize("name", vlmzoo.presets("tiny"))
+def test_a_vlmzoo_checkpoint_of_every_family_with_non_finite_weights_is_refused(tmp_path, name):
+    torch.manual_seed(0)
+    vlmzoo.build(name).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    tensors = load_file(path)
+    bad = sorted(tensors)[len(tensors) // 2]
+    tensors[bad].view(-1)[0] = float("inf")
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match=f"non-finite values \\(1\\): {re.escape(bad)} \\(0 NaN, 1 inf"):
+        vlmzoo.from_pretrained(tmp_path)
+
+
+def test_values_beyond_a_narrower_model_dtype_are_refused_not_turned_into_inf():
+    model = vlmzoo.build("llava-1.5-tiny", dtype=torch.float16)
+    before = snapshot(model)
+    state = {k: v.float() for k, v in before.items()}
+    name = sorted(state)[3]
+    state[name].view(-1)[0] = 1e6  # float16 tops out at 65504
+    with pytest.raises(ValueError, match=f"overflow the model's dtype: they hold non-finite values \\(1\\): {name}"):
+        model.load_state_dict(state)
+    assert unchanged(model, before)

@@ -42,12 +42,35 @@ def run_harness(tmp_path, script, seconds, corpus, *extra):
     return report
 
 
+def every_registered_kind():
+    return {f"{slot}={kind}" for slot in _C.slot_names() for kind in _C.registered_kinds(slot)}
+
+
+def test_the_config_corpus_holds_every_registered_kind():
+    """The fuzzer starts from seeds that build every kind of every slot (configs/**/*.json and
+    tests/fuzz/corpus/config): a kind registered without a seed fails here."""
+    sys.path.insert(0, str(FUZZ))
+    from fuzz_config import seed_texts
+
+    seeded = set()
+    for text in seed_texts():
+        try:
+            resolved = json.loads(_C.resolve_config(text))
+        except ValueError:  # configs/families/*.json are family data, not configs
+            continue
+        seeded |= {f"{slot}={part['kind']}" for slot, part in resolved.items() if isinstance(part, dict) and "kind" in part}
+    assert every_registered_kind() - seeded == set()
+
+
 def test_config_fuzzing_gives_a_config_or_a_value_error(tmp_path):
     report = run_harness(tmp_path, "fuzz_config.py", SECONDS, "config")
     outcomes = report["outcomes"]
     assert report["executions"] >= 100
-    # The mutator reaches both sides of the checks, and some inputs far enough to build a model.
-    assert outcomes["resolved"] > 0 and outcomes["ValueError"] > 0 and outcomes.get("built", 0) > 0
+    # The mutator reaches both sides of the checks, and some inputs far enough to build a model of
+    # each assembly, with every registered kind among the models built.
+    assert outcomes["resolved"] > 0 and outcomes["ValueError"] > 0
+    assert outcomes.get("built decoder", 0) > 0 and outcomes.get("built dual_encoder", 0) > 0
+    assert every_registered_kind() - set(report["built_kinds"]) == set()
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "torch"])

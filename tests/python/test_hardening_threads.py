@@ -83,3 +83,45 @@ def test_the_gil_is_released_while_generating(model):
     length = span["end"] - span["start"]
     inside = [t for t in ticks if span["start"] + 0.2 * length < t < span["end"] - 0.2 * length]
     assert len(inside) > 0, f"the main thread never ran during a {length:.2f} s generate call"
+
+
+
+# ---- the other families, cheaply: one call per thread (BLIP-2's Q-Former and OPT, InstructBLIP's
+# instruction text, the CLIP and SigLIP dual encoders); decoders alternate forward and generate.
+OTHER_FAMILIES = [n for n in vlmzoo.presets("tiny") if n != "llava-1.5-tiny"]
+
+
+def family_call(model, i):
+    g = torch.Generator().manual_seed(i)
+    size = model.config["vision"]["image_size"]
+    if not hasattr(model, "generate"):  # a dual encoder: 3 texts against 2 images
+        ids = torch.randint(5, 500, (3, 4 + i % 3), generator=g)
+        with torch.no_grad():
+            return model(ids, torch.randn(2, 3, size, size, generator=g)).logits_per_text
+    image = [model.image_token_id] * model.visual_tokens_per_image
+    ids = torch.tensor([[1] + image + torch.randint(5, 500, (3 + i % 3,), generator=g).tolist()])
+    pixels = torch.randn(1, 3, size, size, generator=g)
+    extra = {}
+    if model.config["abstractor"].get("instruction"):
+        extra["qformer_input_ids"] = torch.randint(5, 500, (1, 2 + i % 4), generator=g)
+    if i % 2:
+        with torch.no_grad():
+            return model(ids, pixels, **extra).logits
+    return model.generate(ids, pixels, max_new_tokens=4, eos_token_id=[], **extra)
+
+
+@pytest.mark.parametrize("name", OTHER_FAMILIES)
+def test_four_threads_give_the_sequential_results_in_every_family(name):
+    torch.manual_seed(0)
+    model = vlmzoo.build(name).eval()
+    sequential = [family_call(model, i) for i in range(THREADS)]
+    start = threading.Barrier(THREADS)
+
+    def worker(i):
+        start.wait()
+        return family_call(model, i)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        concurrent = list(pool.map(worker, range(THREADS)))
+    for i in range(THREADS):
+        assert torch.equal(concurrent[i], sequential[i]), f"{name}: call {i} differs when run from {THREADS} threads"

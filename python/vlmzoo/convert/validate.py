@@ -67,14 +67,19 @@ def check_state_dict(named_params: Mapping[str, torch.Tensor], tensors: Mapping[
         raise ValueError(message)
     if strict and (missing or unexpected):
         raise KeyError(describe_key_problems(missing, unexpected))
-    bad = []
-    for k in common:
-        nan, inf = non_finite_counts(tensors[k])
-        if nan or inf:
-            bad.append(f"{k} ({nan} NaN, {inf} inf of {tensors[k].numel()})")
-    if bad:
-        raise ValueError(f"checkpoint tensors hold non-finite values ({len(bad)}): " + _names(bad))
+    check_finite({k: tensors[k] for k in common})
     return missing, unexpected
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], what: str = "checkpoint tensors hold") -> None:
+    """ValueError naming every tensor with NaN or ±inf values, with its counts."""
+    bad = []
+    for k, t in tensors.items():
+        nan, inf = non_finite_counts(t)
+        if nan or inf:
+            bad.append(f"{k} ({nan} NaN, {inf} inf of {t.numel()})")
+    if bad:
+        raise ValueError(f"{what} non-finite values ({len(bad)}): " + _names(bad))
 
 
 def load_into(named_params: Mapping[str, torch.Tensor], tensors: Mapping[str, Any],
@@ -85,6 +90,9 @@ def load_into(named_params: Mapping[str, torch.Tensor], tensors: Mapping[str, An
     missing, unexpected = check_state_dict(named_params, tensors, strict)
     common = sorted(set(named_params) & set(tensors))
     ready = {k: tensors[k].to(device=named_params[k].device, dtype=named_params[k].dtype) for k in common}
+    # A narrower dtype (float32 -> float16) turns values beyond its range into inf.
+    check_finite({k: ready[k] for k in common if ready[k].dtype != tensors[k].dtype},
+                 f"checkpoint tensors overflow the model's dtype: they hold")
     with torch.no_grad():
         for k in common:
             named_params[k].copy_(ready[k])
