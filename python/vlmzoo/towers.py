@@ -38,7 +38,7 @@ class Tower:
     task_sizes: tuple[tuple[str, int], ...] = ()  # overrides of vlmzoo.pretrain.PRETRAIN_TASK_SIZES
 
     def pretrain(self, progress: bool = False):
-        from .pretrain import pretrain
+        from .pretraining import pretrain
 
         return pretrain(self.preset, self.task, self.budget, self.seed, task_sizes=dict(self.task_sizes),
                         progress=progress)
@@ -67,7 +67,7 @@ def tower(name: Any, where: str = FROM) -> Tower:
 
 @functools.lru_cache(maxsize=None)
 def _tower_slot_json(name: str) -> str:
-    from .pretrain import pretraining_config
+    from .pretraining import pretraining_config
 
     t = TOWERS[name]
     return json.dumps(pretraining_config(t.preset, t.task)[t.slot])

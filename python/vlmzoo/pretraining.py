@@ -1,4 +1,4 @@
-"""`vlmzoo.pretrain`: towers vlmzoo trains for itself, since no pretrained weights can be downloaded here.
+"""`vlmzoo.pretrain` (this module: vlmzoo.pretraining): towers vlmzoo trains for itself, since no pretrained weights can be downloaded here.
 
 - A dual encoder (CLIP, SigLIP) learns on a built-in task's image/caption pairs with its own loss
   (symmetric InfoNCE, pairwise sigmoid); its metric is image-text retrieval recall@1/5 on held-out pairs.
