@@ -12,10 +12,13 @@ from .dual_encoder import DualEncoderModel, DualEncoderOutput
 from .train import train
 from .evaluate import evaluate
 from .compare import compare
+from .pretraining import pretrain
+from . import towers
 from .presets import families, family, kinds, load_config, presets, resolve_config
 
 __all__ = [
     "AutoProcessor", "Model", "ModelOutput", "DualEncoderModel", "DualEncoderOutput", "build", "from_pretrained", "info", "parameter_counts", "forward_flops",
     "visual_tokens_per_image", "load_config", "presets", "resolve_config", "families", "family", "kinds", "train", "evaluate", "compare",
+    "pretrain", "towers",
 ]
 __version__ = "0.1.0"

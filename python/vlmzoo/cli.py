@@ -1,4 +1,4 @@
-"""The `vlmzoo` command: info, compare, generate. User errors print one line and exit 2."""
+"""The `vlmzoo` command: info, compare, pretrain, generate. User errors print one line and exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
             task_sizes=sizes, recipe=args.recipe, batch_size=args.batch_size, trainable=args.trainable,
             progress=not args.quiet)
     print(f"wrote results.csv, loss_curves.csv and PNGs to {args.out}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretraining import pretrain
+    from .towers import tower
+
+    if args.tower:
+        t = tower(args.tower, "--tower")
+        config, task, budget, seed = t.preset, t.task, t.budget, t.seed
+    else:
+        config, task, budget, seed = args.config, args.task, args.budget, args.seed
+    result = pretrain(config, task, budget, seed, cache=not args.no_cache, progress=not args.quiet)
+    where = f"cached in {result.cache_folder}" + (" (reused)" if result.from_cache else "") if result.cache_folder else "not cached"
+    print(f"pretrained {result.model.name} on {task} ({result.objective}, {result.steps} steps, "
+          f"{result.pretraining_flops / 1e12:,.2f} TFLOPs), {where}")
+    for name, value in result.metrics.items():
+        print(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")
     return 0
 
 
@@ -178,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"held-out questions (default {DEFAULT_TASK_SIZES['n_test']})")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(run=cmd_compare)
+
+    from .towers import TOWERS
+
+    pretrain = sub.add_parser("pretrain", help="pretrain a tiny CLIP/SigLIP or language model on a task (cached)")
+    pretrain.add_argument("config", nargs="?", default="clip-tiny", metavar="CONFIG",
+                          help="a dual encoder (clip-tiny, siglip-tiny: image-caption pairs) or a decoder preset "
+                               "(llava-1.5-tiny: its language model on the task's text); default clip-tiny")
+    pretrain.add_argument("--tower", choices=sorted(TOWERS), default=None,
+                          help="pretrain a named tower (what a slot {\"from\": NAME} loads) instead")
+    pretrain.add_argument("--task", choices=sorted(TASKS), default="shapes")
+    pretrain.add_argument("--budget", default="150", help="optimizer steps (default 150)")
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--no-cache", action="store_true", help="train without reading or writing the cache")
+    pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
+    pretrain.set_defaults(run=cmd_pretrain)
 
     generate = sub.add_parser("generate", help="answer a prompt about an image")
     generate.add_argument("model", metavar="MODEL",

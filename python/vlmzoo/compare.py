@@ -24,6 +24,8 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
     "llava-tiny/layer-1": {"vision": {"feature_layers": -1}},
     # "full": SigLIP has no CLS, and "default" would drop a real patch (as transformers does).
     "llava-tiny/siglip": {"vision": {"style": "siglip", "select": "full"}},
+    # The same model on a vision tower vlmzoo pretrains (CLIP on shapes' captions; cached): llava-tiny is its twin.
+    "llava-tiny/clip-pretrained": {"vision": {"from": "clip-tiny-shapes"}},
 }
 # Other families' tiny presets, run beside the LLaVA set (each differs from it in several slots).
 DEFAULT_OTHER_PRESETS = ["blip2-opt-tiny"]

@@ -17,6 +17,7 @@ from torch import nn
 from . import _C
 from .model import _DTYPE_NAMES, CppModule, _cpp_forward, save_in_format
 from .presets import resolve_config
+from .towers import attach_towers, without_towers
 
 DUAL_SLOTS = ("vision", "llm", "head")
 
@@ -78,11 +79,13 @@ class DualEncoderModel(nn.Module):
         dtype_name = _DTYPE_NAMES.get(dtype or torch.float32)
         if dtype_name is None:
             raise ValueError(f"dtype: {dtype} is not one of {', '.join(map(str, _DTYPE_NAMES))}")
-        cpp = _C.DualEncoderModel(json.dumps(resolved), str(torch.device(device)), dtype_name, bool(initialize))
+        cpp = _C.DualEncoderModel(json.dumps(without_towers(resolved)), str(torch.device(device)), dtype_name,
+                                  bool(initialize))
         object.__setattr__(self, "_module", cpp)  # not a submodule: the views below own the parameters
         object.__setattr__(self, "_config", json.loads(cpp.config_json()))
         for name, child in cpp.named_children().items():
             self._modules[name] = CppModule(child)
+        attach_towers(self, resolved, initialize)  # slots {"from": TOWER}: pretrained weights (vlmzoo.towers)
 
     @property
     def config(self) -> dict[str, Any]:

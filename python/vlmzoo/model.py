@@ -19,6 +19,7 @@ from torch import nn
 
 from . import _C
 from .presets import resolve_config
+from .towers import attach_towers, without_towers
 
 SLOTS = ("vision", "abstractor", "fusion", "llm", "head")
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -108,11 +109,12 @@ class Model(nn.Module):
         dtype_name = _DTYPE_NAMES.get(dtype or torch.float32)
         if dtype_name is None:
             raise ValueError(f"dtype: {dtype} is not one of {', '.join(map(str, _DTYPE_NAMES))}")
-        cpp = _C.VlmModel(json.dumps(resolved), str(torch.device(device)), dtype_name, bool(initialize))
+        cpp = _C.VlmModel(json.dumps(without_towers(resolved)), str(torch.device(device)), dtype_name, bool(initialize))
         object.__setattr__(self, "_module", cpp)  # not a submodule: the views below own the parameters
         object.__setattr__(self, "_config", json.loads(cpp.config_json()))
         for name, child in cpp.named_children().items():
             self._modules[name] = CppModule(child)
+        attach_towers(self, resolved, initialize)  # slots {"from": TOWER}: pretrained weights (vlmzoo.towers)
 
     # ---- identity
     @property

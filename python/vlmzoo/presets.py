@@ -53,17 +53,20 @@ def load_config(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 def resolve_config(config: str | Path | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     """Validated config with every default filled in. `overrides` merge into slots:
     resolve_config("llava-1.5-tiny", llm={"vocab": 1000}); an override that changes a slot's
-    kind replaces the slot, since the old kind's fields may not apply to the new one."""
+    kind replaces the slot, since the old kind's fields may not apply to the new one; so does one
+    taken from a pretrained tower ({"from": "clip-tiny-shapes"}, vlmzoo.towers)."""
     raw = load_config(config)
     for key, value in overrides.items():
         old = raw.get(key)
         same_kind = isinstance(old, Mapping) and value.get("kind", old.get("kind")) == old.get("kind") \
-            if isinstance(value, Mapping) else False
+            and "from" not in value if isinstance(value, Mapping) else False
         if same_kind:
             raw[key] = {**raw[key], **value}
         else:
             raw[key] = value
-    return json.loads(_C.resolve_config(json.dumps(raw)))
+    from .towers import resolve_with_towers  # slots written {"from": TOWER} (vlmzoo.towers)
+
+    return resolve_with_towers(raw, lambda config: json.loads(_C.resolve_config(json.dumps(config))))
 
 
 def families() -> dict[str, dict[str, Any]]:

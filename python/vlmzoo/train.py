@@ -162,7 +162,9 @@ def _epoch_examples(task: Task, epoch: int, seed: int, caption_fraction: float) 
     caption examples to make up a share f of the epoch."""
     rng = np.random.default_rng([seed, epoch])
     examples = list(task.train)
-    if caption_fraction > 0:
+    if caption_fraction >= 1:  # captions alone (an alignment stage)
+        examples = list(task.captions)
+    elif caption_fraction > 0:
         n_captions = min(len(task.captions), round(len(examples) * caption_fraction / (1 - caption_fraction)))
         examples += [task.captions[i] for i in rng.choice(len(task.captions), n_captions, replace=False)]
     return [examples[i] for i in rng.permutation(len(examples))]
@@ -303,13 +305,17 @@ def train(
                     max_grad_norm=max_grad_norm, caption_fraction=caption_fraction, trainable=trainable)
 
     def steps_of(candidate: Recipe) -> int:
-        if not 0 <= candidate.caption_fraction < 1:
-            raise ValueError(f"caption_fraction must be in [0, 1), got {candidate.caption_fraction}")
+        if not 0 <= candidate.caption_fraction <= 1:
+            raise ValueError(f"caption_fraction must be in [0, 1] (1: captions alone), got {candidate.caption_fraction}")
         per_example = train_flops_per_example(model.config, task, candidate.caption_fraction,
                                               trainable_slots(model, candidate.trainable))
         return parse_budget(budget, flops_per_step=per_example * candidate.batch_size)
 
-    chosen, total_steps = settle(recipe_for(model.config["family"], recipe), explicit, steps_of)
+    chosen, total_steps = settle(recipe_for(model.config, recipe), explicit, steps_of)
+    if chosen.stages and resume_from is None:  # e.g. LLaVA's align then instruct (vlmzoo.recipes)
+        from .recipes import train_in_stages
+
+        return train_in_stages(model, task, chosen, total_steps, explicit, seed=seed, progress=progress, desc=desc)
     batch_size, lr, weight_decay, warmup = chosen.batch_size, chosen.lr, chosen.weight_decay, chosen.warmup
     min_lr_ratio, max_grad_norm, caption_fraction = chosen.min_lr_ratio, chosen.max_grad_norm, chosen.caption_fraction
     slots = trainable_slots(model, chosen.trainable)

@@ -62,7 +62,7 @@ def test_explicit_arguments_override_the_recipe(task):
 
 
 def test_an_unknown_recipe_is_named():
-    with pytest.raises(ValueError, match=r"recipe 'fast' is not defined for family 'llava'; recipes: scratch, stage1"):
+    with pytest.raises(ValueError, match=r"recipe 'fast' is not defined for family 'llava'; recipes: pretrained, scratch, stage1"):
         recipe_for("llava", "fast")
 
 
