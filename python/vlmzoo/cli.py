@@ -111,6 +111,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     model, processor = _load_for_generate(args.model)
+    if args.quantize:
+        model.quantize(args.quantize)
     image = _open_image(args.image)
     text = _prompt_text(processor, args.prompt)
     inputs = processor(images=image, text=text, return_tensors="pt")
@@ -183,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"an image file, or a bundled scikit-image sample: {', '.join(SAMPLE_IMAGE_NAMES)}")
     generate.add_argument("--prompt", default=CAPTION_QUESTION)
     generate.add_argument("--max-new-tokens", type=int, default=16)
+    generate.add_argument("--quantize", choices=("bf16", "int8"), default=None,
+                          help="linear layers in bf16 storage or int8 (vlmzoo/quantize.py) before generating")
     generate.set_defaults(run=cmd_generate)
     return parser
 
