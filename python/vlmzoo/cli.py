@@ -134,7 +134,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     new_tokens = output[0, inputs["input_ids"].shape[1]:].tolist()
     answer = new_tokens[: new_tokens.index(eos)] if eos in new_tokens else new_tokens
     height, width = inputs["pixel_values"].shape[-2:]
-    print(f"model: {model.name} ({model.num_parameters():,} parameters)")
+    quantized = f", linear layers in {args.quantize}" if args.quantize else ""
+    print(f"model: {model.name} ({model.num_parameters():,} parameters{quantized})")
     print(f"processor: {type(processor).__name__} ({type(processor.tokenizer).__name__}, {len(processor.tokenizer)} tokens)")
     print(f"image: {args.image} ({image.width}x{image.height} -> {width}x{height})")
     print(f"prompt: {text!r}")

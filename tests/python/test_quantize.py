@@ -159,3 +159,11 @@ def test_saving_a_quantised_model_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"save_pretrained: this model is quantised \(int8\)"):
         quantised.save_pretrained(tmp_path / "q")
     assert not (tmp_path / "q" / "model.safetensors").exists()
+
+
+def test_cli_generate_quantises_before_answering(capsys):
+    from vlmzoo.cli import main
+
+    assert main(["generate", "llava-1.5-tiny", "--image", "camera", "--max-new-tokens", "3", "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "linear layers in int8" in out and "answer:" in out
