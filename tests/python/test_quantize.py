@@ -86,7 +86,7 @@ def test_quantised_dual_encoder_scores_stay_close_to_float32(name, format):
 def test_every_linear_is_packed_and_named_in_the_state_dict():
     _, quantised = pair("llava-1.5-tiny", "int8")
     state = quantised.state_dict()
-    q_proj = "llm.layers.0.self_attn.q_proj"
+    q_proj = "llm.layers.0.attn.q_proj"
     assert f"{q_proj}.weight" not in state
     assert state[f"{q_proj}.weight_int8"].dtype == torch.int8 and state[f"{q_proj}.weight_int8"].dim() == 4
     assert state[f"{q_proj}.weight_scales"].dtype == torch.float32
