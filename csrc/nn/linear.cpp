@@ -1,13 +1,69 @@
 #include "nn/linear.h"
 
+#include "ops/linear_formats.h"
+#include "ops/ops.h"
+
 namespace vlmzoo::nn {
 
-LinearImpl::LinearImpl(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options) {
+WeightFormat weight_format_named(const std::string& name) {
+  if (name == "float") return WeightFormat::kFloat;
+  if (name == "bf16") return WeightFormat::kBf16;
+  TORCH_CHECK_VALUE(name == "int8", "weight format \"", name, "\" is not one of float, bf16, int8");
+  return WeightFormat::kInt8;
+}
+
+std::string weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kBf16: return "bf16";
+    case WeightFormat::kInt8: return "int8";
+    default: return "float";
+  }
+}
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options) : in_(in), out_(out) {
   weight = register_parameter("weight", torch::empty({out, in}, options));
   if (bias) this->bias = register_parameter("bias", torch::empty({out}, options));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return forward_with_bias(x, bias); }
+
+torch::Tensor LinearImpl::forward_with_bias(const torch::Tensor& x, const torch::Tensor& b) {
+  const std::optional<at::Tensor> optional_bias = b.defined() ? std::optional<at::Tensor>(b) : std::nullopt;
+  switch (format_) {
+    case WeightFormat::kBf16: return ops::linear_bf16(x, weight_bf16, out_, optional_bias);
+    case WeightFormat::kInt8: return ops::linear_int8(x, weight_int8, weight_scales, weight_col_sums, optional_bias);
+    default: return torch::linear(x, weight, b);
+  }
+}
+
+void LinearImpl::set_weight_format(WeightFormat format) {
+  if (format == WeightFormat::kFloat && format_ == WeightFormat::kFloat) return;
+  TORCH_CHECK(format_ == WeightFormat::kFloat, "linear weights are already packed as ", weight_format_name(format_),
+              "; a model is quantised once, from its float weights (build or load it again to choose another "
+              "format)");
+  torch::NoGradGuard no_grad;
+  const auto packed = [&](const std::string& name, const torch::Tensor& t) {
+    return register_parameter(name, t, /*requires_grad=*/false);
+  };
+  if (format == WeightFormat::kBf16) {
+    weight_bf16 = packed("weight_bf16", ops::pack_linear_bf16(weight));
+  } else {
+    auto [q, scales, col_sums] = ops::quantize_linear_int8(weight);
+    weight_int8 = packed("weight_int8", q);
+    weight_scales = packed("weight_scales", scales);
+    weight_col_sums = packed("weight_col_sums", col_sums);
+  }
+  parameters_.erase("weight");
+  weight = torch::Tensor();
+  format_ = format;
+}
+
+void LinearImpl::train(bool on) {
+  TORCH_CHECK(!on || format_ == WeightFormat::kFloat, "this model's linear weights are quantised (",
+              weight_format_name(format_), "): it runs for inference only. Train the float model, then quantise a "
+              "copy of it");
+  torch::nn::Module::train(on);
+}
 
 EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t dim, const torch::TensorOptions& options) {
   weight = register_parameter("weight", torch::empty({count, dim}, options));
@@ -24,6 +80,32 @@ PatchConvImpl::PatchConvImpl(int64_t channels, int64_t out, int64_t patch, bool 
 
 torch::Tensor PatchConvImpl::forward(const torch::Tensor& pixels) {
   return torch::conv2d(pixels, weight, bias, {patch_, patch_});
+}
+
+namespace {
+std::vector<LinearImpl*> linears_under(const torch::nn::Module& root) {
+  std::vector<LinearImpl*> found;
+  for (const auto& module : root.modules(/*include_self=*/true))
+    if (auto* linear = module->as<LinearImpl>()) found.push_back(linear);
+  return found;
+}
+}  // namespace
+
+int64_t set_weight_format(torch::nn::Module& root, WeightFormat format) {
+  const auto linears = linears_under(root);
+  for (auto* linear : linears)  // every check first, so a refused call changes nothing
+    TORCH_CHECK(linear->weight_format() == WeightFormat::kFloat,
+                "linear weights are already packed as ", weight_format_name(linear->weight_format()),
+                "; a model is quantised once, from its float weights (build or load it again to choose another "
+                "format)");
+  for (auto* linear : linears) linear->set_weight_format(format);
+  return static_cast<int64_t>(linears.size());
+}
+
+WeightFormat weight_format_of(const torch::nn::Module& root) {
+  for (auto* linear : linears_under(root))
+    if (linear->weight_format() != WeightFormat::kFloat) return linear->weight_format();
+  return WeightFormat::kFloat;
 }
 
 }  // namespace vlmzoo::nn

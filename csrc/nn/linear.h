@@ -4,17 +4,47 @@
 // are drawn later, once, by models::initialize_weights when a model is trained from scratch.
 #include <torch/torch.h>
 
+#include <string>
+
 namespace vlmzoo::nn {
+
+// How an nn::Linear stores its weight (set once, after the float weights are loaded or drawn):
+//   kFloat  `weight` [out, in] in the model's dtype, torch::linear (MKL): trainable.
+//   kBf16   `weight_bf16`: bfloat16 panels (ops/linear_formats.h), float32 arithmetic (vlmzoo::linear_bf16):
+//           half the bytes of float32 per decode step. Inference only.
+//   kInt8   `weight_int8` int8 panels, `weight_scales` [out] float32 (per output channel),
+//           `weight_col_sums` [out] int32; activations quantised per token at run time, int32
+//           accumulation, float32 epilogue (vlmzoo::linear_int8). Inference only.
+// The packed tensors replace `weight` among the module's parameters (requires_grad false), so a state
+// dict names them; `bias` stays a float parameter in every format.
+enum class WeightFormat { kFloat, kBf16, kInt8 };
+// "float" | "bf16" | "int8"; anything else raises naming the choices.
+WeightFormat weight_format_named(const std::string& name);
+std::string weight_format_name(WeightFormat format);
 
 // y = x W^T + b. weight: [out, in]; bias: [out] or undefined.
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
-  int64_t in_features() const { return weight.size(1); }
-  int64_t out_features() const { return weight.size(0); }
+  // The same with another bias ([out] or undefined) in place of the module's own (EVA's q/0/v bias).
+  torch::Tensor forward_with_bias(const torch::Tensor& x, const torch::Tensor& bias);
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+  WeightFormat weight_format() const { return format_; }
+  // Packs `weight` into `format` and drops it; only from kFloat (a packed weight is not packed again).
+  void set_weight_format(WeightFormat format);
+  // Refuses training mode once the weights are packed (they get no gradient).
+  void train(bool on = true) override;
 
   torch::Tensor weight, bias;
+  torch::Tensor weight_bf16;                                  // kBf16
+  torch::Tensor weight_int8, weight_scales, weight_col_sums;  // kInt8
+
+ private:
+  int64_t in_, out_;
+  WeightFormat format_ = WeightFormat::kFloat;
 };
 TORCH_MODULE(Linear);
 
@@ -40,5 +70,11 @@ class PatchConvImpl : public torch::nn::Module {
   int64_t patch_;
 };
 TORCH_MODULE(PatchConv);
+
+// Every nn::Linear under root (root included) to `format`; returns how many. All of them must still be
+// kFloat: a model is quantised once, from its float weights. On error nothing has been changed.
+int64_t set_weight_format(torch::nn::Module& root, WeightFormat format);
+// The format of the nn::Linears under root ("float" when there are none).
+WeightFormat weight_format_of(const torch::nn::Module& root);
 
 }  // namespace vlmzoo::nn

@@ -129,6 +129,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     model, processor = _load_for_generate(args.model)
+    if args.quantize:
+        model.quantize(args.quantize)
     image = _open_image(args.image)
     text = _prompt_text(processor, args.prompt)
     inputs = processor(images=image, text=text, return_tensors="pt")
@@ -153,7 +155,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     new_tokens = output[0, inputs["input_ids"].shape[1]:].tolist()
     answer = new_tokens[: new_tokens.index(eos)] if eos in new_tokens else new_tokens
     height, width = inputs["pixel_values"].shape[-2:]
-    print(f"model: {model.name} ({model.num_parameters():,} parameters)")
+    quantized = f", linear layers in {args.quantize}" if args.quantize else ""
+    print(f"model: {model.name} ({model.num_parameters():,} parameters{quantized})")
     print(f"processor: {type(processor).__name__} ({type(processor.tokenizer).__name__}, {len(processor.tokenizer)} tokens)")
     print(f"image: {args.image} ({image.width}x{image.height} -> {width}x{height})")
     print(f"prompt: {text!r}")
@@ -222,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
                           help="no n-gram of N tokens occurs twice (transformers' no_repeat_ngram_size)")
     generate.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P")
+    generate.add_argument("--quantize", choices=("bf16", "int8"), default=None,
+                          help="linear layers in bf16 storage or int8 (vlmzoo/quantize.py) before generating")
     generate.set_defaults(run=cmd_generate)
     return parser
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _C
-from .model import _DTYPE_NAMES, CppModule, _cpp_forward, save_in_format
+from .model import _DTYPE_NAMES, CppModule, _cpp_forward, quantize_like, save_in_format
 from .presets import resolve_config
 from .towers import attach_towers, without_towers
 
@@ -155,6 +155,10 @@ class DualEncoderModel(nn.Module):
         return sum(p.numel() for p in self.parameters(slot) if p.requires_grad or not trainable_only)
 
     def requires_grad_(self, requires_grad: bool = True, slot: str | None = None) -> "DualEncoderModel":
+        if requires_grad:
+            from .quantize import refuse_training
+
+            refuse_training(self)
         for p in self.parameters(slot):
             p.requires_grad_(requires_grad)
         return self
@@ -171,7 +175,17 @@ class DualEncoderModel(nn.Module):
 
         return load_into(dict(self.named_parameters()), state_dict, strict=strict)
 
+    def quantize(self, format: str) -> "DualEncoderModel":
+        """As Model.quantize: linear layers in "bf16" or "int8", in place, for inference only."""
+        from .quantize import quantize
+
+        return quantize(self, format)
+
     def train(self, mode: bool = True) -> "DualEncoderModel":
+        if mode:
+            from .quantize import refuse_training
+
+            refuse_training(self)
         self._module.train(mode)
         return super().train(mode)
 
@@ -199,6 +213,7 @@ def _rebuild(config: dict[str, Any], state: Mapping[str, torch.Tensor], requires
              training: bool, fused: bool) -> DualEncoderModel:
     dtype = next(iter(state.values())).dtype if state else None
     model = DualEncoderModel(config, dtype=dtype if dtype in _DTYPE_NAMES else None, initialize=False)
+    quantize_like(model, state)
     model.load_state_dict(state)
     for name, p in model.named_parameters():
         p.requires_grad_(requires_grad.get(name, True))

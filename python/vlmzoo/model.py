@@ -73,12 +73,20 @@ class CppModule(nn.Module):
     def __init__(self, cpp_module: Any):
         super().__init__()
         self._cpp_type = _type_name(cpp_module)
+        self.mirror(cpp_module)
+
+    def mirror(self, cpp_module: Any) -> None:
+        """(Re)reads the block's parameters from C++: at construction, and after quantize() repacked them."""
+        self._parameters.clear()
         for name, tensor in cpp_module.named_parameters(recurse=False).items():
             if not isinstance(tensor, nn.Parameter):
                 tensor.__class__ = nn.Parameter  # same TensorImpl, so gradients and optimizers reach C++
             self._parameters[name] = tensor
         for name, child in cpp_module.named_children().items():
-            self._modules[name] = CppModule(child)
+            if name in self._modules:
+                self._modules[name].mirror(child)
+            else:
+                self._modules[name] = CppModule(child)
 
     def _get_name(self) -> str:
         return self._cpp_type
@@ -241,6 +249,10 @@ class Model(nn.Module):
         return sum(p.numel() for p in self.parameters(slot) if p.requires_grad or not trainable_only)
 
     def requires_grad_(self, requires_grad: bool = True, slot: str | None = None) -> "Model":
+        if requires_grad:
+            from .quantize import refuse_training
+
+            refuse_training(self)
         for p in self.parameters(slot):
             p.requires_grad_(requires_grad)
         return self
@@ -260,7 +272,18 @@ class Model(nn.Module):
 
         return load_into(dict(self.named_parameters()), state_dict, strict=strict)
 
+    def quantize(self, format: str) -> "Model":
+        """Linear layers in "bf16" (bfloat16 weights, float32 arithmetic) or "int8" (int8 weights and
+        per-token activations), in place and for inference only; see vlmzoo/quantize.py."""
+        from .quantize import quantize
+
+        return quantize(self, format)
+
     def train(self, mode: bool = True) -> "Model":
+        if mode:
+            from .quantize import refuse_training
+
+            refuse_training(self)
         self._module.train(mode)
         return super().train(mode)
 
@@ -309,11 +332,21 @@ def _rebuild(config: dict[str, Any], state: Mapping[str, torch.Tensor], requires
              training: bool, fused: bool) -> Model:
     dtype = next(iter(state.values())).dtype if state else None
     model = Model(config, dtype=dtype if dtype in _DTYPE_NAMES else None, initialize=False)
+    quantize_like(model, state)
     model.load_state_dict(state)
     for name, p in model.named_parameters():
         p.requires_grad_(requires_grad.get(name, True))
     model.fused = fused
     return model.train(training)
+
+
+def quantize_like(model: Any, state: Mapping[str, torch.Tensor]) -> None:
+    """Quantises a freshly built model as the model `state` was taken from, so the state loads into it."""
+    from .quantize import format_of_state_dict
+
+    format = format_of_state_dict(state)
+    if format != "float":
+        model.quantize(format)
 
 
 def build(config: str | Mapping[str, Any], **overrides: Any) -> Model:

@@ -63,7 +63,7 @@ class EvaAttentionImpl : public torch::nn::Module {
     const int64_t n = x.size(0), t = x.size(1), d = x.size(2), head_dim = d / heads_;
     torch::Tensor bias;
     if (q_bias.defined()) bias = torch::cat({q_bias, torch::zeros_like(q_bias), v_bias});
-    auto qkv_states = torch::linear(x, qkv->weight, bias).view({n, t, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
+    auto qkv_states = qkv->forward_with_bias(x, bias).view({n, t, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
     auto out = nn::attention(qkv_states[0], qkv_states[1], qkv_states[2], {}, 1.0 / std::sqrt(double(head_dim)),
                              policy_->fused);  // [N, H, T, d]
     return o_proj(out.transpose(1, 2).reshape({n, t, d}));

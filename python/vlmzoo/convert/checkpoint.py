@@ -113,6 +113,9 @@ def save_model(model: Any, folder: str | Path) -> Path:
 
     Each file is replaced atomically (weights first), so a process killed while saving over an
     older checkpoint of the same model leaves that checkpoint loadable, with the old or new weights."""
+    from ..quantize import refuse_saving
+
+    refuse_saving(model, "save_pretrained")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}

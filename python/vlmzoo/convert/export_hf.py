@@ -154,6 +154,9 @@ def save_llava_for_transformers(model: Any, folder: str | Path) -> Path:
     transformers' LlavaForConditionalGeneration.from_pretrained. Tensors keep the model's dtype."""
     from safetensors.torch import save_file
 
+    from ..quantize import refuse_saving
+
+    refuse_saving(model, "export to transformers")
     config = model.config
     hf_config = llava_hf_config(config, model.visual_tokens_per_image)
     tensors = llava_hf_state_dict(model.state_dict(), config)
