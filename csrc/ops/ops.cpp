@@ -42,6 +42,27 @@ at::Tensor bias_act(const at::Tensor& x, const OptTensor& bias, const std::strin
   return op.call(x, bias, act);
 }
 
+std::tuple<at::Tensor, at::Tensor> act_backward(const at::Tensor& grad, const at::Tensor& x, const OptTensor& bias,
+                                                const OptTensor& up, const std::string& act) {
+  static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const OptTensor&,
+                                                              const OptTensor&, c10::string_view)>("vlmzoo::act_backward");
+  return op.call(grad, x, bias, up, act);
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
+                                                 int64_t ignore_index) {
+  static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t)>(
+      "vlmzoo::cross_entropy");
+  return op.call(logits, labels, ignore_index);
+}
+
+at::Tensor cross_entropy_backward(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
+                                  const at::Tensor& lse, int64_t ignore_index) {
+  static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      int64_t)>("vlmzoo::cross_entropy_backward");
+  return op.call(grad, logits, labels, lse, ignore_index);
+}
+
 at::Tensor gated_act(const at::Tensor& gate, const at::Tensor& up, const std::string& act) {
   static auto op =
       find_op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view)>("vlmzoo::gated_act");
