@@ -26,14 +26,6 @@ inline at::ScalarType add_rms_norm_sum_type(const at::Tensor& x, const at::Tenso
 }
 void check_bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias);
 void check_gated_act(const at::Tensor& gate, const at::Tensor& up);
-// act_backward: grad and up (if given) shaped and typed as x; bias: [D].
-void check_act_backward(const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& bias,
-                        const std::optional<at::Tensor>& up);
-// logits: [..., V] floating; labels: [...] int64, each in [0, V) or ignore_index (the values are checked
-// only where check_labels is true: not on Meta). The backward's grad and lse: shaped as labels.
-void check_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, int64_t ignore_index, bool check_labels);
-void check_cross_entropy_backward(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                  const at::Tensor& lse);
 void check_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos, const at::Tensor& sin);
 void check_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::optional<at::Tensor>& allowed);

@@ -19,15 +19,6 @@ std::tuple<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at:
                                                   double eps);
 at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, const std::string& act);
 at::Tensor gated_act(const at::Tensor& gate, const at::Tensor& up, const std::string& act);
-// (dx, dup) of act(x (+ bias)) (* up); dup undefined without up.
-std::tuple<at::Tensor, at::Tensor> act_backward(const at::Tensor& grad, const at::Tensor& x,
-                                                const std::optional<at::Tensor>& bias,
-                                                const std::optional<at::Tensor>& up, const std::string& act);
-// logits [..., V], labels [...] -> (loss, lse) [...]; dlogits from cross_entropy_backward.
-std::tuple<at::Tensor, at::Tensor> cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
-                                                 int64_t ignore_index);
-at::Tensor cross_entropy_backward(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                  const at::Tensor& lse, int64_t ignore_index);
 std::tuple<at::Tensor, at::Tensor> rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                                         const at::Tensor& sin);
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

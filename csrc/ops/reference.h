@@ -30,21 +30,6 @@ at::Tensor reference_bias_act(const at::Tensor& x, const std::optional<at::Tenso
 // act(gate) * up.
 at::Tensor reference_gated_act(const at::Tensor& gate, const at::Tensor& up, const std::string& act);
 
-// d act(x) / dx, elementwise, in x's dtype.
-at::Tensor reference_activation_derivative(const at::Tensor& x, const std::string& act);
-// Gradients of act(x (+ bias)) (* up) for grad = dL/d(output): (dx, dup), dup undefined without up.
-// float32 math (as the forward), cast back to x's dtype.
-std::tuple<at::Tensor, at::Tensor> reference_act_backward(const at::Tensor& grad, const at::Tensor& x,
-                                                          const std::optional<at::Tensor>& bias,
-                                                          const std::optional<at::Tensor>& up, const std::string& act);
-// logits: [..., V]; labels: [...]. Returns (loss, lse) [...] in float32 (float64 for float64 logits):
-// loss = lse - logits[label], lse = logsumexp(logits); both 0 where label == ignore_index.
-std::tuple<at::Tensor, at::Tensor> reference_cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
-                                                           int64_t ignore_index);
-// dlogits [..., V] in logits' dtype = grad * (softmax(logits) - one_hot(label)), 0 on ignored rows.
-at::Tensor reference_cross_entropy_backward(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                            const at::Tensor& lse, int64_t ignore_index);
-
 // q: [B, H, T, d], k: [B, Hk, T, d]; cos/sin: [B or 1, T, r], r <= d even. rotate_half on the first r channels.
 std::tuple<at::Tensor, at::Tensor> reference_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                                                   const at::Tensor& sin);

@@ -16,9 +16,7 @@ constexpr LinearInt8Fn* kLinearInt8 = &linear_int8;  // vpdpbusd (AVX512-VNNI)
 constexpr LinearInt8Fn* kLinearInt8 = nullptr;
 #endif
 
-const Kernels kernels{&rms_norm,     &layer_norm,    &bias_act,   &gated_act,
-                      &rope,         &attention,     &attention_backward,
-                      kLinearBf16,   kLinearInt8,    &act_backward,
-                      &cross_entropy, &cross_entropy_backward};
+const Kernels kernels{&rms_norm,  &layer_norm,         &bias_act,   &gated_act, &rope,
+                      &attention, &attention_backward, kLinearBf16, kLinearInt8};
 
 }  // namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS

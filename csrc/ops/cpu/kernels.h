@@ -24,16 +24,6 @@ using LayerNormFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& x, cons
                                                        const std::optional<at::Tensor>& bias_b, double eps);
 using BiasActFn = at::Tensor(const at::Tensor& x, const std::optional<at::Tensor>& bias, Act act);
 using GatedActFn = at::Tensor(const at::Tensor& gate, const at::Tensor& up, Act act);
-// Gradients of bias_act / gated_act at a = x (+ bias): (grad (* up) * act'(a), grad * act(a) when up is given).
-using ActBackwardFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& grad, const at::Tensor& x,
-                                                         const std::optional<at::Tensor>& bias,
-                                                         const std::optional<at::Tensor>& up, Act act);
-// logits [..., V] (unit stride along V), labels [...] int64 -> (loss, lse) [...] in acc_t; rows labelled
-// ignore_index get 0 for both. The backward writes dlogits [..., V] = grad * (softmax - one_hot).
-using CrossEntropyFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& logits, const at::Tensor& labels,
-                                                          int64_t ignore_index);
-using CrossEntropyBackwardFn = at::Tensor(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                          const at::Tensor& lse, int64_t ignore_index);
 using RopeFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                                                   const at::Tensor& sin);
 using AttentionFn = at::Tensor(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -62,9 +52,6 @@ struct Kernels {
   LinearBf16Fn* linear_bf16;
   // Needs AVX512-VNNI on top of the copy's level: check cpu_has_avx512_vnni() (dispatch.h) before calling.
   LinearInt8Fn* linear_int8;
-  ActBackwardFn* act_backward;
-  CrossEntropyFn* cross_entropy;
-  CrossEntropyBackwardFn* cross_entropy_backward;
 };
 
 // The copies' tables; only those of the instruction sets built exist (cpu/dispatch.cpp knows which).
@@ -90,9 +77,6 @@ AttentionFn attention;
 AttentionBackwardFn attention_backward;
 LinearBf16Fn linear_bf16;
 LinearInt8Fn linear_int8;
-ActBackwardFn act_backward;
-CrossEntropyFn cross_entropy;
-CrossEntropyBackwardFn cross_entropy_backward;
 }  // namespace VLMZOO_CPU_ISA_NS
 #endif
 

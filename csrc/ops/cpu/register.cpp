@@ -85,35 +85,6 @@ at::Tensor gated_act_cpu(const at::Tensor& gate, const at::Tensor& up, c10::stri
   return kernels->gated_act(gate, up, kind);
 }
 
-std::tuple<at::Tensor, at::Tensor> act_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const OptTensor& bias,
-                                                    const OptTensor& up, c10::string_view act) {
-  const Act kind = parse_act(act);
-  check_act_backward(grad, x, bias, up);
-  const Kernels* kernels = active_kernels();
-  if (kernels == nullptr) {
-    auto [dx, dup] = reference_act_backward(grad, x, bias, up, std::string(act));
-    return {dx.contiguous(), dup.defined() ? dup.contiguous() : dup};
-  }
-  return kernels->act_backward(grad, x, bias, up, kind);
-}
-
-std::tuple<at::Tensor, at::Tensor> cross_entropy_cpu(const at::Tensor& logits, const at::Tensor& labels,
-                                                     int64_t ignore_index) {
-  check_cross_entropy(logits, labels, ignore_index, /*check_labels=*/true);
-  const Kernels* kernels = active_kernels();
-  if (kernels == nullptr) return reference_cross_entropy(logits, labels, ignore_index);
-  return kernels->cross_entropy(logits, labels, ignore_index);
-}
-
-at::Tensor cross_entropy_backward_cpu(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                      const at::Tensor& lse, int64_t ignore_index) {
-  check_cross_entropy_backward(grad, logits, labels, lse);
-  const Kernels* kernels = active_kernels();
-  if (kernels == nullptr) return reference_cross_entropy_backward(grad, logits, labels, lse, ignore_index).contiguous();
-  return kernels->cross_entropy_backward(grad, logits, labels, lse.to(at::promote_types(logits.scalar_type(), at::kFloat)),
-                                         ignore_index);
-}
-
 std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                                             const at::Tensor& sin) {
   check_rope(q, k, cos, sin);
@@ -188,9 +159,6 @@ TORCH_LIBRARY_IMPL(vlmzoo, CPU, m) {
   m.impl("bias_act", &bias_act_cpu);
   m.impl("gated_act", &gated_act_cpu);
   m.impl("rope", &rope_cpu);
-  m.impl("act_backward", &act_backward_cpu);
-  m.impl("cross_entropy", &cross_entropy_cpu);
-  m.impl("cross_entropy_backward", &cross_entropy_backward_cpu);
   m.impl("attention", &attention_cpu);
   m.impl("attention_backward", &attention_backward_cpu);
   m.impl("linear_bf16", &linear_bf16_cpu);
