@@ -7,6 +7,7 @@
 #include "ops/checks.h"
 #include "ops/ops.h"
 #include "ops/reference.h"
+#include "ops/training_ops.h"
 
 namespace vlmzoo::ops {
 namespace {
@@ -27,9 +28,11 @@ struct CrossEntropy : torch::autograd::Function<CrossEntropy> {
     auto saved = ctx->get_saved_variables();
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
     const auto& grad = grads[0].defined() ? grads[0] : at::zeros_like(saved[2]);
-    auto dlogits = at::GradMode::is_enabled()
-                       ? reference_cross_entropy_backward(grad, saved[0], saved[1], saved[2], ignore_index)
-                       : cross_entropy_backward(grad, saved[0], saved[1], saved[2], ignore_index);
+    if (at::GradMode::is_enabled()) {  // differentiable through the logits, lse included
+      auto lse = at::logsumexp(saved[0].to(at::promote_types(saved[0].scalar_type(), at::kFloat)), -1);
+      return {reference_cross_entropy_backward(grad, saved[0], saved[1], lse, ignore_index), at::Tensor(), at::Tensor()};
+    }
+    auto dlogits = cross_entropy_backward(grad, saved[0], saved[1], saved[2], ignore_index);
     return {dlogits, at::Tensor(), at::Tensor()};
   }
 };

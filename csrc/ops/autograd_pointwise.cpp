@@ -10,6 +10,7 @@
 #include "ops/checks.h"
 #include "ops/ops.h"
 #include "ops/reference.h"
+#include "ops/training_ops.h"
 
 namespace vlmzoo::ops {
 namespace {

@@ -1,4 +1,5 @@
 #include "ops/checks.h"
+#include "ops/training_ops.h"
 
 #include <cmath>
 
@@ -68,6 +69,19 @@ void check_gated_act(const at::Tensor& gate, const at::Tensor& up) {
               " but gate has shape ", gate.sym_sizes());
   TORCH_CHECK(up.scalar_type() == gate.scalar_type(), "vlmzoo::gated_act: up is ", up.scalar_type(),
               " but gate is ", gate.scalar_type());
+}
+
+void check_rms_norm_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& grad_sum) {
+  const char* op = "vlmzoo::rms_norm_backward";
+  check_norm(op, x, weight, std::nullopt);
+  for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"grad", &grad},
+                         {"grad_sum", grad_sum ? &*grad_sum : nullptr}}) {
+    if (t == nullptr) continue;
+    check_float(op, name, *t);
+    TORCH_CHECK(t->sym_sizes() == x.sym_sizes(), op, ": ", name, " has shape ", t->sym_sizes(), " but x has shape ",
+                x.sym_sizes());
+  }
 }
 
 void check_act_backward(const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& bias,

@@ -3,6 +3,7 @@
 
 #include "ops/checks.h"
 #include "ops/linear_formats.h"
+#include "ops/training_ops.h"
 
 namespace vlmzoo::ops {
 namespace {
@@ -87,6 +88,12 @@ at::Tensor linear_int8_meta(const at::Tensor& x, const at::Tensor& packed, const
   check_linear_int8(x, packed, scales, col_sums, bias);
   return at::empty_symint(linear_out_shape(x, scales.sym_size(0)), x.options());
 }
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward_meta(const at::Tensor& grad, const at::Tensor& x,
+                                                          const at::Tensor& weight, double, const OptTensor& grad_sum) {
+  check_rms_norm_backward(grad, x, weight, grad_sum);
+  return {empty_contiguous(x), empty_contiguous(weight)};
+}
+
 std::tuple<at::Tensor, at::Tensor> act_backward_meta(const at::Tensor& grad, const at::Tensor& x, const OptTensor& bias,
                                                      const OptTensor& up, c10::string_view act) {
   parse_act(act);
@@ -110,6 +117,7 @@ at::Tensor cross_entropy_backward_meta(const at::Tensor& grad, const at::Tensor&
 
 TORCH_LIBRARY_IMPL(vlmzoo, Meta, m) {
   m.impl("act_backward", &act_backward_meta);
+  m.impl("rms_norm_backward", &rms_norm_backward_meta);
   m.impl("cross_entropy", &cross_entropy_meta);
   m.impl("cross_entropy_backward", &cross_entropy_backward_meta);
   m.impl("rms_norm", &rms_norm_meta);

@@ -4,8 +4,27 @@
 #include <cmath>
 
 #include "ops/checks.h"
+#include "ops/training_ops.h"
 
 namespace vlmzoo::ops {
+
+std::tuple<at::Tensor, at::Tensor> reference_rms_norm_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                               const at::Tensor& weight, double eps,
+                                                               const std::optional<at::Tensor>& grad_sum) {
+  const auto type = at::promote_types(x.scalar_type(), at::kFloat);
+  auto xf = x.to(type);
+  auto r = at::rsqrt(xf.pow(2).mean(-1, true) + eps);
+  auto x_hat = xf * r;
+  auto g = grad.to(type);
+  auto leading = g.dim() == 1 ? g : g.flatten(0, g.dim() - 2);
+  auto rounded = x_hat.to(x.scalar_type()).to(type);
+  auto dweight = (leading * (rounded.dim() == 1 ? rounded : rounded.flatten(0, rounded.dim() - 2))).sum(0);
+  if (g.dim() == 1) dweight = g * rounded;
+  auto g_hat = g * weight.to(type);
+  auto dx = r * (g_hat - x_hat * (g_hat * x_hat).mean(-1, true));
+  if (grad_sum.has_value()) dx = dx + grad_sum->to(type);
+  return {dx.to(x.scalar_type()), dweight.to(weight.scalar_type())};
+}
 
 at::Tensor reference_activation_derivative(const at::Tensor& x, const std::string& act) {
   switch (parse_act(act)) {

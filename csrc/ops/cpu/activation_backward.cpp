@@ -4,7 +4,7 @@
 // (vec.h first: it selects the instruction set for this file)
 #include <cmath>
 
-#include "ops/cpu/kernels.h"
+#include "ops/cpu/training_kernels.h"
 
 namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {

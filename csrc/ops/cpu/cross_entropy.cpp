@@ -8,7 +8,7 @@
 #include <cmath>
 #include <limits>
 
-#include "ops/cpu/kernels.h"
+#include "ops/cpu/training_kernels.h"
 
 namespace vlmzoo::ops::cpu::VLMZOO_CPU_ISA_NS {
 namespace {
@@ -27,14 +27,14 @@ acc_t<T> row_logsumexp(const T* row, int64_t V_) {
   constexpr int64_t n = Vec::size();
   Vec vmax(-std::numeric_limits<A>::infinity());
   int64_t j = 0;
-  for (; j + n <= V_; j += n) vmax = at::vec::maximum(vmax, load(row + j));
-  A m = at::vec::vec_reduce_all<A>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, vmax);
+  for (; j + n <= V_; j += n) vmax = at::vec::maximum(vmax, load(row + j, n));
+  A m = lanes_max(vmax);
   for (; j < V_; ++j) m = std::max(m, static_cast<A>(row[j]));
   if (std::isinf(m)) return m;  // all -inf (or an inf): exp would give nan
   const Vec vm(m);
   Vec vsum(A(0));
-  for (j = 0; j + n <= V_; j += n) vsum = vsum + exp_fast(load(row + j) - vm);
-  A s = at::vec::vec_reduce_all<A>([](Vec& a, Vec& b) { return a + b; }, vsum);
+  for (j = 0; j + n <= V_; j += n) vsum = vsum + exp_fast(load(row + j, n) - vm);
+  A s = lanes_sum(vsum);
   for (; j < V_; ++j) s += std::exp(static_cast<A>(row[j]) - m);
   return m + std::log(s);
 }
