@@ -4,6 +4,7 @@
 #include "models/memory_check.h"
 #include "nn/masks.h"
 
+#include <algorithm>
 #include <optional>
 
 namespace vlmzoo::models {
@@ -54,6 +55,19 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
     TORCH_CHECK_VALUE(!text.attention_mask.defined() || text.attention_mask.sizes() == ids.sizes(),
                       "qformer_attention_mask: expected the shape of qformer_input_ids ", ids.sizes(), ", got ",
                       text.attention_mask.sizes());
+  }
+  // A frozen tower (no parameter that trains, pixels without gradient) runs without recording a graph:
+  // nothing upstream of the abstractor can receive a gradient, so nothing needs saving for backward.
+  const auto params = vision->parameters();
+  const bool frozen = !pixel_values.requires_grad() && std::none_of(params.begin(), params.end(), [](const auto& p) {
+    return p.requires_grad();
+  });
+  torch::Tensor features;
+  if (frozen && torch::GradMode::is_enabled()) {
+    torch::NoGradGuard no_grad;
+    features = vision->forward(pixel_values);
+  } else {
+    features = vision->forward(pixel_values);
   }
   return abstractor->forward(features, text);
 }

@@ -1,9 +1,13 @@
-// Autograd for the norms: forward runs the op below autograd, backward is ATen composites in float32.
+// Autograd for the norms: forward runs the op below autograd; backward: rms_norm_backward for the RMS
+// norms, ATen composites in float32 for the layer norms (and under create_graph).
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include "ops/autograd_util.h"
+#include "ops/checks.h"
 #include "ops/ops.h"
+#include "ops/reference.h"
+#include "ops/training_ops.h"
 
 namespace vlmzoo::ops {
 namespace {
@@ -40,6 +44,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_grads(const at::Tensor
   return {dx, dweight, dbias};
 }
 
+// The rms_norm_backward kernel; under create_graph (double backward) the differentiable composite.
+std::pair<at::Tensor, at::Tensor> rms_norm_gradients(const at::Tensor& grad, const at::Tensor& x,
+                                                     const at::Tensor& weight, double eps,
+                                                     const std::optional<at::Tensor>& grad_sum) {
+  if (at::GradMode::is_enabled()) {
+    auto [dx, dweight] = rms_norm_grads(grad, x, weight, eps);
+    if (grad_sum.has_value()) dx = dx + grad_sum->to(dx.scalar_type());
+    return {dx.to(x.scalar_type()), dweight};
+  }
+  auto [dx, dweight] = rms_norm_backward(grad, x, weight, eps, grad_sum);
+  return {dx, dweight};
+}
+
 struct RmsNorm : torch::autograd::Function<RmsNorm> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps) {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -49,7 +66,8 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto [dx, dweight] = rms_norm_grads(grads[0], saved[0], saved[1], ctx->saved_data["eps"].toDouble());
+    auto [dx, dweight] = rms_norm_gradients(grads[0], saved[0], saved[1], ctx->saved_data["eps"].toDouble(),
+                                            std::nullopt);
     return {dx.to(saved[0].scalar_type()), dweight, at::Tensor()};
   }
 };
@@ -68,8 +86,12 @@ struct AddRmsNorm : torch::autograd::Function<AddRmsNorm> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    auto [dx, dweight] = rms_norm_grads(grads[1], saved[0], saved[1], ctx->saved_data["eps"].toDouble());
-    auto dsum = (dx + grads[0].to(dx.scalar_type())).to(saved[0].scalar_type());
+    const auto& sum = saved[0];
+    std::optional<at::Tensor> grad_sum;
+    if (grads[0].defined()) grad_sum = grads[0];
+    auto [dsum, dweight] = rms_norm_gradients(grads[1].defined() ? grads[1] : at::zeros_like(sum), sum, saved[1],
+                                              ctx->saved_data["eps"].toDouble(), grad_sum);
+    dsum = dsum.to(sum.scalar_type());
     auto x_type = static_cast<at::ScalarType>(ctx->saved_data["x_type"].toInt());
     auto residual_type = static_cast<at::ScalarType>(ctx->saved_data["residual_type"].toInt());
     return {dsum.to(x_type), dsum.to(residual_type), dweight, at::Tensor()};
@@ -164,7 +186,19 @@ at::Tensor multiway_layer_norm_autograd(const at::Tensor& x, int64_t split, cons
   return MultiwayLayerNorm::apply(x, split, weight_a, bias_a, weight_b,
                                   bias_b, eps);
 }
+// Backends without an rms_norm_backward kernel of their own (CUDA for now) run the reference.
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward_fallback(const at::Tensor& grad, const at::Tensor& x,
+                                                              const at::Tensor& weight, double eps,
+                                                              const std::optional<at::Tensor>& grad_sum) {
+  check_rms_norm_backward(grad, x, weight, grad_sum);
+  auto [dx, dweight] = reference_rms_norm_backward(grad, x, weight, eps, grad_sum);
+  return {dx.contiguous(), dweight.contiguous()};
+}
 }  // namespace
+
+TORCH_LIBRARY_IMPL(vlmzoo, CompositeExplicitAutograd, m) {
+  m.impl("rms_norm_backward", &rms_norm_backward_fallback);
+}
 
 TORCH_LIBRARY_IMPL(vlmzoo, Autograd, m) {
   m.impl("rms_norm", &rms_norm_autograd);

@@ -1,4 +1,5 @@
-// Autograd for the activations, rope and multiway_linear; backward is ATen composites.
+// Autograd for the activations (backward: the act_backward op), rope (backward: rope itself, or ATen
+// composites) and multiway_linear (ATen composites).
 #include <ATen/ExpandUtils.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -9,34 +10,19 @@
 #include "ops/checks.h"
 #include "ops/ops.h"
 #include "ops/reference.h"
+#include "ops/training_ops.h"
 
 namespace vlmzoo::ops {
 namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// d act(x) / dx, elementwise, in x's dtype.
-at::Tensor act_derivative(const at::Tensor& x, Act act) {
-  switch (act) {
-    case Act::gelu:
-      return 0.5 * (1 + at::erf(x * M_SQRT1_2)) + x * at::exp(-0.5 * x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
-    case Act::gelu_tanh: {
-      const double k = M_2_SQRTPI * M_SQRT1_2, c = 0.044715;
-      auto t = at::tanh(k * (x + c * x.pow(3)));
-      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * c * x * x);
-    }
-    case Act::quick_gelu: {
-      auto s = at::sigmoid(1.702 * x);
-      return s + 1.702 * x * s * (1 - s);
-    }
-    case Act::relu: return (x > 0).to(x.scalar_type());
-    case Act::relu2: return 2 * at::relu(x);
-    case Act::silu: {
-      auto s = at::sigmoid(x);
-      return s * (1 + x * (1 - s));
-    }
-  }
-  TORCH_CHECK(false, "unreachable");
+// The act_backward kernel; under create_graph (double backward) the differentiable reference composite.
+std::tuple<at::Tensor, at::Tensor> act_gradients(const at::Tensor& grad, const at::Tensor& x,
+                                                 const std::optional<at::Tensor>& bias,
+                                                 const std::optional<at::Tensor>& up, const std::string& act) {
+  if (at::GradMode::is_enabled()) return reference_act_backward(grad, x, bias, up, act);
+  return act_backward(grad, x, bias, up, act);
 }
 
 struct BiasAct : torch::autograd::Function<BiasAct> {
@@ -51,11 +37,10 @@ struct BiasAct : torch::autograd::Function<BiasAct> {
     auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& bias = saved[1];
-    const auto type = compute_type(x);
-    auto pre = bias.defined() ? x.to(type) + bias.to(type) : x.to(type);
-    auto g = grads[0].to(type) * act_derivative(pre, parse_act(ctx->saved_data["act"].toStringRef()));
-    auto dbias = bias.defined() ? sum_leading(g).to(bias.scalar_type()) : at::Tensor();
-    return {g.to(x.scalar_type()), dbias, at::Tensor()};
+    auto dx = std::get<0>(act_gradients(grads[0].to(x.scalar_type()), x, opt(bias), std::nullopt,
+                                        ctx->saved_data["act"].toStringRef()));
+    auto dbias = bias.defined() ? sum_leading(dx.to(compute_type(x))).to(bias.scalar_type()) : at::Tensor();
+    return {dx, dbias, at::Tensor()};
   }
 };
 
@@ -68,12 +53,9 @@ struct GatedAct : torch::autograd::Function<GatedAct> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto& act_name = ctx->saved_data["act"].toStringRef();
-    const auto type = compute_type(saved[0]);
-    auto gate = saved[0].to(type), up = saved[1].to(type), g = grads[0].to(type);
-    auto dgate = g * up * act_derivative(gate, parse_act(act_name));
-    auto dup = g * reference_activation(gate, act_name);
-    return {dgate.to(saved[0].scalar_type()), dup.to(saved[1].scalar_type()), at::Tensor()};
+    auto [dgate, dup] = act_gradients(grads[0].to(saved[0].scalar_type()), saved[0], std::nullopt, saved[1],
+                                      ctx->saved_data["act"].toStringRef());
+    return {dgate, dup, at::Tensor()};
   }
 };
 
@@ -100,6 +82,16 @@ struct Rope : torch::autograd::Function<Rope> {
     auto saved = ctx->get_saved_variables();
     const auto& cos = saved[2];
     const auto& sin = saved[3];
+    // rope's transpose is rope with -sin when sin repeats across its two halves (every rope here builds
+    // cat(freqs, freqs)): rotate_half^T(g * s) = -rotate_half(g) * s. One kernel pass instead of composites.
+    if (!at::GradMode::is_enabled() && grads[0].defined() && grads[1].defined() && !ctx->needs_input_grad(2) && !ctx->needs_input_grad(3) &&
+        grads[0].scalar_type() == saved[0].scalar_type() && grads[1].scalar_type() == saved[1].scalar_type()) {
+      const int64_t half = sin.size(-1) / 2;
+      if (at::equal(sin.narrow(-1, 0, half), sin.narrow(-1, half, half))) {
+        auto [dq, dk] = rope(grads[0], grads[1], cos, sin.neg());
+        return {dq, dk, at::Tensor(), at::Tensor()};
+      }
+    }
     const auto type = compute_type(saved[0]);
     // As in the forward: cos/sin rounded to the input dtype, [B, T, r] -> [B, 1, T, r].
     auto c = cos.to(saved[0].scalar_type()).to(type).unsqueeze(1);
@@ -177,7 +169,19 @@ at::Tensor multiway_linear_autograd(const at::Tensor& x, int64_t split, const at
   return MultiwayLinear::apply(x, split, weight_a, bias_a, weight_b,
                                bias_b);
 }
+
+// Backends without an act_backward kernel of their own (CUDA for now) run the reference.
+std::tuple<at::Tensor, at::Tensor> act_backward_fallback(const at::Tensor& grad, const at::Tensor& x,
+                                                         const std::optional<at::Tensor>& bias,
+                                                         const std::optional<at::Tensor>& up, c10::string_view act) {
+  parse_act(act);
+  check_act_backward(grad, x, bias, up);
+  auto [dx, dup] = reference_act_backward(grad, x, bias, up, std::string(act));
+  return {dx.contiguous(), dup.defined() ? dup.contiguous() : dup};
+}
 }  // namespace
+
+TORCH_LIBRARY_IMPL(vlmzoo, CompositeExplicitAutograd, m) { m.impl("act_backward", &act_backward_fallback); }
 
 TORCH_LIBRARY_IMPL(vlmzoo, Autograd, m) {
   m.impl("bias_act", &bias_act_autograd);

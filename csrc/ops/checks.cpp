@@ -1,4 +1,5 @@
 #include "ops/checks.h"
+#include "ops/training_ops.h"
 
 #include <cmath>
 
@@ -68,6 +69,65 @@ void check_gated_act(const at::Tensor& gate, const at::Tensor& up) {
               " but gate has shape ", gate.sym_sizes());
   TORCH_CHECK(up.scalar_type() == gate.scalar_type(), "vlmzoo::gated_act: up is ", up.scalar_type(),
               " but gate is ", gate.scalar_type());
+}
+
+void check_rms_norm_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& grad_sum) {
+  const char* op = "vlmzoo::rms_norm_backward";
+  check_norm(op, x, weight, std::nullopt);
+  for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"grad", &grad},
+                         {"grad_sum", grad_sum ? &*grad_sum : nullptr}}) {
+    if (t == nullptr) continue;
+    check_float(op, name, *t);
+    TORCH_CHECK(t->sym_sizes() == x.sym_sizes(), op, ": ", name, " has shape ", t->sym_sizes(), " but x has shape ",
+                x.sym_sizes());
+  }
+}
+
+void check_act_backward(const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                        const std::optional<at::Tensor>& up) {
+  const char* op = "vlmzoo::act_backward";
+  check_float(op, "x", x);
+  for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"grad", &grad}, {"up", up ? &*up : nullptr}}) {
+    if (t == nullptr) continue;
+    TORCH_CHECK(t->sym_sizes() == x.sym_sizes(), op, ": ", name, " has shape ", t->sym_sizes(), " but x has shape ",
+                x.sym_sizes());
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), op, ": ", name, " is ", t->scalar_type(), " but x is ",
+                x.scalar_type());
+  }
+  if (bias.has_value()) check_vector(op, "bias", *bias, x.sym_size(-1));
+}
+
+void check_cross_entropy(const at::Tensor& logits, const at::Tensor& labels, int64_t ignore_index, bool check_labels) {
+  const char* op = "vlmzoo::cross_entropy";
+  check_float(op, "logits", logits);
+  TORCH_CHECK_VALUE(logits.dim() >= 1, op, ": logits must be [..., vocab], got a scalar");
+  TORCH_CHECK_VALUE(labels.scalar_type() == at::kLong, op, ": labels must be int64 (torch.long), got ",
+                    labels.scalar_type());
+  TORCH_CHECK_VALUE(labels.sym_sizes() == logits.sym_sizes().slice(0, logits.dim() - 1), op, ": labels have shape ",
+                    labels.sym_sizes(), " but logits ", logits.sym_sizes(), " need labels of shape ",
+                    logits.sym_sizes().slice(0, logits.dim() - 1));
+  TORCH_CHECK_VALUE(labels.device() == logits.device(), op, ": labels are on ", labels.device(), " but logits on ",
+                    logits.device());
+  if (check_labels && labels.numel() > 0) {
+    const int64_t vocab = logits.size(-1);
+    auto bad = ((labels < 0) | (labels >= vocab)) & (labels != ignore_index);
+    if (bad.any().item<bool>()) {
+      auto index = bad.reshape({-1}).nonzero()[0][0].item<int64_t>();
+      TORCH_CHECK_VALUE(false, op, ": label ", labels.reshape({-1})[index].item<int64_t>(), " (flat position ", index,
+                        ") is outside [0, ", vocab, ") and is not ignore_index ", ignore_index);
+    }
+  }
+}
+
+void check_cross_entropy_backward(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
+                                  const at::Tensor& lse) {
+  check_cross_entropy(logits, labels, 0, /*check_labels=*/false);
+  for (auto [name, t] : {std::pair<const char*, const at::Tensor*>{"grad", &grad}, {"lse", &lse}}) {
+    check_float("vlmzoo::cross_entropy_backward", name, *t);
+    TORCH_CHECK_VALUE(t->sym_sizes() == labels.sym_sizes(), "vlmzoo::cross_entropy_backward: ", name, " has shape ",
+                      t->sym_sizes(), " but labels have shape ", labels.sym_sizes());
+  }
 }
 
 void check_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos, const at::Tensor& sin) {

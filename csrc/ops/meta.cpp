@@ -3,6 +3,7 @@
 
 #include "ops/checks.h"
 #include "ops/linear_formats.h"
+#include "ops/training_ops.h"
 
 namespace vlmzoo::ops {
 namespace {
@@ -87,9 +88,38 @@ at::Tensor linear_int8_meta(const at::Tensor& x, const at::Tensor& packed, const
   check_linear_int8(x, packed, scales, col_sums, bias);
   return at::empty_symint(linear_out_shape(x, scales.sym_size(0)), x.options());
 }
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward_meta(const at::Tensor& grad, const at::Tensor& x,
+                                                          const at::Tensor& weight, double, const OptTensor& grad_sum) {
+  check_rms_norm_backward(grad, x, weight, grad_sum);
+  return {empty_contiguous(x), empty_contiguous(weight)};
+}
+
+std::tuple<at::Tensor, at::Tensor> act_backward_meta(const at::Tensor& grad, const at::Tensor& x, const OptTensor& bias,
+                                                     const OptTensor& up, c10::string_view act) {
+  parse_act(act);
+  check_act_backward(grad, x, bias, up);
+  return {empty_contiguous(x), up.has_value() ? empty_contiguous(x) : at::Tensor()};
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_meta(const at::Tensor& logits, const at::Tensor& labels,
+                                                      int64_t ignore_index) {
+  check_cross_entropy(logits, labels, ignore_index, /*check_labels=*/false);
+  const auto type = at::promote_types(logits.scalar_type(), at::kFloat);
+  return {empty_contiguous(labels, type), empty_contiguous(labels, type)};
+}
+
+at::Tensor cross_entropy_backward_meta(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
+                                       const at::Tensor& lse, int64_t) {
+  check_cross_entropy_backward(grad, logits, labels, lse);
+  return empty_contiguous(logits);
+}
 }  // namespace
 
 TORCH_LIBRARY_IMPL(vlmzoo, Meta, m) {
+  m.impl("act_backward", &act_backward_meta);
+  m.impl("rms_norm_backward", &rms_norm_backward_meta);
+  m.impl("cross_entropy", &cross_entropy_meta);
+  m.impl("cross_entropy_backward", &cross_entropy_backward_meta);
   m.impl("rms_norm", &rms_norm_meta);
   m.impl("add_rms_norm", &add_rms_norm_meta);
   m.impl("layer_norm", &layer_norm_meta);

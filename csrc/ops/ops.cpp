@@ -1,4 +1,5 @@
 #include "ops/ops.h"
+#include "ops/training_ops.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -40,6 +41,34 @@ std::tuple<at::Tensor, at::Tensor> add_layer_norm(const at::Tensor& x, const at:
 at::Tensor bias_act(const at::Tensor& x, const OptTensor& bias, const std::string& act) {
   static auto op = find_op<at::Tensor(const at::Tensor&, const OptTensor&, c10::string_view)>("vlmzoo::bias_act");
   return op.call(x, bias, act);
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                     const at::Tensor& weight, double eps, const OptTensor& grad_sum) {
+  static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                              double, const OptTensor&)>("vlmzoo::rms_norm_backward");
+  return op.call(grad, x, weight, eps, grad_sum);
+}
+
+std::tuple<at::Tensor, at::Tensor> act_backward(const at::Tensor& grad, const at::Tensor& x, const OptTensor& bias,
+                                                const OptTensor& up, const std::string& act) {
+  static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const OptTensor&,
+                                                              const OptTensor&, c10::string_view)>("vlmzoo::act_backward");
+  return op.call(grad, x, bias, up, act);
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
+                                                 int64_t ignore_index) {
+  static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t)>(
+      "vlmzoo::cross_entropy");
+  return op.call(logits, labels, ignore_index);
+}
+
+at::Tensor cross_entropy_backward(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
+                                  const at::Tensor& lse, int64_t ignore_index) {
+  static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      int64_t)>("vlmzoo::cross_entropy_backward");
+  return op.call(grad, logits, labels, lse, ignore_index);
 }
 
 at::Tensor gated_act(const at::Tensor& gate, const at::Tensor& up, const std::string& act) {

@@ -5,6 +5,7 @@
 #include "ops/cpu/dispatch.h"
 #include "ops/linear_formats.h"
 #include "ops/reference.h"
+#include "ops/training_ops.h"
 
 namespace {
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
@@ -20,6 +21,12 @@ at::Tensor reference_swiglu(const at::Tensor& gate, const at::Tensor& up) {
 
 at::Tensor reference_gated_act(const at::Tensor& gate, const at::Tensor& up, c10::string_view act) {
   return vlmzoo::ops::reference_gated_act(gate, up, std::string(act));
+}
+
+std::tuple<at::Tensor, at::Tensor> reference_act_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                          const std::optional<at::Tensor>& bias,
+                                                          const std::optional<at::Tensor>& up, c10::string_view act) {
+  return vlmzoo::ops::reference_act_backward(grad, x, bias, up, std::string(act));
 }
 
 std::string cpu_isa() { return vlmzoo::ops::cpu::isa_name(vlmzoo::ops::cpu::active_isa()); }
@@ -40,6 +47,17 @@ TORCH_LIBRARY(vlmzoo, m) {
   m.def("bias_act(Tensor x, Tensor? bias, str act) -> Tensor");
   m.def("gated_act(Tensor gate, Tensor up, str act) -> Tensor");
   m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
+  // rms_norm's gradients at x (add_rms_norm: at the sum) for grad = dL/d(normed): (dx + grad_sum, dweight).
+  m.def("rms_norm_backward(Tensor grad, Tensor x, Tensor weight, float eps, Tensor? grad_sum=None) -> (Tensor, Tensor)");
+  // Gradients of bias_act / gated_act for grad = dL/d(output): (grad (* up) * act'(x (+ bias)), grad * act(x + ...)),
+  // the second only with up (gated_act's dgate, dup; bias_act's dx, and its dbias is dx summed).
+  m.def("act_backward(Tensor grad, Tensor x, Tensor? bias, Tensor? up, str act) -> (Tensor, Tensor)");
+  // logits: [..., V]; labels: [...] int64 in [0, V) or ignore_index. -> (loss, lse) [...] in float32 (float64 for
+  // float64): per-row -log softmax(logits)[label] and log-sum-exp, 0 where ignored (the caller reduces, and
+  // passes logits unshifted with shifted labels: no copy of the logits). Differentiable in logits.
+  m.def("cross_entropy(Tensor logits, Tensor labels, int ignore_index=-100) -> (Tensor, Tensor)");
+  // dlogits = grad[..., None] * (softmax(logits) - one_hot(labels)), 0 on ignored rows; lse from the forward.
+  m.def("cross_entropy_backward(Tensor grad, Tensor logits, Tensor labels, Tensor lse, int ignore_index=-100) -> Tensor");
   // q: [B, H, T, d], k: [B, Hk, T, d]; cos/sin: [B or 1, T, r] with r <= d even.
   m.def("rope(Tensor q, Tensor k, Tensor cos, Tensor sin) -> (Tensor, Tensor)");
   // q: [B, H, Tq, d]; k, v: [B, Hkv, Tk, d]; allowed: bool broadcastable to [B, H, Tq, Tk].
@@ -74,6 +92,14 @@ TORCH_LIBRARY(vlmzoo, m) {
   m.def("bias_act_reference(Tensor x, Tensor? bias, str act) -> Tensor", &reference_bias_act);
   m.def("gated_act_reference(Tensor gate, Tensor up, str act) -> Tensor", &reference_gated_act);
   m.def("swiglu_reference(Tensor gate, Tensor up) -> Tensor", &reference_swiglu);
+  m.def("rms_norm_backward_reference(Tensor grad, Tensor x, Tensor weight, float eps, Tensor? grad_sum=None) -> (Tensor, Tensor)",
+        &vlmzoo::ops::reference_rms_norm_backward);
+  m.def("act_backward_reference(Tensor grad, Tensor x, Tensor? bias, Tensor? up, str act) -> (Tensor, Tensor)",
+        &reference_act_backward);
+  m.def("cross_entropy_reference(Tensor logits, Tensor labels, int ignore_index=-100) -> (Tensor, Tensor)",
+        &vlmzoo::ops::reference_cross_entropy);
+  m.def("cross_entropy_backward_reference(Tensor grad, Tensor logits, Tensor labels, Tensor lse, int ignore_index=-100) -> Tensor",
+        &vlmzoo::ops::reference_cross_entropy_backward);
   m.def("rope_reference(Tensor q, Tensor k, Tensor cos, Tensor sin) -> (Tensor, Tensor)",
         &vlmzoo::ops::reference_rope);
   m.def("attention_reference(Tensor q, Tensor k, Tensor v, Tensor? allowed=None, float? scale=None) -> Tensor",

@@ -47,10 +47,18 @@ class ModelOutput:
         return len(self.to_tuple())
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy; labels sit at the positions of the tokens they name, -100 ignored."""
-    shifted_logits = logits[:, :-1].reshape(-1, logits.size(-1)).float()
-    return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=-100)
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """Next-token cross-entropy; labels sit at the positions of the tokens they name, -100 ignored.
+
+    logits [batch, tokens, vocab], labels [batch, tokens]. fused: vlmzoo::cross_entropy, which reads
+    the logits where they lie (the labels are shifted instead: no copy of the logits) and writes their
+    gradient in one pass; otherwise torch's cross_entropy on the shifted logits (the reference)."""
+    if not fused:
+        shifted_logits = logits[:, :-1].reshape(-1, logits.size(-1)).float()
+        return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=-100)
+    shifted_labels = F.pad(labels[:, 1:], (0, 1), value=-100)  # the last position names no next token
+    rows, _ = torch.ops.vlmzoo.cross_entropy(logits, shifted_labels, -100)
+    return rows.sum() / (shifted_labels != -100).sum()  # the mean over named tokens (nan if none, as torch)
 
 
 @torch.compiler.disable
@@ -171,7 +179,7 @@ class Model(nn.Module):
         Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
         logits = _cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
                               qformer_input_ids, qformer_attention_mask)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        loss = causal_lm_loss(logits, labels, fused=self.fused) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits)
 
     def generate(
