@@ -33,9 +33,9 @@ DEFAULT_OTHER_PRESETS = ["blip2-opt-tiny"]
 DEFAULT_TASK = "shapes"
 FULL_TASKS = ("shapes", "digits")
 DEFAULT_SEEDS, FULL_SEEDS = 3, 5
-DEFAULT_TASK_SIZES = {"n_train": 2000, "n_val": 0, "n_test": 256}
-DEFAULT_BUDGET = "2.4e12flops"  # about 50 steps of 32 for the tiny preset
-DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 5, 64
+DEFAULT_TASK_SIZES = {"n_train": 2000, "n_val": 0, "n_test": 200}
+DEFAULT_BUDGET = "2e12flops"  # about 42 steps of 32 for the tiny preset
+DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 4, 48
 DEFAULT_WORKERS = 1
 # The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
