@@ -236,7 +236,7 @@ def pretraining_flops(config: Mapping[str, Any]) -> int:
     """FLOPs spent pretraining the config's towers ("from" slots), by vlmzoo.towers when it exists; 0 without it."""
     import importlib.util
 
-    if importlib.util.find_spec("vlmzoo.towers") is None:
+    if importlib.util.find_spec(f"{__package__}.towers") is None:
         return 0
     from . import towers  # type: ignore[attr-defined]
 
