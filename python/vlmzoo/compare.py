@@ -92,7 +92,7 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
 
     if threads:
         torch.set_num_threads(threads)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rss_before = _peak_rss_mib()
     measured: dict[int, float] = {}
     eval_time = [0.0]
@@ -132,6 +132,9 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         "peak_rss_over_baseline_mib": peak - rss_before,
         "curve_eval_s": eval_time[0],
         "wall_time_s": time.perf_counter() - started,
+        # CPU seconds of all this process's threads: the work itself, which other load on the machine
+        # barely changes (wall time does); on an idle machine wall ~ cpu / threads at best.
+        "cpu_time_s": time.process_time() - cpu_started,
     }
     curve = {"step": list(range(1, result.steps + 1)), "loss": result.losses,
              "gflops": [s * flops_per_step / 1e9 for s in range(1, result.steps + 1)]}

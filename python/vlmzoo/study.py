@@ -17,7 +17,7 @@ RULE = "A is ahead of B when mean(A) - mean(B) > std(A) + std(B) (accuracy over 
 # Columns that are the same for every seed of a model (design facts) or averaged (costs).
 _FIRST = ("family", "recipe", "params_total", "params_trainable", "visual_tokens_per_image", "steps", "train_gflops",
           "pretrain_gflops", "chance_accuracy")
-_MEAN = ("train_examples_per_s", "peak_rss_mib", "wall_time_s", "final_loss")
+_MEAN = ("train_examples_per_s", "peak_rss_mib", "wall_time_s", "cpu_time_s", "final_loss")
 
 
 def summarize(rows) -> "Any":
