@@ -46,8 +46,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
-
     from .compare import DEFAULT_SEEDS, FULL_SEEDS, FULL_TASKS, compare
 
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
