@@ -36,7 +36,9 @@ DEFAULT_SEEDS, FULL_SEEDS = 3, 5
 DEFAULT_TASK_SIZES = {"n_train": 2000, "n_val": 0, "n_test": 200}
 DEFAULT_BUDGET = "2e12flops"  # about 42 steps of 32 for the tiny preset
 DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 4, 48
-DEFAULT_WORKERS = 1
+# Two 1-thread worker processes beat one 2-thread process on 2 cores (bench/compare_workers.py, 2 runs of
+# 10 steps, load ~24 from other jobs: 295 s vs 881 s wall, 9.7 vs 47 CPU s per run: idle OpenMP threads spin).
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 # The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
 TABLE_COLUMNS = {
