@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resume", action="store_true",
                          help="reuse the runs already finished in --out (same settings), train the rest")
     compare.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                         help=f"models trained at once, one process each (default {DEFAULT_WORKERS})")
+                         help=f"models trained at once, one process each with --threads threads (default {DEFAULT_WORKERS})")
     compare.add_argument("--threads", type=int, default=None,
                          help="torch threads per worker (default: the CPU cores shared out between the workers)")
     compare.add_argument("--budget", default=DEFAULT_BUDGET,

@@ -294,7 +294,7 @@ def compare(
     curve_examples: int = DEFAULT_CURVE_EXAMPLES,
     count_pretraining: bool = False,
     resume: bool = False,
-    workers: int = DEFAULT_WORKERS,
+    workers: int | None = None,
     threads: int | None = None,
     isolate: bool = True,
     keep_models: bool | str | Path = False,
@@ -322,7 +322,7 @@ def compare(
       same settings (each is written atomically as it ends), train the others, and redo the table,
       plots and report.
     workers: models trained at once, each in its own process with `threads` torch threads
-      (default: the CPU cores shared out). isolate: one fresh Python process per run (its peak RSS
+      (default: the CPU cores shared out); None: DEFAULT_WORKERS (1 without isolate). isolate: one fresh Python process per run (its peak RSS
       is its own; works from a script without a main guard); workers > 1 needs it.
     keep_models: True keeps the first seed's trained models in memory, a folder saves each there.
     Returns a Comparison that unpacks as (per-seed DataFrame, {name: matplotlib Figure}) with
@@ -341,6 +341,7 @@ def compare(
     seed_list = _seed_list(seeds, seed)
     if resume and out is None:
         raise ValueError("resume=True needs out= (the folder holding the finished runs)")
+    workers = (DEFAULT_WORKERS if isolate else 1) if workers is None else workers
     if workers < 1 or (workers > 1 and not isolate):
         raise ValueError(f"workers must be >= 1 and needs isolate=True when > 1, got workers={workers}")
     recipes = {name: recipe_for(config["family"], recipe) for name, config in named}
