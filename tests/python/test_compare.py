@@ -69,12 +69,13 @@ def test_the_default_set_includes_the_tiny_blip2():
 
 
 def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):
-    table, figures = compare([DEFAULT_PRESET, {**vlmzoo.load_config(DEFAULT_PRESET), "abstractor": {"kind": "linear"},
+    comparison = compare([DEFAULT_PRESET, {**vlmzoo.load_config(DEFAULT_PRESET), "abstractor": {"kind": "linear"},
                                                "name": "linear"}],
                              task=task, budget=2, out=tmp_path, seeds=1, batch_size=4, curve_points=1, progress=False,
                              print_table=False)
+    table, figures = comparison
     assert list(table["model"]) == [DEFAULT_PRESET, "linear"]
-    assert set(TABLE_COLUMNS) <= set(table.columns)
+    assert set(TABLE_COLUMNS) <= set(comparison.summary.columns)
     assert (table["steps"] == 2).all()
     assert (table["peak_rss_mib"] > 0).all()
     assert table["chance_accuracy"].iloc[0] == pytest.approx(task.chance_accuracy["all"])
