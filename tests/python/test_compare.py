@@ -70,9 +70,9 @@ def test_the_default_set_includes_the_tiny_blip2():
 
 def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):
     comparison = compare([DEFAULT_PRESET, {**vlmzoo.load_config(DEFAULT_PRESET), "abstractor": {"kind": "linear"},
-                                               "name": "linear"}],
-                             task=task, budget=2, out=tmp_path, seeds=1, batch_size=4, curve_points=1, progress=False,
-                             print_table=False)
+                                           "name": "linear"}],
+                         task=task, budget=2, out=tmp_path, seeds=1, batch_size=4, curve_points=1, progress=False,
+                         print_table=False)
     table, figures = comparison
     assert list(table["model"]) == [DEFAULT_PRESET, "linear"]
     assert set(TABLE_COLUMNS) <= set(comparison.summary.columns)
