@@ -492,7 +492,7 @@ def print_comparison(summary, console=None) -> None:
         columns = [c for c in TABLE_COLUMNS if c in part.columns]
         for c in columns:
             rich_table.add_column(TABLE_COLUMNS[c], justify="left" if c in ("model", "family") else "right",
-                                  no_wrap=c == "model")
+                                  no_wrap=c in ("model", "accuracy", "accuracy_min"))
         for _, row in part.iterrows():
             rich_table.add_row(*(_format_cell(c, row[c], row) for c in columns))
         console.print(rich_table)
