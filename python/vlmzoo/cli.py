@@ -46,13 +46,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from .compare import DEFAULT_SEEDS, FULL_SEEDS, FULL_TASKS, compare
 
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
-    compare(args.configs or None, task=args.task, budget=args.budget, out=args.out, seed=args.seed,
-            task_sizes=sizes, recipe=args.recipe, batch_size=args.batch_size, trainable=args.trainable,
-            progress=not args.quiet)
-    print(f"wrote results.csv, loss_curves.csv and PNGs to {args.out}")
+    seeds = args.seeds if args.seeds is not None else (FULL_SEEDS if args.full else DEFAULT_SEEDS)
+    comparison = compare(args.configs or None, task=list(FULL_TASKS) if args.full else args.task, budget=args.budget,
+                         out=args.out, seed=args.seed, seeds=seeds, task_sizes=sizes, recipe=args.recipe,
+                         batch_size=args.batch_size, trainable=args.trainable, curve_points=args.curve_points,
+                         count_pretraining=args.count_pretraining, resume=args.resume, workers=args.workers,
+                         threads=args.threads, progress=not args.quiet)
+    attrs = comparison.table.attrs
+    print(f"{attrs['runs_trained']} runs trained, {attrs['runs_reused']} reused, {attrs['wall_time_s']:.0f} s; "
+          f"wrote report.md, results.csv (per seed), summary.csv, learning_curves.csv and PNGs to {args.out}")
     return 0
 
 
@@ -167,7 +172,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .compare import DEFAULT_BUDGET, DEFAULT_TASK_SIZES
+    from .compare import (DEFAULT_BUDGET, DEFAULT_CURVE_POINTS, DEFAULT_SEEDS, DEFAULT_TASK, DEFAULT_TASK_SIZES,
+                          DEFAULT_WORKERS, FULL_SEEDS, FULL_TASKS)
     from .recipes import DEFAULT_RECIPE, RECIPES
     from .data import SAMPLE_IMAGE_NAMES, TASKS
     from .data.tasks import CAPTION_QUESTION
@@ -183,13 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="train and evaluate models on the same task and budget")
     compare.add_argument("configs", nargs="*", metavar="CONFIG",
                          help="preset names or JSON paths (default: the tiny LLaVA and its one-slot variants)")
-    compare.add_argument("--task", choices=sorted(TASKS), default="shapes")
+    compare.add_argument("--task", choices=sorted(TASKS), default=DEFAULT_TASK)
+    compare.add_argument("--full", action="store_true",
+                         help=f"the whole study: tasks {', '.join(FULL_TASKS)} and {FULL_SEEDS} seeds (unless --seeds)")
+    compare.add_argument("--seeds", type=int, default=None,
+                         help=f"seeds per model: --seed, --seed+1, ... (default {DEFAULT_SEEDS}; {FULL_SEEDS} with --full)")
+    compare.add_argument("--curve-points", type=int, default=DEFAULT_CURVE_POINTS,
+                         help="accuracy measurements per run, evenly spaced in training FLOPs (0: none)")
+    compare.add_argument("--count-pretraining", action="store_true",
+                         help="charge each model's tower pretraining FLOPs to its budget (it trains fewer steps)")
+    compare.add_argument("--resume", action="store_true",
+                         help="reuse the runs already finished in --out (same settings), train the rest")
+    compare.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                         help=f"models trained at once, one process each with --threads threads (default {DEFAULT_WORKERS})")
+    compare.add_argument("--threads", type=int, default=None,
+                         help="torch threads per worker (default: the CPU cores shared out between the workers)")
     compare.add_argument("--budget", default=DEFAULT_BUDGET,
                          help=f"steps (300, 300steps) or training FLOPs (default {DEFAULT_BUDGET})")
     compare.add_argument("--out", default="vlmzoo-compare", help="folder for results.csv and the PNGs")
-    compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument("--recipe", default=DEFAULT_RECIPE,
-                         help=f"training recipe of vlmzoo.recipes: {', '.join(RECIPES['llava'])} (default {DEFAULT_RECIPE})")
+    compare.add_argument("--seed", type=int, default=0, help="first seed")
+    compare.add_argument("--recipe", default=None,
+                         help=f"training recipe of vlmzoo.recipes: {', '.join(RECIPES['llava'])} (default: each model's "
+                              f"own, {DEFAULT_RECIPE!r} or 'pretrained' when its vision slot comes from a tower)")
     compare.add_argument("--trainable", default=None,
                          help="override the recipe's trainable slots: projector+llm, all, family, or one slot")
     compare.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size (32)")

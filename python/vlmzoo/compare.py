@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 
 from .data import Task, make_task
 from .presets import resolve_config
-from .recipes import DEFAULT_RECIPE, Recipe, recipe_for
+from .recipes import Recipe, recipe_for
+from .run_store import load_run, run_key, run_path, save_run
 
 DEFAULT_PRESET = "llava-1.5-tiny"
 # The tiny LLaVA preset and variants that each differ from it in one slot.
@@ -29,16 +30,28 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
 }
 # Other families' tiny presets, run beside the LLaVA set (each differs from it in several slots).
 DEFAULT_OTHER_PRESETS = ["blip2-opt-tiny"]
-# Sized so the four LLaVA runs end in under 10 minutes on 2 CPU cores (the tiny BLIP-2 adds its own); see the module test.
+# The default run: 6 models x DEFAULT_SEEDS seeds on one task; `--full` runs FULL_TASKS with FULL_SEEDS.
+# The budget is the one at which the tiny LLaVA beats chance on shapes (~225 steps of 32: 53.5% against
+# 42.8%, one seed). At 2e12 FLOPs (~42 steps, a run that fits 10 minutes with 3 seeds) every LLaVA variant
+# stayed below chance (24.5-31.3% mean of 3 seeds, chance 41.0%): a study whose answer is noise. So the
+# default run takes longer than 10 minutes (about 30 on 2 idle cores, estimated from the CPU seconds of
+# the 42-step runs); `--seeds 1` is a third of that.
+DEFAULT_TASK = "shapes"
+FULL_TASKS = ("shapes", "digits")
+DEFAULT_SEEDS, FULL_SEEDS = 3, 5
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
 DEFAULT_BUDGET = "1.1e13flops"  # about 225 steps of 32 for the tiny preset
+DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 4, 48
+# Two 1-thread worker processes beat one 2-thread process on 2 cores (bench/compare_workers.py, 2 runs of
+# 10 steps, load ~24 from other jobs: 295 s vs 881 s wall, 9.7 vs 47 CPU s per run: idle OpenMP threads spin).
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 # The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
 TABLE_COLUMNS = {
     "model": "model", "family": "family", "params_total": "params", "params_trainable": "trainable",
-    "visual_tokens_per_image": "vis tok/img", "train_gflops": "train GFLOPs", "steps": "steps",
-    "train_examples_per_s": "ex/s", "accuracy": "accuracy", "chance_accuracy": "chance",
-    "peak_rss_mib": "peak RSS MiB", "wall_time_s": "wall s",
+    "visual_tokens_per_image": "vis tok/img", "train_gflops": "train GFLOPs", "pretrain_gflops": "pretrain GFLOPs",
+    "steps": "steps", "train_examples_per_s": "ex/s", "seeds": "seeds", "accuracy": "accuracy",
+    "accuracy_min": "range", "chance_accuracy": "chance", "peak_rss_mib": "peak RSS MiB", "wall_time_s": "wall s",
 }
 
 
@@ -65,12 +78,21 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def curve_steps(total_steps: int, points: int) -> list[int]:
+    """The steps after which a learning curve is measured: `points` evenly spaced in steps (so in
+    training FLOPs, which grow by the same amount every step), the last one the end of training."""
+    if points < 1:
+        return []
+    return sorted({max(1, round(k * total_steps / points)) for k in range(1, points + 1)})
+
+
 def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: int | str, seed: int,
                        recipe: Recipe, options: Mapping[str, Any], progress: bool = True, threads: int | None = None,
-                       keep: bool | str = False) -> dict[str, Any]:
+                       keep: bool | str = False, curve_points: int = 0, curve_examples: int = 64) -> dict[str, Any]:
     """One row of the comparison: vlmzoo.recipes.train_for_task (build for the task's tokenizer,
     initialise and train as the recipe says, `options` overriding it), then evaluate. keep: True returns the trained
-    weights, a folder path saves the model (and its tokenizer) there."""
+    weights, a folder path saves the model (and its tokenizer) there. curve_points > 0 measures accuracy on the
+    first `curve_examples` test questions at curve_steps(total, curve_points) (the last from the final evaluation)."""
     import torch
 
     from .evaluate import evaluate
@@ -78,21 +100,36 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
 
     if threads:
         torch.set_num_threads(threads)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rss_before = _peak_rss_mib()
-    model, result = train_for_task(config, task, budget, recipe, seed, name=name, progress=progress, desc=name,
-                                   **options)
+    measured: dict[int, float] = {}
+    eval_time = [0.0]
+
+    def on_step(model, done: int, total: int) -> None:
+        if done < total and done in curve_steps(total, curve_points):
+            began = time.perf_counter()
+            measured[done] = evaluate(model, task, "test", max_examples=curve_examples).accuracy["all"]
+            eval_time[0] += time.perf_counter() - began
+
+    model, result = train_for_task(config, task, budget, recipe, seed, name=name, progress=progress,
+                                   desc=f"{name} seed {seed}", on_step=on_step if curve_points else None, **options)
     evaluation = evaluate(model, task, "test")
+    if curve_points:
+        subset = evaluation.predictions[:curve_examples]
+        measured[result.steps] = sum(p["correct"] for p in subset) / max(1, len(subset))
     peak = _peak_rss_mib()
+    flops_per_step = result.flops_per_example * result.batch_size
     row = {
+        "task": task.name,
         "model": name,
+        "seed": seed,
         "family": model.config["family"],
         "recipe": result.extra["recipe"]["name"],
-        "seed": seed,
         "params_total": model.num_parameters(),
         "params_trainable": model.num_parameters(trainable_only=True),
         "visual_tokens_per_image": model.visual_tokens_per_image,
         "train_gflops": result.train_flops / 1e9,
+        "pretrain_gflops": 0.0,  # set by compare from vlmzoo.towers
         "steps": result.steps,
         "train_examples_per_s": result.examples_per_s,
         "accuracy": evaluation.accuracy["all"],
@@ -101,16 +138,23 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         "final_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
         "peak_rss_mib": peak,
         "peak_rss_over_baseline_mib": peak - rss_before,
+        "curve_eval_s": eval_time[0],
         "wall_time_s": time.perf_counter() - started,
+        # CPU seconds of all this process's threads: the work itself, which other load on the machine
+        # barely changes (wall time does); on an idle machine wall ~ cpu / threads at best.
+        "cpu_time_s": time.process_time() - cpu_started,
     }
     curve = {"step": list(range(1, result.steps + 1)), "loss": result.losses,
-             "gflops": [s * result.flops_per_example * result.batch_size / 1e9 for s in range(1, result.steps + 1)]}
+             "gflops": [s * flops_per_step / 1e9 for s in range(1, result.steps + 1)]}
+    points = [{"task": task.name, "model": name, "seed": seed, "step": step, "gflops": step * flops_per_step / 1e9,
+               "accuracy": accuracy, "examples": min(curve_examples, len(task.test))}
+              for step, accuracy in sorted(measured.items())]
     kept: Any = None
     if isinstance(keep, (str, Path)):
         kept = str(_save_model(model, task, Path(keep)))
     elif keep:
         kept = {"config": model.config, "state_dict": dict(model.state_dict())}
-    return {"row": row, "curve": curve, "config": model.config, "model": kept}
+    return {"row": row, "curve": curve, "points": points, "config": model.config, "model": kept}
 
 
 def _save_model(model, task: Task, folder: Path) -> Path:
@@ -168,98 +212,239 @@ def _run_isolated(args: tuple) -> dict[str, Any]:
 
 
 class Comparison(tuple):
-    """(table, figures), as `table, figures = compare(...)` unpacks it, with more attributes:
-    models ({name: Model}, or {name: folder} when keep_models is a folder; empty unless kept),
-    configs and recipes ({name: ...}), and rebuild(name) that retrains a row with
+    """(table, figures), as `table, figures = compare(...)` unpacks it: `table` holds one row per
+    (task, model, seed). More attributes: summary (one row per task and model: accuracy mean, std,
+    min, max over seeds), points (the learning curves: task, model, seed, step, gflops, accuracy),
+    report (the report.md path, with `out`), models ({name: Model}, or {name: folder} when
+    keep_models is a folder; the first seed's, empty unless kept), configs and recipes
+    ({name: ...}), tasks ({name: Task}), and rebuild(name) that retrains a row with
     vlmzoo.recipes.train_for_task from its config, recipe, seed and budget."""
 
-    def __new__(cls, table, figures, *, models, configs, recipes, options, task, budget, seed):
+    def __new__(cls, table, figures, *, summary, points, report, models, configs, recipes, options, tasks, budgets,
+                seeds):
         comparison = super().__new__(cls, (table, figures))
         comparison.table, comparison.figures, comparison.models = table, figures, models
+        comparison.summary, comparison.points, comparison.report = summary, points, report
         comparison.configs, comparison.recipes, comparison.options = configs, recipes, options
-        comparison.task, comparison.budget, comparison.seed = task, budget, seed
+        comparison.tasks, comparison.budgets, comparison.seeds = tasks, budgets, seeds
+        comparison.task = next(iter(tasks.values()))
+        comparison.seed = seeds[0]
         return comparison
 
-    def rebuild(self, name: str, progress: bool = False):
-        """(model, TrainResult) of row `name`, trained again exactly as compare trained it."""
+    def rebuild(self, name: str, progress: bool = False, seed: int | None = None, task: str | None = None):
+        """(model, TrainResult) of row `name` (its first seed and task unless given), trained again
+        exactly as compare trained it."""
         from .recipes import train_for_task
 
         if name not in self.configs:
             raise KeyError(f"no model {name!r} in this comparison; models: {', '.join(self.configs)}")
-        return train_for_task(self.configs[name], self.task, self.budget, self.recipes[name], self.seed, name=name,
-                              progress=progress, **self.options)
+        chosen = self.tasks[task] if task is not None else self.task
+        return train_for_task(self.configs[name], chosen, self.budgets[name], self.recipes[name],
+                              self.seed if seed is None else seed, name=name, progress=progress, **self.options)
+
+
+def pretraining_flops(config: Mapping[str, Any]) -> int:
+    """FLOPs spent pretraining the config's towers ("from" slots), by vlmzoo.towers when it exists; 0 without it."""
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__package__}.towers") is None:
+        return 0
+    from . import towers  # type: ignore[attr-defined]
+
+    return int(towers.pretraining_flops(dict(config)))
+
+
+def _training_budget(name: str, budget: int | str, pretrain: int, charge: bool) -> int | str:
+    """The model's training budget: `budget`, less its pretraining FLOPs when they are charged."""
+    from .train import parse_budget
+
+    if not charge or pretrain == 0:
+        return budget
+    total = parse_budget(budget, flops_per_step=1.0)
+    if not (isinstance(budget, str) and "flop" in budget.lower()):
+        raise ValueError(f"count_pretraining needs a budget in FLOPs (e.g. '2e12flops'), got {budget!r}")
+    if total <= pretrain:
+        raise ValueError(f"model {name!r}: its pretraining ({pretrain:.3e} FLOPs) uses the whole budget {budget!r}")
+    return f"{total - pretrain}flops"
+
+
+def _seed_list(seeds: int | Sequence[int] | None, seed: int) -> list[int]:
+    if seeds is None:
+        seeds = DEFAULT_SEEDS
+    if isinstance(seeds, bool) or (isinstance(seeds, int) and seeds < 1):
+        raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+    chosen = list(range(seed, seed + seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds!r}")
+    return chosen
 
 
 def compare(
     configs: Sequence[str | Mapping[str, Any]] | None = None,
-    task: str | Task = "shapes",
+    task: str | Task | Sequence[str | Task] = DEFAULT_TASK,
     budget: int | str = DEFAULT_BUDGET,
     out: str | Path | None = None,
     seed: int = 0,
     *,
+    seeds: int | Sequence[int] | None = None,
     task_sizes: Mapping[str, int] | None = None,
     image_size: int = 64,
-    recipe: str | Recipe = DEFAULT_RECIPE,
+    data_seed: int = 0,
+    recipe: str | Recipe | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     trainable: str | Sequence[str] | None = None,
     caption_fraction: float | None = None,
     init_std: float | None = None,
+    curve_points: int = DEFAULT_CURVE_POINTS,
+    curve_examples: int = DEFAULT_CURVE_EXAMPLES,
+    count_pretraining: bool = False,
+    resume: bool = False,
+    workers: int | None = None,
     threads: int | None = None,
     isolate: bool = True,
     keep_models: bool | str | Path = False,
     progress: bool = True,
     print_table: bool = True,
 ) -> Comparison:
-    """Trains and evaluates every config on the same task, data order, budget and recipe.
+    """Trains and evaluates every config on the same task(s), data, budget and recipe, once per seed.
 
     configs: preset names, JSON paths or dicts; None compares the tiny LLaVA preset with its
       one-slot variants (linear projector, feature layer -1, SigLIP-style vision), and the tiny BLIP-2.
+    task: "shapes", "digits", a Task, or a list of them (each is its own study). Tasks named here
+      are generated from `data_seed` with DEFAULT_TASK_SIZES (task_sizes overrides): the data is the
+      same for every seed; the seed sets the init and the data order.
+    seeds: how many seeds (seed, seed+1, ...) or the list of seeds; None: DEFAULT_SEEDS.
     budget: steps (300, "300steps") or training FLOPs ("8e12flops"): at equal FLOPs a cheaper
-      model takes more steps. recipe: a vlmzoo.recipes name ("scratch": projector + LLM trained,
+      model takes more steps. recipe: None picks each config's default (vlmzoo.recipes.default_recipe:
+      "pretrained" when its vision slot comes from a tower, else "scratch"), or a vlmzoo.recipes name ("scratch": projector + LLM trained,
       the vision tower at its random init, a quarter captions, re-initialised N(0, 0.02) from the
       seed) or a Recipe; batch_size, lr, trainable, caption_fraction and init_std override it.
-      `vlmzoo.train` uses the same recipe, and vlmzoo.recipes.train_for_task rebuilds a row alone.
-    threads: torch threads per model (None: torch's default). isolate: train each model in a fresh
-      Python process (its peak RSS is its own; works from a script without a main guard).
-    keep_models: True keeps the trained models in memory, a folder saves each there (loadable by
-      vlmzoo.from_pretrained and `vlmzoo generate`).
-    Returns a Comparison that unpacks as (DataFrame, {name: matplotlib Figure}) and holds .models,
-    .configs and .rebuild(name); with `out`, writes results.csv, loss_curves.csv, configs.json and
-    one PNG per figure there.
+    curve_points: accuracy is measured on the first `curve_examples` test questions after that many
+      evenly spaced steps (equal shares of the training FLOPs; the last is the end of training).
+    count_pretraining: charge each model's pretraining FLOPs (vlmzoo.towers.pretraining_flops; 0
+      for towers trained here) to its FLOPs budget, so it trains fewer steps. The FLOPs are
+      reported as pretrain_gflops either way.
+    resume: with `out`, reuse the (task, model, seed) runs already stored under out/runs/ with the
+      same settings (each is written atomically as it ends), train the others, and redo the table,
+      plots and report.
+    workers: models trained at once, each in its own process with `threads` torch threads
+      (default: the CPU cores shared out); None: DEFAULT_WORKERS (1 without isolate). isolate: one fresh Python process per run (its peak RSS
+      is its own; works from a script without a main guard); workers > 1 needs it.
+    keep_models: True keeps the first seed's trained models in memory, a folder saves each there.
+    Returns a Comparison that unpacks as (per-seed DataFrame, {name: matplotlib Figure}) with
+    .summary, .points and .report; with `out`, writes results.csv (per seed), summary.csv,
+    learning_curves.csv, loss_curves.csv, configs.json, one PNG per figure and report.md there.
     """
     import pandas as pd
 
-    from .plots import comparison_figures
+    from .plots import study_figures
+    from .study import summarize, write_report
     from .train import parse_budget
 
     # Check configs, recipe and budget before generating data, so a typo fails in a second.
     named = _named_configs(default_configs() if configs is None else list(configs))
     parse_budget(budget, flops_per_step=1.0)
-    recipes = {name: recipe_for(config["family"], recipe) for name, config in named}
+    seed_list = _seed_list(seeds, seed)
+    if resume and out is None:
+        raise ValueError("resume=True needs out= (the folder holding the finished runs)")
+    workers = (DEFAULT_WORKERS if isolate else 1) if workers is None else workers
+    if workers < 1 or (workers > 1 and not isolate):
+        raise ValueError(f"workers must be >= 1 and needs isolate=True when > 1, got workers={workers}")
+    recipes = {name: recipe_for(config, recipe) for name, config in named}  # None: each config's default
+    pretrain = {name: pretraining_flops(config) for name, config in named}
+    budgets = {name: _training_budget(name, budget, pretrain[name], count_pretraining) for name, _ in named}
     # Explicit options beat the recipe (short-run options included), as they do in `train`.
     options = {k: v for k, v in dict(batch_size=batch_size, lr=lr, trainable=trainable,
                                      caption_fraction=caption_fraction, init_std=init_std).items() if v is not None}
-    if isinstance(task, str):
-        task = make_task(task, seed=seed, image_size=image_size, **{**DEFAULT_TASK_SIZES, **(task_sizes or {})})
-    results = []
-    for name, config in named:
-        keep = str(Path(keep_models) / _safe_name(name)) if isinstance(keep_models, (str, Path)) else bool(keep_models)
-        args = (name, config, task, budget, seed, recipes[name], options, progress, threads, keep)
-        results.append(_run_isolated(args) if isolate else train_and_evaluate(*args))
+    sizes = {**DEFAULT_TASK_SIZES, **(task_sizes or {})}
+    tasks = {}
+    for t in ([task] if isinstance(task, (str, Task)) else list(task)):
+        t = make_task(t, seed=data_seed, image_size=image_size, **sizes) if isinstance(t, str) else t
+        tasks[t.name] = t
+    if threads is None and workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+
+    started = time.perf_counter()
+    runs, done, todo = [], {}, []
+    for task_name, t in tasks.items():
+        for name, config in named:
+            for s in seed_list:
+                key = run_key(task=task_name, task_sizes={k: len(t.examples(k)) for k in ("train", "val", "test")},
+                              data=[t.test[0].question, t.test[0].answer] if t.test else [], model=name,
+                              config=config, budget=budgets[name], seed=s, recipe=recipes[name].as_dict(),
+                              options=options, curve_points=curve_points, curve_examples=curve_examples)
+                path = run_path(out, task_name, name, s) if out is not None else None
+                runs.append((task_name, name, s))
+                stored = load_run(path, key) if resume and path is not None else None
+                if stored is not None:
+                    done[(task_name, name, s)] = stored
+                else:
+                    keep = (str(Path(keep_models) / _safe_name(name)) if isinstance(keep_models, (str, Path))
+                            else bool(keep_models)) if s == seed_list[0] and task_name == next(iter(tasks)) else False
+                    args = (name, config, t, budgets[name], s, recipes[name], options, progress, threads, keep,
+                            curve_points, curve_examples)
+                    todo.append(((task_name, name, s), args, key, path))
+    reused = len(done)
+
+    def finish(run, result, key, path) -> None:
+        result["row"]["pretrain_gflops"] = pretrain[run[1]] / 1e9
+        if path is not None:
+            save_run(path, key, result)
+        done[run] = result
+
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on the worker processes
+            futures = {pool.submit(_run_isolated, args): (run, key, path) for run, args, key, path in todo}
+            for future in as_completed(futures):
+                run, key, path = futures[future]
+                finish(run, future.result(), key, path)
+    else:
+        for run, args, key, path in todo:
+            finish(run, _run_isolated(args) if isolate else train_and_evaluate(*args), key, path)
+    results = [done[run] for run in runs]
+
     table = pd.DataFrame([r["row"] for r in results])
-    table.attrs["loss_curves"] = {r["row"]["model"]: r["curve"] for r in results}
-    table.attrs["task"] = task.name
+    points = pd.DataFrame([p for r in results for p in r.get("points", [])],
+                          columns=["task", "model", "seed", "step", "gflops", "accuracy", "examples"])
+    summary = summarize(table)
+    loss_curves = {(r["row"]["task"], r["row"]["model"]): r["curve"] for r in reversed(results)}  # first seed wins
+    table.attrs["loss_curves"] = {model if len(tasks) == 1 else f"{task_name}/{model}": curve
+                                  for (task_name, model), curve in reversed(loss_curves.items())}
+    table.attrs["task"] = ", ".join(tasks)
+    table.attrs["seeds"] = seed_list
+    table.attrs["runs_trained"], table.attrs["runs_reused"] = len(todo), reused
+    table.attrs["wall_time_s"] = time.perf_counter() - started
     table.attrs["peak_memory"] = "ru_maxrss of the process that trained the model" + (
-        " (one fresh process per model)" if isolate else " (shared process: a running maximum)")
-    figures = comparison_figures(table, table.attrs["loss_curves"], task_name=task.name)
+        " (one fresh process per run)" if isolate else " (shared process: a running maximum)")
+    summary.attrs.update(table.attrs)
+    figures: dict[str, Any] = {}
+    for task_name, t in tasks.items():
+        figures.update(study_figures(summary[summary["task"] == task_name], points[points["task"] == task_name],
+                                     {m: c for (tn, m), c in loss_curves.items() if tn == task_name}, task_name,
+                                     t.chance_accuracy))
+    report = None
     if out is not None:
-        write_results(out, table, figures, [r["config"] for r in results])
+        write_results(out, table, figures, [r["config"] for r in results if r["row"]["seed"] == seed_list[0]],
+                      summary=summary, points=points)
+        notes = {"tasks": ", ".join(f"{n} ({len(t.train)} train / {len(t.test)} test questions)"
+                                    for n, t in tasks.items()),
+                 "seeds": ", ".join(map(str, seed_list)), "budget": f"{budget} per model"
+                 + (" (pretraining charged)" if count_pretraining else " (training only; pretraining reported beside)"),
+                 "learning curves": f"{curve_points} points evenly spaced in training FLOPs, on the first "
+                                    f"{curve_examples} test questions",
+                 "runs": f"{len(todo)} trained, {reused} reused from {out}/runs",
+                 "workers": f"{workers} (torch threads per worker: {threads or 'default'})",
+                 "wall time": f"{table.attrs['wall_time_s']:.0f} s"}
+        report = write_report(out, summary, figures, notes)
     if print_table:
-        print_comparison(table)
-    models = {r["row"]["model"]: _restore(r["model"]) for r in results if r["model"] is not None}
-    return Comparison(table, figures, models=models, configs=dict(named), recipes=recipes, options=options, task=task,
-                      budget=budget, seed=seed)
+        print_comparison(summary)
+    models = {r["row"]["model"]: _restore(r["model"]) for r in results if r.get("model") is not None}
+    return Comparison(table, figures, summary=summary, points=points, report=report, models=models,
+                      configs=dict(named), recipes=recipes, options=options, tasks=tasks, budgets=budgets,
+                      seeds=seed_list)
 
 
 def _restore(kept: Any) -> Any:
@@ -273,37 +458,51 @@ def _restore(kept: Any) -> Any:
     return Path(kept) if isinstance(kept, str) else kept
 
 
-def write_results(out: str | Path, table, figures: Mapping[str, Any], configs: list[dict[str, Any]]) -> Path:
+def write_results(out: str | Path, table, figures: Mapping[str, Any], configs: list[dict[str, Any]],
+                  summary=None, points=None) -> Path:
     import pandas as pd
+
+    from .atomic import atomic_path, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "results.csv", index=False)
-    curves = [
-        pd.DataFrame({"model": name, **curve}) for name, curve in table.attrs.get("loss_curves", {}).items()
-    ]
-    if curves:
-        pd.concat(curves).to_csv(out / "loss_curves.csv", index=False)
-    (out / "configs.json").write_text(json.dumps(configs, indent=2))
+    frames = {"results.csv": table, "summary.csv": summary, "learning_curves.csv": points}
+    curves = [pd.DataFrame({"model": name, **curve}) for name, curve in table.attrs.get("loss_curves", {}).items()]
+    frames["loss_curves.csv"] = pd.concat(curves) if curves else None
+    for filename, frame in frames.items():
+        if frame is not None:
+            with atomic_path(out / filename) as tmp:
+                frame.to_csv(tmp, index=False)
+    atomic_write_text(out / "configs.json", json.dumps(configs, indent=2))
     for name, figure in figures.items():
-        figure.savefig(out / f"{name}.png", dpi=120)
+        with atomic_path(out / f"{name}.png") as tmp:
+            figure.savefig(tmp, dpi=120, format="png")
     return out
 
 
-def print_comparison(table, console=None) -> None:
-    """The comparison as a rich table (parameters in millions, accuracy as percentages)."""
+def print_comparison(summary, console=None) -> None:
+    """The summary as rich tables, one per task (parameters in millions, accuracy as percentages:
+    mean ± sample std over seeds, and the min-max range)."""
     from rich.table import Table
 
+    from .study import summarize
+
+    if "seeds" not in summary.columns:  # per-seed rows
+        summary = summarize(summary)
     console = console or wide_console()
-    title = f"vlmzoo compare: {table.attrs.get('task', '')}"
-    rich_table = Table(title=title, caption=f"peak RSS: {table.attrs.get('peak_memory', 'ru_maxrss')}")
-    columns = [c for c in TABLE_COLUMNS if c in table.columns]
-    for c in columns:
-        rich_table.add_column(TABLE_COLUMNS[c], justify="left" if c in ("model", "family") else "right",
-                              no_wrap=c == "model")
-    for _, row in table.iterrows():
-        rich_table.add_row(*(_format_cell(c, row[c]) for c in columns))
-    console.print(rich_table)
+    tasks = list(dict.fromkeys(summary["task"])) if "task" in summary else [summary.attrs.get("task", "")]
+    for task in tasks:
+        part = summary[summary["task"] == task] if "task" in summary else summary
+        rich_table = Table(title=f"vlmzoo compare: {task}",
+                           caption=f"accuracy: mean ± sample std over seeds (range: min-max); peak RSS: "
+                                   f"{summary.attrs.get('peak_memory', 'ru_maxrss')}")
+        columns = [c for c in TABLE_COLUMNS if c in part.columns]
+        for c in columns:
+            rich_table.add_column(TABLE_COLUMNS[c], justify="left" if c in ("model", "family") else "right",
+                                  no_wrap=c in ("model", "accuracy", "accuracy_min"))
+        for _, row in part.iterrows():
+            rich_table.add_row(*(_format_cell(c, row[c], row) for c in columns))
+        console.print(rich_table)
 
 
 def wide_console():
@@ -314,10 +513,15 @@ def wide_console():
     return console if console.is_terminal or console.is_jupyter else Console(width=160)
 
 
-def _format_cell(column: str, value: Any) -> str:
+def _format_cell(column: str, value: Any, row: Any = None) -> str:
     if column in ("params_total", "params_trainable"):
         return f"{value / 1e6:.2f}M"
-    if column in ("accuracy", "chance_accuracy"):
+    if column == "accuracy" and row is not None and "accuracy_std" in row:
+        std = row["accuracy_std"]
+        return f"{100 * value:.1f}%" + ("" if std != std else f" ± {100 * std:.1f}")
+    if column == "accuracy_min" and row is not None:
+        return f"{100 * value:.1f}-{100 * row['accuracy_max']:.1f}%"
+    if column == "chance_accuracy" or column == "accuracy":
         return f"{100 * value:.1f}%"
     if isinstance(value, float):
         return f"{value:,.1f}" if abs(value) < 1e5 else f"{value:,.0f}"

@@ -1,4 +1,5 @@
-"""Figures of a comparison: accuracy against visual tokens and against training compute, loss curves.
+"""Figures of a comparison: learning curves (accuracy against training compute, mean and spread over
+seeds), accuracy against visual tokens and per question kind, loss curves.
 
 Markers that would land on one another are moved sideways (in display points, so no value
 changes) and every marker has its own shape; visual-token counts are categories (they are a few
@@ -71,9 +72,12 @@ def _plain_ticks(axis) -> None:
     axis.set_major_formatter(formatter)
 
 
-def _scatter(ax, figure: Figure, xs: list[float], ys: list[float], names: list[str], slots: list[float]) -> None:
+def _scatter(ax, figure: Figure, xs: list[float], ys: list[float], names: list[str], slots: list[float],
+             yerr: Sequence[float] | None = None) -> None:
     for i, (x, y, name, slot) in enumerate(zip(xs, ys, names, slots)):
         transform = offset_copy(ax.transData, fig=figure, x=slot * DODGE_POINTS, y=0.0, units="points")
+        if yerr is not None and yerr[i] == yerr[i]:  # NaN (one seed): no bar
+            ax.errorbar(x, y, yerr=yerr[i], color=f"C{i % 10}", capsize=3, linewidth=1, zorder=2, transform=transform)
         ax.scatter(x, y, s=60, color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=name, zorder=3,
                    transform=transform, edgecolors="black", linewidths=0.5)
 
@@ -89,14 +93,18 @@ def _accuracy_axes(table, title: str):
 
 
 def accuracy_vs_visual_tokens(table, title: str = "accuracy vs visual tokens") -> Figure:
-    """One column per distinct visual-token count; models sharing a count stand side by side."""
+    """One column per distinct visual-token count; models sharing a count stand side by side. A
+    summary table (with accuracy_std) gets error bars of one std over seeds."""
     figure, ax = _accuracy_axes(table, title)
     counts = [int(c) for c in table["visual_tokens_per_image"]]
     categories = sorted(set(counts))
     xs = [float(categories.index(c)) for c in counts]
     ys = [100 * float(a) for a in table["accuracy"]]
     slots = dodge_slots(xs, ys, x_tolerance=0.0, y_tolerance=float("inf"))  # every model of a column apart
-    _scatter(ax, figure, xs, ys, list(table["model"]), slots)
+    yerr = [100 * float(e) for e in table["accuracy_std"]] if "accuracy_std" in table else None
+    _scatter(ax, figure, xs, ys, list(table["model"]), slots, yerr)
+    if yerr is not None:
+        ax.set_title(f"{title}\n(bars: ± 1 std over seeds)", fontsize="medium")
     ax.set_xticks(range(len(categories)), [str(c) for c in categories])
     ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.set_xlabel("visual tokens per image")
@@ -152,4 +160,68 @@ def comparison_figures(table, curves: Mapping[str, Mapping[str, list[float]]], t
         "accuracy_vs_visual_tokens": accuracy_vs_visual_tokens(table, "accuracy vs visual tokens" + suffix),
         "accuracy_vs_train_flops": accuracy_vs_train_flops(table, "accuracy vs training compute" + suffix),
         "loss_curves": loss_curves_figure(curves),
+    }
+
+
+def learning_curves_figure(points, title: str = "learning curves", chance: float | None = None) -> Figure:
+    """Accuracy on the held-out curve subset against training GFLOPs, one line per model: the mean
+    over seeds, shaded ± 1 std (none with one seed). points: rows of model, seed, gflops, accuracy."""
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = figure.add_subplot()
+    if chance is not None:
+        ax.axhline(100 * chance, color="gray", linestyle="--", label="chance (majority answer)")
+    for i, (name, group) in enumerate(points.groupby("model", sort=False)):
+        by_x = group.groupby("gflops")["accuracy"]
+        x = np.asarray(list(by_x.groups), dtype=np.float64)
+        mean, std = 100 * by_x.mean().to_numpy(), 100 * by_x.std(ddof=1).fillna(0.0).to_numpy()
+        seeds = group["seed"].nunique()
+        color = f"C{i % 10}"
+        ax.plot(x, mean, color=color, marker=MARKERS[i % len(MARKERS)], markersize=4, label=f"{name} (n={seeds})")
+        if seeds > 1:
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
+    ax.set(xlabel="training GFLOPs", ylabel="accuracy on the curve subset (%)", ylim=(0, 100),
+           title=f"{title}\n(line: mean over seeds; shaded: ± 1 std)")
+    _plain_ticks(ax.xaxis)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    return figure
+
+
+def accuracy_per_kind_figure(summary, chance: Mapping[str, float] | None = None,
+                             title: str = "accuracy per question kind") -> Figure:
+    """Grouped bars: one group per question kind, one bar per model (mean over seeds, ± 1 std
+    whiskers), the kind's chance level as a dash."""
+    kinds = sorted(c[len("accuracy_"):] for c in summary.columns
+                   if c.startswith("accuracy_") and not c.endswith("_std") and c not in ("accuracy_min", "accuracy_max"))
+    figure = Figure(figsize=(max(6.4, 1.6 * len(kinds) + 2), 4.2), layout="constrained")
+    ax = figure.add_subplot()
+    width = 0.8 / max(1, len(summary))
+    for i, row in enumerate(summary.itertuples(index=False)):
+        values = [100 * float(getattr(row, f"accuracy_{k}")) for k in kinds]
+        errors = [100 * float(getattr(row, f"accuracy_{k}_std", float("nan"))) for k in kinds]
+        errors = [0.0 if e != e else e for e in errors]
+        ax.bar(np.arange(len(kinds)) - 0.4 + (i + 0.5) * width, values, width, yerr=errors, capsize=2,
+               color=f"C{i % 10}", label=row.model)
+    for j, kind in enumerate(kinds):
+        if chance and kind in chance:
+            ax.hlines(100 * chance[kind], j - 0.45, j + 0.45, colors="black", linestyles="--", linewidth=1,
+                      label="chance" if j == 0 else None)
+    ax.set_xticks(range(len(kinds)), kinds)
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title=f"{title}\n(bars: mean over seeds, ± 1 std)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return figure
+
+
+def study_figures(summary, points, curves: Mapping[str, Mapping[str, list[float]]], task_name: str,
+                  chance: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """{file stem: Figure} of one task of a study; stems end with the task's name."""
+    suffix = f" ({task_name})"
+    overall = (chance or {}).get("all")
+    return {
+        f"learning_curves_{task_name}": learning_curves_figure(points, "learning curves" + suffix, overall),
+        f"accuracy_vs_visual_tokens_{task_name}": accuracy_vs_visual_tokens(summary,
+                                                                            "accuracy vs visual tokens" + suffix),
+        f"accuracy_per_kind_{task_name}": accuracy_per_kind_figure(summary, chance, "accuracy per question kind" + suffix),
+        f"loss_curves_{task_name}": loss_curves_figure(curves),
     }

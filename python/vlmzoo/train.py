@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -289,6 +289,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     desc: str | None = None,
+    on_step: Callable[[Model, int, int], None] | None = None,
 ) -> TrainResult:
     """Trains `model` in place on `task`'s train split and returns the loss curve and throughput.
 
@@ -308,6 +309,8 @@ def train(
       up to the budget (the schedule follows the budget, so keep it to continue the same run).
       resume=True: continue from checkpoint_dir's latest complete checkpoint when it has one, else
       start fresh, so the same call both starts a run and continues it after a kill.
+    on_step: called as on_step(model, steps done, total steps) after every optimizer step (e.g. to evaluate
+      periodically: `compare`'s learning curves); its time is kept out of the throughput.
     """
     check_model_fits_task(model, task.tokenizer)
     explicit = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
@@ -365,7 +368,7 @@ def train(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     tokens = examples = 0
     last_checkpoint = None
-    checkpoint_time = 0.0  # kept out of the throughput
+    checkpoint_time = 0.0  # checkpoints and on_step, kept out of the throughput
     started = time.perf_counter()
     batches = _batches(task, model, batch_size, seed, start_step, caption_fraction)
     for step in range(start_step, total_steps):
@@ -389,6 +392,10 @@ def train(
             saving = time.perf_counter()
             last_checkpoint = checkpoint(step + 1)
             checkpoint_time += time.perf_counter() - saving
+        if on_step is not None:
+            calling = time.perf_counter()
+            on_step(model, step + 1, total_steps)
+            checkpoint_time += time.perf_counter() - calling
     bar.close()
     wall = time.perf_counter() - started - checkpoint_time
     if checkpoint_dir is not None and (last_checkpoint is None or not last_checkpoint.endswith(f"{total_steps:06d}")):

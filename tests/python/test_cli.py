@@ -176,7 +176,7 @@ def test_generate_names_an_image_that_is_neither_file_nor_sample(capsys):
 
 def test_compare_writes_its_results_where_asked(tmp_path, capsys):
     code = main(["compare", "llava-1.5-tiny", "--budget", "1steps", "--n-train", "8", "--n-test", "4",
-                 "--batch-size", "4", "--out", str(tmp_path), "--quiet"])
+                 "--batch-size", "4", "--seeds", "1", "--curve-points", "1", "--out", str(tmp_path), "--quiet"])
     assert code == 0
     assert list(pd.read_csv(tmp_path / "results.csv")["model"]) == ["llava-1.5-tiny"]
     assert "llava-1.5-tiny" in capsys.readouterr().out

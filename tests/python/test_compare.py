@@ -69,20 +69,26 @@ def test_the_default_set_includes_the_tiny_blip2():
 
 
 def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):
-    table, figures = compare([DEFAULT_PRESET, {**vlmzoo.load_config(DEFAULT_PRESET), "abstractor": {"kind": "linear"},
-                                               "name": "linear"}],
-                             task=task, budget=2, out=tmp_path, batch_size=4, progress=False, print_table=False)
+    comparison = compare([DEFAULT_PRESET, {**vlmzoo.load_config(DEFAULT_PRESET), "abstractor": {"kind": "linear"},
+                                           "name": "linear"}],
+                         task=task, budget=2, out=tmp_path, seeds=1, batch_size=4, curve_points=1, progress=False,
+                         print_table=False)
+    table, figures = comparison
     assert list(table["model"]) == [DEFAULT_PRESET, "linear"]
-    assert set(TABLE_COLUMNS) <= set(table.columns)
+    assert set(TABLE_COLUMNS) <= set(comparison.summary.columns)
     assert (table["steps"] == 2).all()
     assert (table["peak_rss_mib"] > 0).all()
     assert table["chance_accuracy"].iloc[0] == pytest.approx(task.chance_accuracy["all"])
     written = pd.read_csv(tmp_path / "results.csv")
     assert list(written["model"]) == list(table["model"])
-    assert set(figures) == {"accuracy_vs_visual_tokens", "accuracy_vs_train_flops", "loss_curves"}
+    assert set(figures) == {f"{name}_shapes" for name in ("learning_curves", "accuracy_vs_visual_tokens",
+                                                          "accuracy_per_kind", "loss_curves")}
     for name in figures:
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     assert len(pd.read_csv(tmp_path / "loss_curves.csv")) == 4
+    assert len(pd.read_csv(tmp_path / "summary.csv")) == 2
+    assert len(pd.read_csv(tmp_path / "learning_curves.csv")) == 2  # one point per run: the end
+    assert "## Task `shapes`" in (tmp_path / "report.md").read_text()
 
 
 def test_compare_checks_configs_and_budget_before_training(task):
