@@ -43,9 +43,16 @@ void DecoderVlmImpl::initialize_weights(double std, int64_t seed) { initialize_b
 
 torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, const AbstractorText& text) {
   TORCH_CHECK_VALUE(vision, "pixel_values were given but this model has no vision encoder (vision.kind \"none\")");
-  // The vision tower checks pixel_values first: a malformed image batch is named as such, not as a
-  // qformer_input_ids row count that disagrees with it.
-  auto features = vision->forward(pixel_values);
+  // The vision tower reads pixel_values first, so a malformed image batch is named as such, not as a
+  // qformer_input_ids row count that disagrees with it. A frozen tower (no parameter that trains, pixels
+  // without gradient) records no graph: nothing upstream of the abstractor can receive a gradient.
+  const auto params = vision->parameters();
+  const bool frozen = !pixel_values.requires_grad() &&
+                      std::none_of(params.begin(), params.end(), [](const auto& p) { return p.requires_grad(); });
+  std::optional<torch::NoGradGuard> no_grad;
+  if (frozen) no_grad.emplace();
+  const auto features = vision->forward(pixel_values);
+  no_grad.reset();
   const auto& ids = text.input_ids;
   if (ids.defined()) {
     TORCH_CHECK_VALUE(abstractor->reads_text(), "qformer_input_ids: abstractor.kind \"", config_.abstractor->kind,
@@ -55,19 +62,6 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
     TORCH_CHECK_VALUE(!text.attention_mask.defined() || text.attention_mask.sizes() == ids.sizes(),
                       "qformer_attention_mask: expected the shape of qformer_input_ids ", ids.sizes(), ", got ",
                       text.attention_mask.sizes());
-  }
-  // A frozen tower (no parameter that trains, pixels without gradient) runs without recording a graph:
-  // nothing upstream of the abstractor can receive a gradient, so nothing needs saving for backward.
-  const auto params = vision->parameters();
-  const bool frozen = !pixel_values.requires_grad() && std::none_of(params.begin(), params.end(), [](const auto& p) {
-    return p.requires_grad();
-  });
-  torch::Tensor features;
-  if (frozen && torch::GradMode::is_enabled()) {
-    torch::NoGradGuard no_grad;
-    features = vision->forward(pixel_values);
-  } else {
-    features = vision->forward(pixel_values);
   }
   return abstractor->forward(features, text);
 }

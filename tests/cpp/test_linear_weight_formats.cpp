@@ -65,7 +65,9 @@ TEST(LinearWeightFormats, Int8MatchesTheReferenceOpAndStaysNearFloat) {
                      : (std::vector<std::string>{"weight_int8", "weight_scales", "weight_col_sums"}));
       EXPECT_FALSE(linear->weight_int8.requires_grad() || linear->weight_scales.requires_grad() ||
                    linear->weight_col_sums.requires_grad());
-      if (bias) EXPECT_TRUE(linear->bias.requires_grad());
+      if (bias) {
+        EXPECT_TRUE(linear->bias.requires_grad());
+      }
       auto y = linear->forward(x);
       std::optional<at::Tensor> optional_bias = bias ? std::optional<at::Tensor>(b) : std::nullopt;
       auto reference = vlmzoo::ops::reference_linear_int8(x, linear->weight_int8, linear->weight_scales,

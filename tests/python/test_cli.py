@@ -100,6 +100,7 @@ def test_generate_on_an_instructblip_folder_passes_the_instruction_to_the_qforme
     # InstructBLIP's processor tokenizes the prompt for the Q-Former too; the answer is transformers'
     # for the same inputs, with the generation options the command takes.
     pytest.importorskip("transformers")
+    import skimage.data
     import torch
     from PIL import Image
 

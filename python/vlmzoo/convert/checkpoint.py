@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_save_safetensors, atomic_write_text
-from .validate import load_into
+
 
 VLMZOO_CONFIG = "vlmzoo_config.json"
 WEIGHTS = "model.safetensors"

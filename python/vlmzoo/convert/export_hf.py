@@ -149,17 +149,11 @@ def llava_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: Mapping[
     return out
 
 
-def save_llava_for_transformers(model: Any, folder: str | Path) -> Path:
-    """Writes `model` (a vlmzoo LLaVA) to `folder` as config.json + model.safetensors for
-    transformers' LlavaForConditionalGeneration.from_pretrained. Tensors keep the model's dtype."""
+def write_transformers_folder(folder: str | Path, hf_config: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path:
+    """config.json + model.safetensors, as transformers' from_pretrained reads them; the config's dtype is the
+    tensors' when they share one."""
     from safetensors.torch import save_file
 
-    from ..quantize import refuse_saving
-
-    refuse_saving(model, "export to transformers")
-    config = model.config
-    hf_config = llava_hf_config(config, model.visual_tokens_per_image)
-    tensors = llava_hf_state_dict(model.state_dict(), config)
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     if len(dtypes) == 1:
         hf_config["dtype"] = str(next(iter(dtypes))).removeprefix("torch.")
@@ -168,6 +162,14 @@ def save_llava_for_transformers(model: Any, folder: str | Path) -> Path:
     (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
+
+
+def save_llava_for_transformers(model: Any, folder: str | Path) -> Path:
+    """Writes `model` (a vlmzoo LLaVA) to `folder` for transformers' LlavaForConditionalGeneration.from_pretrained.
+    Tensors keep the model's dtype."""
+    config = model.config
+    return write_transformers_folder(folder, llava_hf_config(config, model.visual_tokens_per_image),
+                                     llava_hf_state_dict(model.state_dict(), config))
 
 
 def _exporters() -> dict[str, Any]:
@@ -181,6 +183,9 @@ def _exporters() -> dict[str, Any]:
 
 def save_for_transformers(model: Any, folder: str | Path, processor: Any = None) -> Path:
     """The model (and, for a LLaVA, its processor or word tokenizer when given) as a transformers folder."""
+    from ..quantize import refuse_saving
+
+    refuse_saving(model, "export to transformers")  # packed weights have no transformers names
     family = model.config["family"]
     exporters = _exporters()
     if family not in exporters:

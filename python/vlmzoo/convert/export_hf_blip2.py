@@ -8,14 +8,13 @@ language_model.lm_head.weight). The ViT's attention bias is written as the insta
 holds it: one `self_attn.qkv.bias` (q; zeros; v) from 5.0, `q_bias` / `v_bias` before."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .export_hf import _RULES as _LLAVA_RULES, NotExportable, _activation, llama_text_config
+from .export_hf import write_transformers_folder, _RULES as _LLAVA_RULES, NotExportable, _activation, llama_text_config
 
 _VISION_RULES = [
     (r"^vision\.class_embed$", "vision_model.embeddings.class_embedding"),
@@ -195,16 +194,5 @@ def blip2_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: Mapping[
 def save_blip2_for_transformers(model: Any, folder: str | Path) -> Path:
     """Writes `model` (a vlmzoo BLIP-2 or InstructBLIP) to `folder` as config.json + model.safetensors for
     transformers' Blip2ForConditionalGeneration / InstructBlipForConditionalGeneration. Tensors keep their dtype."""
-    from safetensors.torch import save_file
-
     config = model.config
-    hf_config = blip2_hf_config(config)
-    tensors = blip2_hf_state_dict(model.state_dict(), config)
-    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
-    if len(dtypes) == 1:
-        hf_config["dtype"] = str(next(iter(dtypes))).removeprefix("torch.")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return folder
+    return write_transformers_folder(folder, blip2_hf_config(config), blip2_hf_state_dict(model.state_dict(), config))

@@ -6,14 +6,13 @@ text_projection, logit_scale, logit_bias). The SigLIP pooling head's q/k/v are p
 nn.MultiheadAttention's in_proj; CLIP's temperature is a scalar again."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .export_hf import NotExportable, _activation
+from .export_hf import write_transformers_folder, NotExportable, _activation
 
 _VISION_RULES = [
     (r"^class_embed$", "embeddings.class_embedding"),
@@ -130,16 +129,5 @@ def dual_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: Mapping[s
 def save_dual_for_transformers(model: Any, folder: str | Path) -> Path:
     """Writes `model` (a vlmzoo CLIP or SigLIP) to `folder` as config.json + model.safetensors for
     transformers' CLIPModel / SiglipModel. Tensors keep their dtype."""
-    from safetensors.torch import save_file
-
     config = model.config
-    hf_config = dual_hf_config(config)
-    tensors = dual_hf_state_dict(model.state_dict(), config)
-    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
-    if len(dtypes) == 1:
-        hf_config["dtype"] = str(next(iter(dtypes))).removeprefix("torch.")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return folder
+    return write_transformers_folder(folder, dual_hf_config(config), dual_hf_state_dict(model.state_dict(), config))

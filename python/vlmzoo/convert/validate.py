@@ -92,7 +92,7 @@ def load_into(named_params: Mapping[str, torch.Tensor], tensors: Mapping[str, An
     ready = {k: tensors[k].to(device=named_params[k].device, dtype=named_params[k].dtype) for k in common}
     # A narrower dtype (float32 -> float16) turns values beyond its range into inf.
     check_finite({k: ready[k] for k in common if ready[k].dtype != tensors[k].dtype},
-                 f"checkpoint tensors overflow the model's dtype: they hold")
+                 "checkpoint tensors overflow the model's dtype: they hold")
     with torch.no_grad():
         for k in common:
             named_params[k].copy_(ready[k])
