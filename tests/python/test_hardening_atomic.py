@@ -219,7 +219,8 @@ def tiny_model(task):
 
 
 def test_a_run_killed_while_checkpointing_resumes_with_the_unbroken_loss_curve(task, tmp_path):
-    child = start(TRAIN_THEN_HANG, tmp_path)
+    # One thread on both sides: a reduction split over a different number of threads rounds differently.
+    child = start(TRAIN_THEN_HANG, tmp_path, threads=1)
     read_until(child, "saving", timeout=300)
     kill(child)
     # Step 3's folder was never published; its staging folder is hidden from resume.
@@ -229,8 +230,13 @@ def test_a_run_killed_while_checkpointing_resumes_with_the_unbroken_loss_curve(t
     assert load_trainer_state(tmp_path / "step-000002")["step"] == 2
 
     kwargs = dict(batch_size=8, trainable="all", progress=False)
-    unbroken = train(tiny_model(task), task, 6, **kwargs)
-    resumed = train(tiny_model(task), task, 6, resume=True, checkpoint_dir=tmp_path, checkpoint_every=1, **kwargs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        unbroken = train(tiny_model(task), task, 6, **kwargs)
+        resumed = train(tiny_model(task), task, 6, resume=True, checkpoint_dir=tmp_path, checkpoint_every=1, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
     assert resumed.losses == unbroken.losses  # exactly: same data order, weights, optimizer state
     assert resumed.learning_rates == unbroken.learning_rates
     # The resumed run's own saves cleared the killed run's leftover.

@@ -108,7 +108,7 @@ SCRIPT_WITHOUT_MAIN_GUARD = textwrap.dedent("""
 
     task = make_task("shapes", seed=0, n_train=16, n_val=0, n_test=8)
     comparison = vlmzoo.compare(["llava-1.5-tiny"], task=task, budget=1, batch_size=4, keep_models=True,
-                                progress=False, print_table=False)
+                                seeds=2, workers=2, progress=False, print_table=False)
     table, figures = comparison
     model = comparison.models["llava-1.5-tiny"]
     print("rows", len(table), "figures", len(figures), "model", type(model).__name__,
@@ -123,7 +123,7 @@ def test_compare_runs_from_a_script_without_a_main_guard(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "rows 1 figures 3 model Model True" in result.stdout
+    assert "rows 2 figures 4 model Model True" in result.stdout  # two seeds, two worker processes
     assert "BrokenProcessPool" not in result.stderr and "bootstrapping phase" not in result.stderr
 
 
