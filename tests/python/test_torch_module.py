@@ -4,6 +4,7 @@ random weights, and torch's DistributedDataParallel averages gradients across pr
 from __future__ import annotations
 
 import copy
+import datetime
 import io
 import os
 import time
@@ -132,7 +133,7 @@ def test_torch_compile_of_the_whole_model_runs():
 def _ddp_worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300))
     model = vlmzoo.from_pretrained(folder).train()
     model.freeze("vision")  # the compare recipe: frozen tower, so every trainable parameter is used
     ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -141,6 +142,8 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str, out: str) -> None
     ddp(**shard, labels=shard["input_ids"]).loss.backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, out)
+    # Both ranks leave together: a gloo group torn down while its peer is still saving can wait forever.
+    dist.barrier()
     dist.destroy_process_group()
 
 
