@@ -31,6 +31,7 @@ fi
 if [ ! -f $build/build.ninja ]; then
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
     -DPython3_EXECUTABLE="$(command -v python3)" -DVLMZOO_ASAN=ON -DVLMZOO_UBSAN=ON -DVLMZOO_CUDA_COMPILE_CHECK=OFF \
+    -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=8 \
     -DVLMZOO_PYTHON_OUTPUT_DIR="$root/$pkg" "-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS"
 elif ! grep -qx "VLMZOO_CPU_ISAS:STRING=$VLMZOO_CPU_ISAS" $build/CMakeCache.txt; then
   cmake -S . -B $build "-DVLMZOO_CPU_ISAS=$VLMZOO_CPU_ISAS" >/dev/null

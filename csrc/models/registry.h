@@ -1,7 +1,10 @@
 #pragma once
 // Kinds by name, one registry per slot. A kind file registers itself with one line:
 //
-//   const bool registered = register_kind<Abstractor, MlpConfig>("mlp", mlp_schema(), build_mlp);
+//   const bool mlp_registered = register_kind<Abstractor, MlpConfig>("mlp", mlp_schema(), build_mlp);
+//
+// Names in a kind file's anonymous namespace carry the kind (build_mlp, mlp_registered): the sanitizer
+// build (scripts/sanitize.sh) compiles several source files as one (CMake's unity build).
 //
 // The entry is the only place a kind's parsing, serialising and building meet, so they cannot
 // drift apart. A duplicate name is an error at load time.

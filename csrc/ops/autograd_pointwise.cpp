@@ -65,11 +65,6 @@ at::Tensor rotate_half_transposed(const at::Tensor& y) {
   return at::cat({y.narrow_symint(-1, half, half), -y.narrow_symint(-1, 0, half)}, -1);
 }
 
-at::Tensor rotate_half(const at::Tensor& x) {
-  auto half = x.sym_size(-1) / 2;
-  return at::cat({-x.narrow_symint(-1, half, half), x.narrow_symint(-1, 0, half)}, -1);
-}
-
 struct Rope : torch::autograd::Function<Rope> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                                const at::Tensor& sin) {

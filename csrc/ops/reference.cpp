@@ -3,12 +3,9 @@
 #include <cmath>
 #include <limits>
 
-namespace vlmzoo::ops {
+#include "ops/autograd_util.h"
 
-namespace {
-// float32 for reduced types, float64 stays float64 (so gradcheck sees full precision).
-at::ScalarType compute_type(const at::Tensor& x) { return at::promote_types(x.scalar_type(), at::kFloat); }
-}  // namespace
+namespace vlmzoo::ops {
 
 at::Tensor reference_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   auto x32 = x.to(compute_type(x));
@@ -54,11 +51,6 @@ at::Tensor reference_gated_act(const at::Tensor& gate, const at::Tensor& up, con
 }
 
 namespace {
-at::Tensor rotate_half(const at::Tensor& x) {
-  auto half = x.sym_size(-1) / 2;
-  return at::cat({-x.narrow_symint(-1, half, half), x.narrow_symint(-1, 0, half)}, -1);
-}
-
 // x: [B, H, T, d]; cos/sin: [B, T, r] -> [B, 1, T, r].
 at::Tensor rope_one(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   // cos/sin are cast to x's dtype first, as Hugging Face models do before applying them.

@@ -3,40 +3,9 @@
 
 #include "nn/functional.h"
 #include "nn/masks.h"
+#include "naive_attention.h"
 
-namespace {
-// Scalar loops: the definition of masked softmax attention, nothing shared with the code under test.
-torch::Tensor naive_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const torch::Tensor& allowed, double scale) {
-  auto out = torch::zeros_like(q);
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), S = k.size(2), D = q.size(3);
-  const int64_t group = H / k.size(1);
-  auto qa = q.accessor<float, 4>(), ka = k.accessor<float, 4>(), va = v.accessor<float, 4>();
-  auto oa = out.accessor<float, 4>();
-  auto ma = allowed.accessor<bool, 4>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = 0; i < T; ++i) {
-        std::vector<double> scores(S, -INFINITY);
-        double best = -INFINITY;
-        for (int64_t j = 0; j < S; ++j) {
-          if (!ma[allowed.size(0) == 1 ? 0 : b][0][i][j]) continue;
-          double s = 0;
-          for (int64_t d = 0; d < D; ++d) s += qa[b][h][i][d] * ka[b][h / group][j][d];
-          scores[j] = s * scale;
-          best = std::max(best, scores[j]);
-        }
-        double total = 0;
-        for (auto& s : scores) total += (s = std::isinf(s) ? 0.0 : std::exp(s - best));
-        for (int64_t d = 0; d < D; ++d) {
-          double acc = 0;
-          for (int64_t j = 0; j < S; ++j) acc += scores[j] * va[b][h / group][j][d];
-          oa[b][h][i][d] = total > 0 ? acc / total : 0;
-        }
-      }
-  return out;
-}
-}  // namespace
+using vlmzoo_test::naive_attention;
 
 class AttentionPaths : public ::testing::TestWithParam<bool> {};
 
@@ -46,7 +15,7 @@ TEST_P(AttentionPaths, MatchesNaiveLoopsWithGqaPaddingAndCausalMask) {
   auto q = torch::randn({2, 6, 7, 16}), k = torch::randn({2, 2, 7, 16}), v = torch::randn({2, 2, 7, 16});
   auto padding = torch::tensor({{1, 1, 1, 1, 1, 1, 1}, {0, 0, 1, 1, 1, 1, 1}});
   auto allowed = vlmzoo::nn::causal_mask(7, 0, padding, torch::kCPU).expand({2, 1, 7, 7}).contiguous();
-  auto expected = naive_attention(q, k, v, allowed, 0.25);
+  auto expected = naive_attention(q, k, v, allowed, 0.25).to(torch::kFloat);
   auto actual = vlmzoo::nn::attention(q, k, v, allowed, 0.25, fused);
   EXPECT_TRUE(torch::allclose(actual, expected, 1e-5, 1e-5)) << (actual - expected).abs().max();
 }
@@ -57,7 +26,7 @@ TEST_P(AttentionPaths, CrossAttentionWithDifferentKeyLength) {
   auto q = torch::randn({1, 4, 5, 32}), k = torch::randn({1, 4, 11, 32}), v = torch::randn({1, 4, 11, 32});
   auto allowed = torch::rand({1, 1, 5, 11}) > 0.3;
   allowed.select(3, 0).fill_(true);
-  auto expected = naive_attention(q, k, v, allowed, 0.125);
+  auto expected = naive_attention(q, k, v, allowed, 0.125).to(torch::kFloat);
   auto actual = vlmzoo::nn::attention(q, k, v, allowed, 0.125, fused);
   EXPECT_TRUE(torch::allclose(actual, expected, 1e-5, 1e-5)) << (actual - expected).abs().max();
 }

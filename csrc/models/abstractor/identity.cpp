@@ -23,7 +23,7 @@ class IdentityAbstractor : public Abstractor {
   int64_t tokens_;
 };
 
-std::shared_ptr<Abstractor> build(const IdentityConfig&, const BuildContext& b) {
+std::shared_ptr<Abstractor> build_identity(const IdentityConfig&, const BuildContext& b) {
   if (b.input_width != 0 && b.input_width != b.llm_hidden) {
     throw ConfigError("abstractor.kind: \"identity\" needs vision features as wide as llm.hidden " +
                       std::to_string(b.llm_hidden) + ", got " + std::to_string(b.input_width));
@@ -31,7 +31,8 @@ std::shared_ptr<Abstractor> build(const IdentityConfig&, const BuildContext& b) 
   return std::make_shared<IdentityAbstractor>(b.input_tokens);
 }
 
-const bool registered = register_kind<Abstractor, IdentityConfig>("identity", identity_schema(), build);
+const bool identity_registered =
+    register_kind<Abstractor, IdentityConfig>("identity", identity_schema(), build_identity);
 
 }  // namespace
 }  // namespace vlmzoo::models

@@ -31,14 +31,14 @@ class LinearAbstractor : public Abstractor {
   int64_t tokens_;
 };
 
-std::shared_ptr<Abstractor> build(const LinearConfig& c, const BuildContext& b) {
+std::shared_ptr<Abstractor> build_linear(const LinearConfig& c, const BuildContext& b) {
   if (b.input_width == 0) {
     throw ConfigError("abstractor.kind: \"linear\" needs a vision encoder, but vision.kind is \"none\"");
   }
   return std::make_shared<LinearAbstractor>(c, b);
 }
 
-const bool registered = register_kind<Abstractor, LinearConfig>("linear", linear_schema(), build);
+const bool linear_registered = register_kind<Abstractor, LinearConfig>("linear", linear_schema(), build_linear);
 
 }  // namespace
 }  // namespace vlmzoo::models

@@ -39,12 +39,12 @@ class MlpAbstractor : public Abstractor {
   nn::KernelPolicyPtr policy_;
 };
 
-std::shared_ptr<Abstractor> build(const MlpConfig& c, const BuildContext& b) {
+std::shared_ptr<Abstractor> build_mlp(const MlpConfig& c, const BuildContext& b) {
   if (b.input_width == 0) throw ConfigError("abstractor.kind: \"mlp\" needs a vision encoder, but vision.kind is \"none\"");
   return std::make_shared<MlpAbstractor>(c, b);
 }
 
-const bool registered = register_kind<Abstractor, MlpConfig>("mlp", mlp_schema(), build);
+const bool mlp_registered = register_kind<Abstractor, MlpConfig>("mlp", mlp_schema(), build_mlp);
 
 }  // namespace
 }  // namespace vlmzoo::models

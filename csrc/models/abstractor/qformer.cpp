@@ -133,12 +133,12 @@ class QFormer : public Abstractor {
   int64_t input_width_, image_tokens_;
 };
 
-std::shared_ptr<Abstractor> build(const QFormerConfig& c, const BuildContext& b) {
+std::shared_ptr<Abstractor> build_qformer(const QFormerConfig& c, const BuildContext& b) {
   if (b.input_width == 0) throw ConfigError("abstractor.kind: \"qformer\" needs a vision encoder, but vision.kind is \"none\"");
   return std::make_shared<QFormer>(c, b);
 }
 
-const bool registered = register_kind<Abstractor, QFormerConfig>("qformer", qformer_schema(), build);
+const bool qformer_registered = register_kind<Abstractor, QFormerConfig>("qformer", qformer_schema(), build_qformer);
 
 }  // namespace
 }  // namespace vlmzoo::models

@@ -56,7 +56,7 @@ class SpliceFusion : public Fusion {
   int64_t image_token_id_;
 };
 
-std::shared_ptr<Fusion> build(const SpliceConfig& c, const BuildContext& b) {
+std::shared_ptr<Fusion> build_splice(const SpliceConfig& c, const BuildContext& b) {
   if (c.image_token_id >= b.llm_vocab) {
     throw ConfigError("fusion.image_token_id: " + std::to_string(c.image_token_id) +
                       " is outside the vocabulary [0, llm.vocab " + std::to_string(b.llm_vocab) + ")");
@@ -64,7 +64,7 @@ std::shared_ptr<Fusion> build(const SpliceConfig& c, const BuildContext& b) {
   return std::make_shared<SpliceFusion>(c.image_token_id);
 }
 
-const bool registered = register_kind<Fusion, SpliceConfig>("splice", splice_schema(), build);
+const bool splice_registered = register_kind<Fusion, SpliceConfig>("splice", splice_schema(), build_splice);
 
 }  // namespace
 }  // namespace vlmzoo::models

@@ -85,7 +85,7 @@ class ContrastiveHead : public SimilarityHead {
 
 // input_width: the vision tower's pooled width; llm_hidden: the text encoder's pooled width (the
 // dual-encoder assembly sets both before building the head).
-std::shared_ptr<Head> build(const ContrastiveConfig& c, const BuildContext& b) {
+std::shared_ptr<Head> build_contrastive(const ContrastiveConfig& c, const BuildContext& b) {
   if (!c.projection && b.input_width != b.llm_hidden) {
     throw ConfigError("head.projection: false needs the pooled image and text vectors to be as wide, got vision " +
                       std::to_string(b.input_width) + " and text " + std::to_string(b.llm_hidden));
@@ -93,7 +93,8 @@ std::shared_ptr<Head> build(const ContrastiveConfig& c, const BuildContext& b) {
   return std::make_shared<ContrastiveHead>(c, b, b.input_width, b.llm_hidden);
 }
 
-const bool registered = register_kind<Head, ContrastiveConfig>("contrastive", contrastive_schema(), build);
+const bool contrastive_registered =
+    register_kind<Head, ContrastiveConfig>("contrastive", contrastive_schema(), build_contrastive);
 
 }  // namespace
 }  // namespace vlmzoo::models

@@ -17,7 +17,7 @@ class LmHead : public Head {
   torch::Tensor forward(const torch::Tensor& hidden, LanguageModel& lm) override { return lm.logits(hidden); }
 };
 
-const bool registered = register_kind<Head, LmHeadConfig>(
+const bool lm_registered = register_kind<Head, LmHeadConfig>(
     "lm", lm_head_schema(), [](const LmHeadConfig&, const BuildContext&) { return std::make_shared<LmHead>(); });
 
 }  // namespace

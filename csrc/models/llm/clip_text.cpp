@@ -33,7 +33,7 @@ class ClipText : public text_tower::TextTower {
   }
 };
 
-const bool registered = register_kind<LanguageModel, ClipTextConfig>(
+const bool clip_text_registered = register_kind<LanguageModel, ClipTextConfig>(
     "clip_text", clip_text_schema(),
     [](const ClipTextConfig& c, const BuildContext& b) { return std::make_shared<ClipText>(c, b); });
 

@@ -117,7 +117,7 @@ class LlamaLM : public LanguageModel {
   nn::RotaryEmbedding rope_;
 };
 
-const bool registered = register_kind<LanguageModel, LlamaConfig>(
+const bool llama_registered = register_kind<LanguageModel, LlamaConfig>(
     "llama", llama_schema(), [](const LlamaConfig& c, const BuildContext& b) { return std::make_shared<LlamaLM>(c, b); });
 
 }  // namespace

@@ -167,7 +167,7 @@ class OptLM : public LanguageModel {
   OptConfig c_;
 };
 
-const bool registered = register_kind<LanguageModel, OptConfig>(
+const bool opt_registered = register_kind<LanguageModel, OptConfig>(
     "opt", opt_schema(), [](const OptConfig& c, const BuildContext& b) { return std::make_shared<OptLM>(c, b); });
 
 }  // namespace

@@ -48,7 +48,7 @@ class SiglipText : public text_tower::TextTower {
   int64_t projection_;
 };
 
-const bool registered = register_kind<LanguageModel, SiglipTextConfig>(
+const bool siglip_text_registered = register_kind<LanguageModel, SiglipTextConfig>(
     "siglip_text", siglip_text_schema(),
     [](const SiglipTextConfig& c, const BuildContext& b) { return std::make_shared<SiglipText>(c, b); });
 

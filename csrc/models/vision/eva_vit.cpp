@@ -139,7 +139,7 @@ class EvaVitEncoder : public VisionEncoder {
   EvaVitConfig c_;
 };
 
-const bool registered = register_kind<VisionEncoder, EvaVitConfig>(
+const bool eva_vit_registered = register_kind<VisionEncoder, EvaVitConfig>(
     "eva_vit", eva_vit_schema(),
     [](const EvaVitConfig& c, const BuildContext& b) { return std::make_shared<EvaVitEncoder>(c, b); });
 

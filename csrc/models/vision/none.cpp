@@ -12,7 +12,7 @@ const config::Schema<NoVisionConfig>& none_schema() {
   return schema;
 }
 
-const bool registered = register_kind<VisionEncoder, NoVisionConfig>(
+const bool none_registered = register_kind<VisionEncoder, NoVisionConfig>(
     "none", none_schema(), [](const NoVisionConfig&, const BuildContext&) { return std::shared_ptr<VisionEncoder>(); });
 
 }  // namespace

@@ -183,7 +183,7 @@ class VitEncoder : public VisionEncoder {
   VitConfig c_;
 };
 
-const bool registered = register_kind<VisionEncoder, VitConfig>(
+const bool vit_registered = register_kind<VisionEncoder, VitConfig>(
     "vit", vit_schema(), [](const VitConfig& c, const BuildContext& b) { return std::make_shared<VitEncoder>(c, b); });
 
 }  // namespace
