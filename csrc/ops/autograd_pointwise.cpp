@@ -82,10 +82,11 @@ struct Rope : torch::autograd::Function<Rope> {
     if (!at::GradMode::is_enabled() && grads[0].defined() && grads[1].defined() && !ctx->needs_input_grad(2) && !ctx->needs_input_grad(3) &&
         grads[0].scalar_type() == saved[0].scalar_type() && grads[1].scalar_type() == saved[1].scalar_type()) {
       // Reading sin's values is only possible on a real tensor: fake, meta and functional tensors (torch.compile,
-      // opcheck) take the composite below, which is right for any sin.
-      const bool concrete = !sin.unsafeGetTensorImpl()->has_symbolic_sizes_strides() &&
-                            !sin.key_set().has_any(c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Meta,
-                                                                         c10::DispatchKey::Functionalize}));
+      // opcheck) take the composite below, which is right for any sin. (Meta is a backend, not a functionality
+      // key: in has_any it would match every dense tensor, so it is tested with is_meta.)
+      const bool concrete = !sin.unsafeGetTensorImpl()->has_symbolic_sizes_strides() && !sin.is_meta() &&
+                            !sin.key_set().has_any(
+                                c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize}));
       const int64_t half = sin.size(-1) / 2;
       if (concrete && at::equal(sin.narrow(-1, 0, half), sin.narrow(-1, half, half))) {
         auto [dq, dk] = rope(grads[0], grads[1], cos, sin.neg());

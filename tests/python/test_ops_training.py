@@ -76,6 +76,22 @@ def test_rope_gradients_with_unrepeated_sin_take_the_composite():
     assert_grads_match(ops.rope, ops.rope_reference, (q, k, cos, sin), [0, 1])
 
 
+def rope_calls_in_backward(q, k, cos, sin):
+    q, k = q.requires_grad_(), k.requires_grad_()
+    q_out, k_out = ops.rope(q, k, cos, sin)
+    with torch.profiler.profile() as prof:
+        (q_out.sum() + k_out.sum()).backward()
+    return [e.name for e in prof.events()].count("vlmzoo::rope")
+
+
+def test_rope_backward_on_real_tensors_runs_the_rope_kernel():
+    # Regression: the "is sin a real tensor" test once listed Meta among has_any's keys, which matched
+    # every dense tensor, so the kernel path never ran (found by torch's debug assert in the ASan build).
+    assert rope_calls_in_backward(*rope_inputs(2, 4, 2, 5, 16, 16, torch.float32)) == 1
+    q, k, cos, sin = rope_inputs(2, 4, 2, 5, 16, 16, torch.float32)
+    assert rope_calls_in_backward(q, k, cos, rand(*sin.shape)) == 0
+
+
 # ---- cross_entropy -----------------------------------------------------------------------------------------
 
 
