@@ -2,9 +2,12 @@
 # The C++ tests and a subset of the Python tests under AddressSanitizer + UndefinedBehaviorSanitizer;
 # scripts/test.sh (CI) runs it after the plain tests. Own build folder (build/asan); its extension
 # goes to build/asan/pkg/vlmzoo, beside links to the Python sources, so the developer build
-# (build/dev, python/vlmzoo/_C*.so) is never touched. To stay quick it builds at -O1, through ccache,
-# without the CUDA compile check, and the CPU kernels for this machine's instruction set only (the
-# copy that runs; the dispatch between copies is tested by the plain build).
+# (build/dev, python/vlmzoo/_C*.so) is never touched. To fit CI (2 cores, no ccache cache) the build is
+# a unity build (CMake compiles 8 sources as one: torch's templates are instantiated once per batch, not
+# once per file), at -O1, without the CUDA compile check, and the CPU kernels for this machine's
+# instruction set only (the copy that runs; the dispatch between copies is tested by the plain build).
+# No -DNDEBUG: torch's debug-only asserts in the headers we compile are checked too.
+# Cost on 2 cores from a clean folder: build ~10 min of CPU, C++ tests ~5 s, Python subset ~4 min.
 #   bash scripts/sanitize.sh              build, the C++ tests, the Python subset
 #   VLMZOO_SANITIZE_PYTESTS="tests/python/test_x.py" bash scripts/sanitize.sh -k expr
 # Every sanitizer report is fatal (halt_on_error, -fno-sanitize-recover).
@@ -57,13 +60,23 @@ python=$(python3 -c "import sys; print(sys.executable)")  # the interpreter itse
 preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)"
 # Python's own never-freed allocations are not leaks of ours (detect_leaks=0).
 export ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0:alloc_dealloc_mismatch=0
-# The subset: the config parser (and its fuzzer), every slot kind's forward and backward, fused and
-# reference, the fused ops against their references, every family's input checks, and the
-# checkpoint loaders (safetensors, torch files, every Hugging Face converter).
-subset=${VLMZOO_SANITIZE_PYTESTS:-"tests/python/test_config.py tests/python/test_slot_kinds.py tests/python/test_ops.py \
-  tests/python/test_hardening_inputs.py tests/python/test_hardening_checkpoint.py tests/python/test_hardening_fuzz.py"}
+# The subset: every test module that drives our C++ on its own data. The config parser and its fuzzer,
+# the checkpoint loaders (safetensors, torch files, every Hugging Face converter) and their fuzzer, every
+# family's input checks; the fused ops forward and backward against their references (attention, norms,
+# rope, activations, cross-entropy, bf16/int8 linear), every slot kind's forward and backward, fused and
+# reference, the training fast path, quantised models, generate's options, threads sharing a model,
+# DDP and torch.compile. Left to the plain run: whole-model parity with transformers, CLI, notebooks,
+# studies, and the memory-growth tests (ASan's quarantine holds freed memory on purpose).
+subset=${VLMZOO_SANITIZE_PYTESTS:-"tests/python/test_config.py tests/python/test_hardening_inputs.py \
+  tests/python/test_hardening_checkpoint.py tests/python/test_hardening_fuzz.py tests/python/test_ops.py \
+  tests/python/test_ops_training.py tests/python/test_ops_linear.py tests/python/test_attention_backward.py \
+  tests/python/test_slot_kinds.py tests/python/test_blip2_parts.py tests/python/test_dual_encoder_kinds.py \
+  tests/python/test_train_fast_path.py tests/python/test_quantize.py tests/python/test_generate_options.py \
+  tests/python/test_model_api.py tests/python/test_hardening_threads.py tests/python/test_torch_module.py"}
+# Forcing a lower kernel copy needs that copy, which this build leaves out (see the top).
+deselect=(--deselect "tests/python/test_ops_linear.py::test_linear_ops_match_at_a_forced_level[avx2]")
 # --capture=sys: sanitizer reports go to the real stderr, not to a capture file lost with the abort.
 # The fuzz test's harnesses are child processes: they inherit LD_PRELOAD and the sanitized package.
-LD_PRELOAD=$preload VLMZOO_FUZZ_SECONDS=${VLMZOO_FUZZ_SECONDS:-15} "$python" -m pytest $subset -q \
+LD_PRELOAD=$preload VLMZOO_FUZZ_SECONDS=${VLMZOO_FUZZ_SECONDS:-15} "$python" -m pytest $subset "${deselect[@]}" -q \
   --capture=sys -p no:cacheprovider -o pythonpath="$root/$build/pkg" "$@"
 say "python subset passed"
