@@ -159,7 +159,7 @@ def _param_groups(model: Model, weight_decay: float) -> list[dict[str, Any]]:
 
 def make_optimizer(param_groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     """AdamW (betas 0.9, 0.95) with torch's fused kernel: one pass over each parameter's state instead
-    of about ten (bench/train_step.py measures it); the per-parameter loop where fused is unsupported."""
+    of about ten (bench/train_vs_transformers.py measures it); the per-parameter loop where fused is unsupported."""
     try:
         return torch.optim.AdamW(param_groups, lr=lr, betas=(0.9, 0.95), fused=True)
     except (RuntimeError, ValueError):  # e.g. a dtype or device the fused kernel does not take

@@ -22,6 +22,7 @@ KIND_OVERRIDES: dict[str, dict[str, dict]] = {
     "abstractor": {
         "mlp": {},
         "linear": {"abstractor": {"kind": "linear"}},
+        "pool": {"abstractor": {"kind": "pool", "stride": 2}},
         "identity": {"vision": {"hidden": 256, "heads": 4}, "abstractor": {"kind": "identity"}},
         "qformer": {"abstractor": {"kind": "qformer", "queries": 8, "hidden": 64, "layers": 2, "heads": 4, "mlp": 128,
                                    "vocab": 64, "max_positions": 16}},

@@ -2,7 +2,7 @@
 forward, loss, backward, gradient clipping (1.0) and AdamW, the vision tower frozen as in the
 compare recipe (projector + LLM train).
 
-    python bench/train_step.py [--cases llava-1.5-tiny:32,llava-1.5-small:4] [--threads 1,2]
+    python bench/train_vs_transformers.py [--cases llava-1.5-tiny:32,llava-1.5-small:4] [--threads 1,2]
                                [--baseline /path/to/another/checkout/python]
 
 vlmzoo runs the step `vlmzoo.train` runs (its optimizer and the model's loss); transformers runs
