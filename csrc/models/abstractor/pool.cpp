@@ -58,7 +58,7 @@ class PoolAbstractor : public Abstractor {
   nn::KernelPolicyPtr policy_;
 };
 
-std::shared_ptr<Abstractor> build(const PoolConfig& c, const BuildContext& b) {
+std::shared_ptr<Abstractor> build_pool(const PoolConfig& c, const BuildContext& b) {
   if (b.input_width == 0) throw ConfigError("abstractor.kind: \"pool\" needs a vision encoder, but vision.kind is \"none\"");
   const int64_t side = grid_side(b.input_tokens);
   if (side == 0) {
@@ -72,7 +72,7 @@ std::shared_ptr<Abstractor> build(const PoolConfig& c, const BuildContext& b) {
   return std::make_shared<PoolAbstractor>(c, b, side);
 }
 
-const bool registered = register_kind<Abstractor, PoolConfig>("pool", pool_schema(), build);
+const bool pool_registered = register_kind<Abstractor, PoolConfig>("pool", pool_schema(), build_pool);
 
 }  // namespace
 }  // namespace vlmzoo::models
