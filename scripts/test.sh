@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # All tests: sets up the machine, builds the extension and the C++ tests, runs ctest and pytest, then
 # the C++ tests and a Python subset again under AddressSanitizer + UndefinedBehaviorSanitizer
-# (scripts/sanitize.sh, its own build folder build/asan; ~15 min on 2 cores from a clean clone).
+# (scripts/sanitize.sh, its own build folder build/asan; ~6.5 min on 2 cores from a clean clone).
 # VLMZOO_SANITIZE=0 skips that second part (a developer's quick run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
