@@ -82,7 +82,10 @@ def test_linear_bf16_matches_f_linear_on_the_bf16_weights(m, k, n, with_bias):
     bias = rand(n) if with_bias else None
     out = ops.linear_bf16(x, ops.pack_linear_bf16(w), n, bias)
     assert out.shape == (m, n) and out.dtype == torch.float32 and out.is_contiguous()
-    torch.testing.assert_close(out, F.linear(x, w.bfloat16().float(), bias), atol=1e-4, rtol=1e-4)
+    # Two float32 summation orders differ by a rounding error that grows like sqrt(k): at k = 2051 a
+    # near-cancelling output once missed 1e-4 by 2.7e-5 (the AVX2 kernel against MKL, fresh inputs).
+    atol = 1e-4 * max(1.0, (k / 256) ** 0.5)
+    torch.testing.assert_close(out, F.linear(x, w.bfloat16().float(), bias), atol=atol, rtol=1e-4)
 
 
 def test_linear_bf16_prefill_size():
