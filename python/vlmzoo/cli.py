@@ -46,11 +46,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import DEFAULT_SEEDS, FULL_SEEDS, FULL_TASKS, compare
+    from .compare import DEFAULT_SEEDS, FULL_SEEDS, FULL_TASKS, compare, default_configs
 
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
     seeds = args.seeds if args.seeds is not None else (FULL_SEEDS if args.full else DEFAULT_SEEDS)
-    comparison = compare(args.configs or None, task=list(FULL_TASKS) if args.full else args.task, budget=args.budget,
+    configs = args.configs or (default_configs(full=True) if args.full else None)
+    comparison = compare(configs, task=list(FULL_TASKS) if args.full else args.task, budget=args.budget,
                          out=args.out, seed=args.seed, seeds=seeds, task_sizes=sizes, recipe=args.recipe,
                          batch_size=args.batch_size, trainable=args.trainable, curve_points=args.curve_points,
                          count_pretraining=args.count_pretraining, resume=args.resume, workers=args.workers,
@@ -188,10 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="train and evaluate models on the same task and budget")
     compare.add_argument("configs", nargs="*", metavar="CONFIG",
-                         help="preset names or JSON paths (default: the tiny LLaVA and its one-slot variants)")
+                         help="preset names or JSON paths (default: the micro LLaVA, its one-slot variants, the micro BLIP-2)")
     compare.add_argument("--task", choices=sorted(TASKS), default=DEFAULT_TASK)
     compare.add_argument("--full", action="store_true",
-                         help=f"the whole study: tasks {', '.join(FULL_TASKS)} and {FULL_SEEDS} seeds (unless --seeds)")
+                         help=f"the whole study: tasks {', '.join(FULL_TASKS)}, {FULL_SEEDS} seeds (unless --seeds) and, "
+                              "without CONFIGs, the tiny presets beside the default set")
     compare.add_argument("--seeds", type=int, default=None,
                          help=f"seeds per model: --seed, --seed+1, ... (default {DEFAULT_SEEDS}; {FULL_SEEDS} with --full)")
     compare.add_argument("--curve-points", type=int, default=DEFAULT_CURVE_POINTS,

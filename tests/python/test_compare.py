@@ -55,7 +55,7 @@ def test_evaluation_of_a_real_model_decodes_greedy_answers(task):
     assert 0.0 <= evaluation.overall <= 1.0
 
 
-def test_the_default_set_is_the_tiny_llava_and_variants_differing_in_one_slot():
+def test_the_default_set_is_the_micro_llava_and_variants_differing_in_one_slot():
     base, *variants = [c for c in default_configs() if c["family"] == "llava"]
     assert base["family"] == "llava"
     assert base == {**vlmzoo.resolve_config(DEFAULT_PRESET), "name": base["name"]}
@@ -64,8 +64,18 @@ def test_the_default_set_is_the_tiny_llava_and_variants_differing_in_one_slot():
         assert len(differing) == 1, (variant["name"], differing)
 
 
-def test_the_default_set_includes_the_tiny_blip2():
-    assert [c["name"] for c in default_configs() if c["family"] == "blip2"] == ["blip2-opt-tiny"]
+def test_the_default_set_includes_the_micro_blip2_and_full_adds_the_tiny_presets():
+    assert [c["name"] for c in default_configs() if c["family"] == "blip2"] == ["blip2-opt-micro"]
+    full = [c["name"] for c in default_configs(full=True)]
+    assert full[: len(default_configs())] == [c["name"] for c in default_configs()]
+    assert {"llava-1.5-tiny", "blip2-opt-tiny"} <= set(full)
+
+
+def test_the_micro_presets_share_one_language_model_size():
+    # The families are compared at equal LM width and depth, so the abstractor is what differs.
+    llava, blip2 = vlmzoo.resolve_config("llava-1.5-micro"), vlmzoo.resolve_config("blip2-opt-micro")
+    assert (llava["llm"]["hidden"], llava["llm"]["layers"]) == (blip2["llm"]["hidden"], blip2["llm"]["layers"])
+    assert vlmzoo.visual_tokens_per_image(llava) == vlmzoo.visual_tokens_per_image(blip2) == 16
 
 
 def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):
