@@ -6,7 +6,7 @@ the same model in float32.
    largest absolute error against the logits' standard deviation, and how often the top-1 token of a
    position agrees), and greedy generation from --prompts text prompts for --new-tokens tokens (tokens
    equal to float32's at the same position, and continuations identical from start to end).
-2. A model trained as a `vlmzoo compare` row: llava-1.5-tiny on the shapes task, the compare defaults
+2. A model trained as a `vlmzoo compare` row: the default preset (compare.DEFAULT_PRESET) on shapes, the compare defaults
    (task sizes, recipe, budget, seed), evaluated on the test split in float32, then quantised.
 
     PYTHONPATH=python python bench/quantized_accuracy.py [--prompts 32] [--new-tokens 32] [--skip-trained]
@@ -73,16 +73,16 @@ def small_preset(args) -> str:
 
 
 def trained_tiny(args) -> str:
-    from vlmzoo.compare import DEFAULT_BUDGET, DEFAULT_TASK_SIZES
+    from vlmzoo.compare import DEFAULT_BUDGET, DEFAULT_PRESET, DEFAULT_TASK_SIZES
     from vlmzoo.data import make_task
     from vlmzoo.recipes import DEFAULT_RECIPE, train_for_task
 
     task = make_task("shapes", seed=0, image_size=64, **DEFAULT_TASK_SIZES)
     start = time.perf_counter()
-    model, result = train_for_task("llava-1.5-tiny", task, DEFAULT_BUDGET, DEFAULT_RECIPE, seed=0, progress=False)
+    model, result = train_for_task(DEFAULT_PRESET, task, DEFAULT_BUDGET, DEFAULT_RECIPE, seed=0, progress=False)
     minutes = (time.perf_counter() - start) / 60
     model.eval()
-    rows = [f"llava-1.5-tiny trained on shapes as a compare row (budget {DEFAULT_BUDGET}, recipe {DEFAULT_RECIPE}, "
+    rows = [f"{DEFAULT_PRESET} trained on shapes as a compare row (budget {DEFAULT_BUDGET}, recipe {DEFAULT_RECIPE}, "
             f"seed 0, {len(result.losses)} steps, {minutes:.1f} min), test split:", "",
             "| format | accuracy | per kind | answers equal to float32's |", "|---|---:|---|---:|"]
     predictions = {}

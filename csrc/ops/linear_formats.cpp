@@ -1,6 +1,30 @@
 #include "ops/linear_formats.h"
 
+#include <ATen/native/CPUBlas.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
 namespace vlmzoo::ops {
+
+namespace {
+std::atomic<bool>& bf16_amx_switch() {
+  static std::atomic<bool> on{[] {
+    const char* env = std::getenv("VLMZOO_BF16_AMX");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }()};
+  return on;
+}
+}  // namespace
+
+void set_bf16_amx(bool enabled) { bf16_amx_switch().store(enabled); }
+
+bool bf16_amx() {
+  // could_pack(bf16) is oneDNN's "this CPU has AMX-BF16" for torch's brgemm.
+  static const bool available = at::native::cpublas::could_pack(at::kBFloat16);
+  return available && bf16_amx_switch().load();
+}
 
 at::Tensor pack_panels(const at::Tensor& w, int64_t cols, int64_t group) {
   const int64_t n = w.size(0), k = w.size(1);

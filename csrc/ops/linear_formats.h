@@ -25,6 +25,14 @@ constexpr int64_t kInt8MaxInFeatures = 65536;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// linear_bf16 on a CPU with AMX-BF16 tiles: more than kBf16ExactRows rows (prefill) multiply on the tiles,
+// the activations rounded to bfloat16 once (products exact, float32 accumulation), as oneDNN's bf16 matmul
+// does: 3-4x the float32 FMA rate there. Up to kBf16ExactRows rows (decode), without AMX, or with the
+// switch off, the weights are widened and the arithmetic is float32 (F.linear(x, w.float()) up to order).
+constexpr int64_t kBf16ExactRows = 32;
+void set_bf16_amx(bool enabled);  // on by default; VLMZOO_BF16_AMX=0 in the environment starts it off
+bool bf16_amx();                  // the switch is on and oneDNN's brgemm has AMX-BF16 on this CPU
+
 // w: [N, K] -> [ceil(N / cols), ceil(K / group), cols, group] in w's dtype (see the formula above).
 at::Tensor pack_panels(const at::Tensor& w, int64_t cols, int64_t group);
 // The inverse: packed -> [out_features, in_features].

@@ -1,6 +1,9 @@
 """Quantised inference: every linear layer of a model (csrc/nn/linear.h, nn::Linear) stored as
 
   "bf16"  bfloat16 weights packed once, float32 arithmetic (vlmzoo::linear_bf16): half the bytes of float32;
+          on a CPU with AMX-BF16 tiles, a linear over more than 32 rows (prefill) rounds its input to bfloat16
+          and multiplies on the tiles instead (float32 accumulation, as oneDNN's bf16 matmul), several times
+          faster; `set_bf16_amx(False)` keeps float32 arithmetic everywhere (`bf16_amx()` says which runs);
   "int8"  int8 weights per output channel, activations quantised per token at run time, int32 accumulation,
           float32 epilogue (vlmzoo::linear_int8): a quarter of the bytes, about 3x float32's arithmetic rate
           on AVX512-VNNI.
@@ -23,6 +26,17 @@ from . import _C
 FORMATS = ("bf16", "int8")
 # The parameter that replaces a linear's `weight` in each format: how a state dict shows its format.
 PACKED_WEIGHT = {"bf16": "weight_bf16", "int8": "weight_int8"}
+
+
+def set_bf16_amx(enabled: bool) -> None:
+    """Process-wide: whether bf16 linears over more than 32 rows run on AMX tiles where the CPU has them
+    (activations rounded to bfloat16). On by default; VLMZOO_BF16_AMX=0 in the environment starts it off."""
+    _C.set_bf16_amx(bool(enabled))
+
+
+def bf16_amx() -> bool:
+    """True when bf16 linears over more than 32 rows run on AMX tiles: the switch is on and the CPU has AMX-BF16."""
+    return bool(_C.bf16_amx())
 
 
 def weight_format(model: Any) -> str:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
+import vlmzoo._C  # (registers torch.ops.vlmzoo)
 from test_ops import assert_grads_match, check_op, double, rand
 from test_ops_isa import DRIVER, run_python
 
@@ -30,6 +30,19 @@ LAYOUTS = ["contiguous", "transposed", "strided_rows", "strided_last"]
 @pytest.fixture(autouse=True)
 def seed(request):
     torch.manual_seed(hash(request.node.name) % 2**31)
+
+
+@pytest.fixture(autouse=True)
+def float32_bf16_path():
+    # linear_bf16's float32-arithmetic kernels; the AMX tests below switch the tiles on themselves.
+    vlmzoo._C.set_bf16_amx(False)
+    yield
+    vlmzoo._C.set_bf16_amx(True)
+
+
+def amx_on() -> bool:
+    vlmzoo._C.set_bf16_amx(True)
+    return vlmzoo._C.bf16_amx()
 
 
 def int8_parts(w):
@@ -92,6 +105,51 @@ def test_linear_bf16_prefill_size():
     x, w, bias = rand(600, 768), rand(256, 768), rand(256)
     out = ops.linear_bf16(x, ops.pack_linear_bf16(w), 256, bias)
     torch.testing.assert_close(out, F.linear(x, w.bfloat16().float(), bias), atol=1e-4, rtol=1e-4)
+
+
+# ---- linear_bf16 on AMX tiles (CPUs with AMX-BF16; names kept out of the forced-ISA subset below) ----
+
+
+@pytest.mark.parametrize("m,k,n", [(33, 7, 5), (40, 2051, 70), (77, 45, 129), (150, 200, 130), (600, 768, 256)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_amx_bf16_many_rows_multiply_activations_rounded_to_bf16(m, k, n, with_bias):
+    if not amx_on():
+        pytest.skip("this CPU has no AMX-BF16 (or oneDNN does not use it)")
+    x, w = rand(m, k), rand(n, k)
+    bias = rand(n) if with_bias else None
+    out = ops.linear_bf16(x, ops.pack_linear_bf16(w), n, bias)
+    # The bf16 products are exact in float32: only the summation order differs from this reference.
+    atol = 1e-4 * max(1.0, (k / 256) ** 0.5)
+    torch.testing.assert_close(out, F.linear(x.bfloat16().float(), w.bfloat16().float(), bias), atol=atol, rtol=1e-4)
+    # ... and the tiles really ran: the float32-arithmetic result is further away than summation order.
+    exact = F.linear(x, w.bfloat16().float(), bias)
+    assert (out - exact).abs().max() > 10 * atol
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_amx_bf16_takes_strided_rows(layout):
+    if not amx_on():
+        pytest.skip("this CPU has no AMX-BF16 (or oneDNN does not use it)")
+    x, w = rand(3, 40, 37, layout=layout), rand(45, 37)
+    out = ops.linear_bf16(x, ops.pack_linear_bf16(w), 45, None)
+    torch.testing.assert_close(out, F.linear(x.bfloat16().float(), w.bfloat16().float()), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("m", [1, 7, 32])
+def test_amx_bf16_few_rows_keep_float32_arithmetic(m):
+    if not amx_on():
+        pytest.skip("this CPU has no AMX-BF16 (or oneDNN does not use it)")
+    x, w, bias = rand(m, 300), rand(70, 300), rand(70)
+    out = ops.linear_bf16(x, ops.pack_linear_bf16(w), 70, bias)
+    torch.testing.assert_close(out, F.linear(x, w.bfloat16().float(), bias), atol=1.2e-4, rtol=1e-4)
+
+
+def test_amx_bf16_switch_off_gives_float32_arithmetic_for_many_rows():
+    x, w = rand(100, 300), rand(70, 300)
+    vlmzoo._C.set_bf16_amx(False)
+    assert not vlmzoo._C.bf16_amx()
+    out = ops.linear_bf16(x, ops.pack_linear_bf16(w), 70, None)
+    torch.testing.assert_close(out, F.linear(x, w.bfloat16().float()), atol=1.2e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

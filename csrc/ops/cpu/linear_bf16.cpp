@@ -7,6 +7,8 @@
 //   register tile over it for every row tile, so the widening cost is shared by all rows. The tile is
 //   6 rows x 64 columns on AVX-512 (each x element feeds 4 FMAs: x is read straight from its rows,
 //   unpacked, and 12 x 32 tiles measured 30% slower on those reads).
+//   Many rows on a CPU with AMX-BF16 (ops/linear_formats.h, bf16_amx): x is rounded to bfloat16 once and
+//   oneDNN's brgemm multiplies it with each panel on the tiles: the panels are already its VNNI layout.
 #include "ops/cpu/vec.h"
 // (vec.h first: it selects the instruction set for this file)
 #include "ops/cpu/kernel_util.h"
@@ -170,6 +172,37 @@ inline void with_rows(int rows, const F& f) {
   f(std::integral_constant<int, R>{});
 }
 
+#ifdef VLMZOO_VEC_AVX512
+// The AMX path: tasks are (panel, chunk of kAmxRows rows); each brgemm writes [rows][64] floats to a
+// scratch tile, then the bias is added and the valid columns stored.
+constexpr int64_t kAmxRows = 32;
+void amx_rows(const at::Tensor& x, const c10::BFloat16* packed, int64_t panels, int64_t n, const float* bp, float* op) {
+  const int64_t m = x.size(0), k = x.size(1), kp = ceil_div(k, kBf16Group) * kBf16Group;
+  // Rounded to nearest even, zero-padded to the packing's even K (the padded weight row is zero too).
+  const auto xb = at::constant_pad_nd(x.to(at::kBFloat16), {0, kp - k}).contiguous();
+  const c10::BFloat16* xbp = xb.data_ptr<c10::BFloat16>();
+  const int64_t chunks = ceil_div(m, kAmxRows), panel_elems = kp * kCols;
+  at::parallel_for(0, panels * chunks, 1, [&](int64_t begin, int64_t end) {
+    float* tile = scratch<float>(kAmxRows * kCols);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t p = t / chunks, r0 = (t % chunks) * kAmxRows, rows = std::min(kAmxRows, m - r0);
+      const int64_t valid = std::min(kCols, n - p * kCols);
+      gemm(rows, kCols, kp, xbp + r0 * kp, kp, packed + p * panel_elems, kCols, tile, kCols, /*add=*/false);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* dst = op + (r0 + r) * n + p * kCols;
+        const float* src = tile + r * kCols;
+        if (bp) {
+          for (int64_t c = 0; c < valid; ++c) dst[c] = src[c] + bp[p * kCols + c];
+        } else {
+          std::copy(src, src + valid, dst);
+        }
+      }
+    }
+    at::native::cpublas::brgemm_release(/*is_vnni=*/true);  // hand the AMX tiles back
+  });
+}
+#endif
+
 }  // namespace
 
 // x: [M, K] float32, unit stride along K; packed: [ceil(N / 64), ceil(K / 2), 64, 2] bfloat16.
@@ -200,6 +233,12 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, int64_t ou
     });
     return out;
   }
+#ifdef VLMZOO_VEC_AVX512
+  if (m > kBf16ExactRows && bf16_amx()) {
+    amx_rows(x, packed.data_ptr<c10::BFloat16>(), panels, n, bp, op);
+    return out;
+  }
+#endif
   // Tasks are (panel, row chunk), panel-major: a thread's consecutive tasks share a widened panel.
   // Row chunks only split the rows when there are too few panels to keep every thread busy.
   const int64_t threads = at::get_num_threads();
