@@ -182,16 +182,22 @@ def stage_plan(recipe: Recipe, total_steps: int) -> list[tuple[Recipe, int]]:
 
 
 def train_in_stages(model: "Model", task: "Task", recipe: Recipe, total_steps: int, explicit: Mapping[str, Any],
-                    seed: int = 0, progress: bool = True, desc: str | None = None) -> "TrainResult":
+                    seed: int = 0, progress: bool = True, desc: str | None = None,
+                    on_step: Callable[["Model", int, int], None] | None = None) -> "TrainResult":
     """Trains the recipe's stages one after the other (each its own schedule) and returns one
     TrainResult: losses of every step, FLOPs summed, the stages listed in extra["stages"]. Options
-    the caller gave explicitly apply to every stage."""
+    the caller gave explicitly apply to every stage. on_step sees the steps of all stages counted
+    together: (model, steps done since the first stage began, total_steps)."""
     from .train import TrainResult, train
 
-    results = []
+    results, done = [], 0
     for stage, steps in stage_plan(recipe, total_steps):
-        results.append(train(model, task, steps, recipe=stage, seed=seed, progress=progress,
+        hook = None
+        if on_step is not None:
+            hook = (lambda offset: lambda m, step, _: on_step(m, offset + step, total_steps))(done)
+        results.append(train(model, task, steps, recipe=stage, seed=seed, progress=progress, on_step=hook,
                              desc=f"{desc or model.name} {stage.name}", **{k: v for k, v in explicit.items() if v is not None}))
+        done += steps
     wall = sum(r.wall_time_s for r in results)
     examples = sum(r.steps * r.batch_size for r in results)
     flops = sum(r.train_flops for r in results)

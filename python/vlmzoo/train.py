@@ -327,7 +327,8 @@ def train(
     if chosen.stages and resume_from is None:  # e.g. LLaVA's align then instruct (vlmzoo.recipes)
         from .recipes import train_in_stages
 
-        return train_in_stages(model, task, chosen, total_steps, explicit, seed=seed, progress=progress, desc=desc)
+        return train_in_stages(model, task, chosen, total_steps, explicit, seed=seed, progress=progress, desc=desc,
+                               on_step=on_step)
     batch_size, lr, weight_decay, warmup = chosen.batch_size, chosen.lr, chosen.weight_decay, chosen.warmup
     min_lr_ratio, max_grad_norm, caption_fraction = chosen.min_lr_ratio, chosen.max_grad_norm, chosen.caption_fraction
     slots = trainable_slots(model, chosen.trainable)

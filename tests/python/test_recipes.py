@@ -61,6 +61,15 @@ def test_explicit_arguments_override_the_recipe(task):
     assert stage1.trainable_slots == ("abstractor",) and stage1.extra["recipe"]["name"] == "stage1"
 
 
+def test_a_staged_recipe_reports_every_step_to_on_step_counted_across_stages(task):
+    # compare's learning curves hang on on_step: a two-stage recipe must call it for all its steps.
+    seen = []
+    result = train(vlmzoo.build(PRESET), task, 4, recipe=RECIPES["llava"]["pretrained"], batch_size=2, progress=False,
+                   on_step=lambda model, done, total: seen.append((done, total)))
+    assert [s["steps"] for s in result.extra["stages"]] == [1, 3]
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
 def test_an_unknown_recipe_is_named():
     with pytest.raises(ValueError, match=r"recipe 'fast' is not defined for family 'llava'; recipes: pretrained, scratch, stage1"):
         recipe_for("llava", "fast")
