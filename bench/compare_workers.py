@@ -2,7 +2,9 @@
 one 2-thread worker (the default on 2 cores), the same runs, rounds interleaved so that changing load
 from other processes hits both; prints wall times, their ratio, CPU seconds and the load average.
 
-    python bench/compare_workers.py --steps 10 --rounds 2
+    python bench/compare_workers.py --steps 200 --rounds 2
+
+The runs are the first two models of compare's default set (compare.default_configs()).
 """
 from __future__ import annotations
 
@@ -14,20 +16,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-import vlmzoo  # noqa: E402
-from vlmzoo.compare import compare  # noqa: E402
+from vlmzoo.compare import compare, default_configs  # noqa: E402
 from vlmzoo.data import make_task  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run (batches of 32)")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run (batches of 32)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     task = make_task("shapes", seed=0, n_train=2000, n_val=0, n_test=48)
-    preset = vlmzoo.load_config("llava-1.5-tiny")
-    configs = [preset, {**preset, "name": "linear", "abstractor": {"kind": "linear"}}]
+    configs = default_configs()[:2]
     settings = [(1, args.cores), (args.cores, 1)]  # (workers, threads per worker)
     times: dict[tuple[int, int], list[float]] = {s: [] for s in settings}
     print(f"{len(configs)} runs of {args.steps} steps each, {args.rounds} rounds; load before: {os.getloadavg()}")

@@ -21,8 +21,10 @@ DEFAULT_PRESET = "llava-1.5-micro"
 # The micro LLaVA preset and variants that each differ from it in one slot. Why micro and not tiny: at a
 # budget that fits the default run (3.5e12 FLOPs per model), the tiny LLaVA (4-layer, 256-wide Llama,
 # 64 visual tokens) trains 72 steps and stays at chance (pool-2 variant: 44.0%, chance 42.8%), while the
-# micro one (2-layer, 128-wide, 16 tokens) trains 1,650 steps of 16 and reaches 63.5% (one seed each, /tmp
-# experiments of 2026-12-05, in the issue-9 note): under a small budget a smaller model trained longer wins.
+# micro one (2-layer, 128-wide, 16 tokens) trains 826 steps of 32 and reaches 63.2% +- 1.5 (3 seeds; the
+# experiments are in the issue-9 note of 2026-12-05): under a small budget a smaller model trained longer wins.
+# 75% is not reached: the micro LLaVA with a linear projector gives 67.5%, 67.2%, 68.8%, 68.8% at 1x, 2x, 4x
+# and 8x this budget (one seed); position questions stay at chance in every design tried.
 DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
     "llava-micro": {},  # CLIP-style ViT, features of layer -2, 2x2 average pool + MLP projector: 16 tokens
     "llava-micro/linear": {"abstractor": {"kind": "pool", "stride": 2, "depth": 1}},  # one linear projection
@@ -41,10 +43,11 @@ DEFAULT_TASK = "shapes"
 FULL_TASKS = ("shapes", "digits")
 DEFAULT_SEEDS, FULL_SEEDS = 3, 5
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
-DEFAULT_BUDGET = "3.5e12flops"  # ~1,650 steps of 16 / 825 of 32 for the micro preset
+DEFAULT_BUDGET = "3.5e12flops"  # 826 steps of 32 for the micro preset
 DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 4, 48
-# Two 1-thread worker processes beat one 2-thread process on 2 cores (bench/compare_workers.py, 2 runs of
-# 10 steps, load ~24 from other jobs: 295 s vs 881 s wall, 9.7 vs 47 CPU s per run: idle OpenMP threads spin).
+# Two 1-thread worker processes beat one 2-thread process on 2 cores: bench/compare_workers.py on an idle
+# machine (2026-12-05, the default set's first two models, 200 steps each, 2 interleaved rounds): 28.2 s vs
+# 34.8 s wall (0.81x); under load ~24 from other jobs (10 steps of the tiny preset) 295 s vs 881 s.
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 # The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
