@@ -1,6 +1,8 @@
 // The packed-weight linear kernels of every CPU copy (AVX-512 and AVX2 on an AVX-512 machine), called
 // directly, against plain loops over the unpacked weights; and the C++ entry points through the dispatcher.
 #include <gtest/gtest.h>
+#include <cmath>
+#include <algorithm>
 #include <torch/torch.h>
 
 #include "ops/cpu/dispatch.h"
@@ -35,8 +37,15 @@ struct Shape {
 };
 const Shape kShapes[] = {{1, 7, 5}, {2, 64, 64}, {3, 67, 130}, {7, 33, 97}, {40, 45, 70}, {13, 200, 1}, {40, 2051, 70}};
 
+// Switches linear_bf16's AMX prefill path (ops/linear_formats.h) for one scope, restoring the default (on).
+struct Bf16Amx {
+  explicit Bf16Amx(bool on) { vlmzoo::ops::set_bf16_amx(on); }
+  ~Bf16Amx() { vlmzoo::ops::set_bf16_amx(true); }
+};
+
 TEST(LinearKernelCopies, Bf16OfEverySupportedCopyMatchesPlainLoops) {
   using namespace vlmzoo::ops::cpu;
+  const Bf16Amx float32_arithmetic(false);  // the widening kernels; the AMX path has its own test below
   torch::manual_seed(21);
   int tested = 0;
   for (Isa isa : supported_isas()) {
@@ -57,6 +66,25 @@ TEST(LinearKernelCopies, Bf16OfEverySupportedCopyMatchesPlainLoops) {
 #else
   EXPECT_GE(tested, 0);
 #endif
+}
+
+TEST(LinearKernelCopies, Bf16OnAmxMultipliesActivationsRoundedToBf16) {
+  using namespace vlmzoo::ops::cpu;
+  const Bf16Amx tiles(true);
+  if (!vlmzoo::ops::bf16_amx()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  const Kernels* kernels = kernels_for(Isa::avx512);
+  ASSERT_NE(kernels, nullptr);
+  torch::manual_seed(23);
+  for (const auto& s : kShapes) {
+    SCOPED_TRACE("m " + std::to_string(s.m) + " k " + std::to_string(s.k) + " n " + std::to_string(s.n));
+    auto x = torch::randn({s.m, s.k}), w = torch::randn({s.n, s.k}), bias = torch::randn({s.n});
+    auto out = kernels->linear_bf16(x, vlmzoo::ops::pack_linear_bf16(w), s.n, bias).to(torch::kFloat64);
+    // More than kBf16ExactRows rows: x rounded to bf16 (the products are then exact); fewer: float32 x.
+    const bool tiles_used = s.m > vlmzoo::ops::kBf16ExactRows;
+    auto expected = naive_linear(tiles_used ? x.to(torch::kBFloat16) : x, w.to(torch::kBFloat16), bias);
+    const double atol = 1e-4 * std::max(1.0, std::sqrt(s.k / 256.0));
+    EXPECT_TRUE(torch::allclose(out, expected, 1e-4, atol));
+  }
 }
 
 TEST(LinearKernelCopies, Int8MatchesTheReferenceExactlyUpToFloatRounding) {
