@@ -3,11 +3,14 @@
 Bounds, as relative Frobenius errors of the outputs against the same model in float32 (tiny presets,
 random weights with the transformers-style init):
   bf16  2%: each weight is rounded to 8 significant bits (relative error <= 2^-9 = 0.2%); the errors of
-        independent weights average out within a dot product and add up over a few layers.
+        independent weights average out within a dot product and add up over a few layers. On a CPU
+        with AMX, a prefill of more than 32 rows rounds the activations to bf16 as well (the same size
+        of error again, on the other operand).
   int8  15%: weights are rounded to 1/127 of their row's largest magnitude and activations to 1/255 of
         their row's range (per-layer error ~1-3%, bench/RESULTS.md); tiny random models have a few
         layers whose errors add, and nearly tied logits near zero inflate the relative error.
-On llava-1.5-small, bench/quantized_accuracy.py measured bf16 0.61% and int8 3.63% (bench/RESULTS.md).
+On llava-1.5-small, bench/quantized_accuracy.py measured bf16 0.61% (0.75% with the AMX prefill) and int8
+3.63% (bench/RESULTS.md).
 """
 from __future__ import annotations
 
