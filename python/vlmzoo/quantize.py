@@ -35,7 +35,8 @@ def set_bf16_amx(enabled: bool) -> None:
 
 
 def bf16_amx() -> bool:
-    """True when bf16 linears over more than 32 rows run on AMX tiles: the switch is on and the CPU has AMX-BF16."""
+    """True when bf16 linears over more than 32 rows run on AMX tiles: the switch is on and the CPU has AMX-BF16
+    (the AVX-512 kernels use them; a process forced to a lower level with VLMZOO_CPU_ISA stays float32)."""
     return bool(_C.bf16_amx())
 
 
