@@ -110,12 +110,15 @@ def test_compare_checks_configs_and_budget_before_training(task):
 
 def test_a_worker_process_reports_its_own_peak_memory_not_its_parents():
     # Linux hands a parent's ru_maxrss to a child started by fork + exec; compare's workers are such children.
+    import os
     import subprocess
     import sys
 
     ballast = bytearray(1500 * 2**20)
     ballast[:: 4096] = b"\x01" * len(ballast[:: 4096])  # touch every page: 1.5 GiB resident here
     code = "from vlmzoo.compare import _peak_rss_mib; print(_peak_rss_mib())"
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # finds vlmzoo as we do
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert child.returncode == 0, child.stderr[-2000:]
     assert float(child.stdout) < 1000, child.stdout  # importing vlmzoo (torch) takes ~300 MiB
     del ballast
