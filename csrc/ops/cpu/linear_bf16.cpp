@@ -174,29 +174,23 @@ inline void with_rows(int rows, const F& f) {
 
 #ifdef VLMZOO_VEC_AVX512
 // The AMX path: tasks are (panel, chunk of kAmxRows rows); each brgemm writes [rows][64] floats to a
-// scratch tile, then the bias is added and the valid columns stored.
+// scratch tile, which store_tile adds the bias to and stores.
 constexpr int64_t kAmxRows = 32;
 void amx_rows(const at::Tensor& x, const c10::BFloat16* packed, int64_t panels, int64_t n, const float* bp, float* op) {
   const int64_t m = x.size(0), k = x.size(1), kp = ceil_div(k, kBf16Group) * kBf16Group;
   // Rounded to nearest even, zero-padded to the packing's even K (the padded weight row is zero too).
-  const auto xb = at::constant_pad_nd(x.to(at::kBFloat16), {0, kp - k}).contiguous();
+  auto xb = x.to(at::kBFloat16);
+  if (kp != k) xb = at::constant_pad_nd(xb, {0, kp - k});
+  xb = xb.contiguous();
   const c10::BFloat16* xbp = xb.data_ptr<c10::BFloat16>();
   const int64_t chunks = ceil_div(m, kAmxRows), panel_elems = kp * kCols;
   at::parallel_for(0, panels * chunks, 1, [&](int64_t begin, int64_t end) {
     float* tile = scratch<float>(kAmxRows * kCols);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p = t / chunks, r0 = (t % chunks) * kAmxRows, rows = std::min(kAmxRows, m - r0);
-      const int64_t valid = std::min(kCols, n - p * kCols);
       gemm(rows, kCols, kp, xbp + r0 * kp, kp, packed + p * panel_elems, kCols, tile, kCols, /*add=*/false);
-      for (int64_t r = 0; r < rows; ++r) {
-        float* dst = op + (r0 + r) * n + p * kCols;
-        const float* src = tile + r * kCols;
-        if (bp) {
-          for (int64_t c = 0; c < valid; ++c) dst[c] = src[c] + bp[p * kCols + c];
-        } else {
-          std::copy(src, src + valid, dst);
-        }
-      }
+      store_tile(tile, static_cast<int>(rows), bp ? bp + p * kCols : nullptr, op + r0 * n + p * kCols, n,
+                 std::min(kCols, n - p * kCols));
     }
     at::native::cpublas::brgemm_release(/*is_vnni=*/true);  // hand the AMX tiles back
   });
