@@ -74,19 +74,13 @@ def main() -> None:
 
 
 def _step_flops(config, batch: int) -> float:
-    """Training FLOPs of one step, counted as vlmzoo.train counts them (train_flops_per_example's rule:
-    a trained slot 3x its forward, a frozen slot downstream of a trained one 2x, the frozen tower 1x)."""
+    """Training FLOPs of one step, counted as vlmzoo.train counts them (projector + LLM train)."""
     from train_vs_transformers import TEXT_TOKENS
     from vlmzoo.info import forward_flops
-    from vlmzoo.model import SLOTS
+    from vlmzoo.train import flops_with_backward
 
     forward = forward_flops(config, text_tokens=TEXT_TOKENS, images=1)
-    trainable = ("abstractor", "llm")
-    total = 0
-    for i, slot in enumerate(SLOTS):
-        upstream = any(s in trainable for s in SLOTS[:i])
-        total += forward.get(slot, 0) * (1 + (slot in trainable) + upstream)
-    return float(total * batch)
+    return float(flops_with_backward(forward, ("abstractor", "llm")) * batch)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -132,7 +132,12 @@ def train_flops_per_example(config: dict[str, Any], task: Task, caption_fraction
     text = mean_text_tokens(task, "train")
     if caption_fraction > 0:
         text = (1 - caption_fraction) * text + caption_fraction * mean_text_tokens(task, "captions")
-    forward = forward_flops(config, text_tokens=round(text), images=1)
+    return flops_with_backward(forward_flops(config, text_tokens=round(text), images=1), trainable)
+
+
+def flops_with_backward(forward: Mapping[str, int], trainable: Sequence[str]) -> int:
+    """Training FLOPs from each slot's forward FLOPs (forward_flops): a slot costs its forward, one more for
+    its weight gradients when it trains, one more for its input gradients when a slot upstream trains."""
     total = 0
     for i, slot in enumerate(SLOTS):
         upstream_trains = any(s in trainable for s in SLOTS[:i])
