@@ -192,9 +192,8 @@ def train_in_stages(model: "Model", task: "Task", recipe: Recipe, total_steps: i
 
     results, done = [], 0
     for stage, steps in stage_plan(recipe, total_steps):
-        hook = None
-        if on_step is not None:
-            hook = (lambda offset: lambda m, step, _: on_step(m, offset + step, total_steps))(done)
+        # Called only while this stage trains, so `done` holds the steps of the stages before it.
+        hook = None if on_step is None else (lambda m, step, _stage_total: on_step(m, done + step, total_steps))
         results.append(train(model, task, steps, recipe=stage, seed=seed, progress=progress, on_step=hook,
                              desc=f"{desc or model.name} {stage.name}", **{k: v for k, v in explicit.items() if v is not None}))
         done += steps
