@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-from vlmzoo.compare import compare, default_configs  # noqa: E402
+from vlmzoo.study.compare import compare, default_configs  # noqa: E402
 from vlmzoo.data import make_task  # noqa: E402
 
 

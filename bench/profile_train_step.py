@@ -76,8 +76,8 @@ def main() -> None:
 def _step_flops(config, batch: int) -> float:
     """Training FLOPs of one step, counted as vlmzoo.train counts them (projector + LLM train)."""
     from train_vs_transformers import TEXT_TOKENS
-    from vlmzoo.info import forward_flops
-    from vlmzoo.train import flops_with_backward
+    from vlmzoo.models.info import forward_flops
+    from vlmzoo.training.train import flops_with_backward
 
     forward = forward_flops(config, text_tokens=TEXT_TOKENS, images=1)
     return float(flops_with_backward(forward, ("abstractor", "llm")) * batch)

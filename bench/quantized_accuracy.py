@@ -73,9 +73,10 @@ def small_preset(args) -> str:
 
 
 def trained_tiny(args) -> str:
-    from vlmzoo.compare import DEFAULT_BUDGET, DEFAULT_PRESET, DEFAULT_TASK_SIZES
+    from vlmzoo.study.compare import DEFAULT_BUDGET, DEFAULT_PRESET, DEFAULT_TASK_SIZES
     from vlmzoo.data import make_task
-    from vlmzoo.recipes import DEFAULT_RECIPE, train_for_task
+    from vlmzoo.training.recipes import DEFAULT_RECIPE
+    from vlmzoo.training.rows import train_for_task
 
     task = make_task("shapes", seed=0, image_size=64, **DEFAULT_TASK_SIZES)
     start = time.perf_counter()

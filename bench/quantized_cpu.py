@@ -85,7 +85,7 @@ def main() -> None:
              "ours int8": copy.deepcopy(base).quantize("int8")}
     dtypes = {name: torch.float32 for name in impls}
     if not args.no_transformers:
-        from vlmzoo.convert.export_hf import save_llava_for_transformers
+        from vlmzoo.families.export import save_llava_for_transformers
 
         with tempfile.TemporaryDirectory() as folder:
             save_llava_for_transformers(base, folder)

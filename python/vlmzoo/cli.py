@@ -7,6 +7,25 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import skimage.data
+import torch
+from PIL import Image
+from rich.table import Table
+
+from vlmzoo.config.presets import presets
+from vlmzoo.config.towers import TOWERS, tower
+from vlmzoo.data import SAMPLE_IMAGE_NAMES, TASKS
+from vlmzoo.data.tasks import CAPTION_QUESTION
+from vlmzoo.families import AutoProcessor, LlavaProcessor, from_pretrained, load_image_file
+from vlmzoo.models.info import info
+from vlmzoo.study.compare import (DEFAULT_BUDGET, DEFAULT_CURVE_POINTS, DEFAULT_SEEDS, DEFAULT_TASK,
+                                  DEFAULT_TASK_SIZES, DEFAULT_WORKERS, FULL_SEEDS, FULL_TASKS, compare,
+                                  default_configs, wide_console)
+from vlmzoo.training.pretraining import pretrain
+from vlmzoo.training.recipes import DEFAULT_RECIPE, RECIPES
+from vlmzoo.training.rows import build
+
 USAGE_ERROR = 2
 INFO_TEXT_TOKENS = 64
 
@@ -23,12 +42,6 @@ def _millions(n: int) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from .compare import wide_console
-    from .info import info
-    from .presets import presets
-
     names = args.configs or presets()
     rows = [info(name, text_tokens=args.text_tokens) for name in names]  # resolve all first: errors before output
     table = Table(title=f"vlmzoo info (forward FLOPs: 1 image + {args.text_tokens} text tokens)")
@@ -41,13 +54,16 @@ def cmd_info(args: argparse.Namespace) -> int:
             _millions(p["abstractor"]), _millions(p["llm"]), str(row["visual_tokens_per_image"]),
             f"{row['forward_flops']['total'] / 1e9:,.2f}",
         )
-    wide_console().print(table)
+    console = wide_console()
+    console.print(table)
+    for name, row in zip(names, rows):
+        for slot, record in row["sources"].items():  # where each slot taken from elsewhere comes from
+            at = f" at revision {record['revision']}" if "revision" in record else ""
+            console.print(f"{row['name'] or name}: {slot} from {record['from']}{at}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import DEFAULT_SEEDS, FULL_SEEDS, FULL_TASKS, compare, default_configs
-
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
     seeds = args.seeds if args.seeds is not None else (FULL_SEEDS if args.full else DEFAULT_SEEDS)
     configs = args.configs or (default_configs(full=True) if args.full else None)
@@ -63,9 +79,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .pretraining import pretrain
-    from .towers import tower
-
     if args.tower:
         t = tower(args.tower, "--tower")
         config, task, budget, seed = t.preset, t.task, t.budget, t.seed
@@ -83,10 +96,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def _load_for_generate(target: str):
     """(model, processor) for a checkpoint folder (Hugging Face, or vlmzoo's with its word tokenizer)
     or a preset/JSON config (random weights, the built-in shapes vocabulary)."""
-    from .loading import from_pretrained
-    from .model import build
-    from .processing import AutoProcessor
-
     path = Path(target)
     model = from_pretrained(path) if path.is_dir() else build(target)
     processor = AutoProcessor.from_pretrained(target)
@@ -101,17 +110,9 @@ def _load_for_generate(target: str):
 
 def _open_image(image: str):
     """A PIL image from a file path or the name of a bundled scikit-image sample (full size)."""
-    import numpy as np
-    from PIL import Image
-
-    from .data import SAMPLE_IMAGE_NAMES
-    from .processing import load_image_file
-
     if Path(image).is_file():
         return load_image_file(image)
     if image in SAMPLE_IMAGE_NAMES:
-        import skimage.data
-
         return Image.fromarray(np.asarray(getattr(skimage.data, image)())).convert("RGB")
     raise FileNotFoundError(f"--image {image!r} is neither an image file nor a bundled sample "
                             f"({', '.join(SAMPLE_IMAGE_NAMES)})")
@@ -126,14 +127,11 @@ def _prompt_text(processor, prompt: str) -> str:
     if getattr(processor, "chat_template", None):
         chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return processor.apply_chat_template(chat, add_generation_prompt=True)
-    from .processing import LlavaProcessor
 
     return f"{image_token}\n{prompt}" if isinstance(processor, LlavaProcessor) else prompt
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import torch
-
     model, processor = _load_for_generate(args.model)
     if args.quantize:
         model.quantize(args.quantize)
@@ -173,12 +171,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .compare import (DEFAULT_BUDGET, DEFAULT_CURVE_POINTS, DEFAULT_SEEDS, DEFAULT_TASK, DEFAULT_TASK_SIZES,
-                          DEFAULT_WORKERS, FULL_SEEDS, FULL_TASKS)
-    from .recipes import DEFAULT_RECIPE, RECIPES
-    from .data import SAMPLE_IMAGE_NAMES, TASKS
-    from .data.tasks import CAPTION_QUESTION
-
     parser = _Parser(prog="vlmzoo", description="vision-language models assembled in C++ from JSON configs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -223,7 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(run=cmd_compare)
 
-    from .towers import TOWERS
 
     pretrain = sub.add_parser("pretrain", help="pretrain a tiny CLIP/SigLIP or language model on a task (cached)")
     pretrain.add_argument("config", nargs="?", default="clip-tiny", metavar="CONFIG",

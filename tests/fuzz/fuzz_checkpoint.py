@@ -144,8 +144,8 @@ def main() -> None:
     import atheris
     import torch
 
-    from vlmzoo.convert.checkpoint import read_safetensors_folder
-    from vlmzoo.convert.validate import load_into
+    from vlmzoo.models.checkpoint import read_safetensors_folder
+    from vlmzoo.models.validate import load_into
 
     torch.set_num_threads(1)
     # The payload seed names its marker relative to the working folder: work in a fresh one.

@@ -90,7 +90,7 @@ def main() -> None:
 
     import vlmzoo  # noqa: F401  (loads libtorch before the extension)
     from vlmzoo import _C
-    from vlmzoo.info import parameter_counts
+    from vlmzoo.models.info import parameter_counts
 
     torch.set_num_threads(1)
     seeds = seed_texts()

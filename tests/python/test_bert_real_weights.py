@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from vlmzoo import _C
-from vlmzoo.convert.hf_bert import bert_encoder_state_dict
+from vlmzoo.families.common.bert import bert_encoder_state_dict
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch.utils.flop_counter import FlopCounterMode
 
 import vlmzoo
-from vlmzoo.convert.hf_blip2_parts import blip2_parts_state_dict, blip2_vision_config, qformer_config
+from vlmzoo.families.blip2.parts import blip2_parts_state_dict, blip2_vision_config, qformer_config
 
 transformers = pytest.importorskip("transformers")
 

@@ -7,8 +7,8 @@ import torch
 
 import vlmzoo
 from vlmzoo.data import make_task
-from vlmzoo.initialize import init_weights
-from vlmzoo.train import FAMILY_TRAINABLE, task_overrides, train
+from vlmzoo.models.initialize import init_weights
+from vlmzoo.training.train import FAMILY_TRAINABLE, task_overrides, train
 
 
 @pytest.fixture(scope="module")

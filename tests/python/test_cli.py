@@ -120,11 +120,11 @@ def test_generate_on_an_instructblip_folder_passes_the_instruction_to_the_qforme
     image_path = tmp_path / "coffee.png"
     Image.fromarray(skimage.data.coffee()).save(image_path)
     prompt = "what is in the photo ?"
-    import vlmzoo.model
+    import vlmzoo.models.model
 
     seen = {}
-    generate = vlmzoo.model.Model.generate
-    monkeypatch.setattr(vlmzoo.model.Model, "generate", lambda self, **kw: seen.update(kw) or generate(self, **kw))
+    generate = vlmzoo.models.model.Model.generate
+    monkeypatch.setattr(vlmzoo.models.model.Model, "generate", lambda self, **kw: seen.update(kw) or generate(self, **kw))
     assert main(["generate", str(tmp_path / "ckpt"), "--image", str(image_path), "--prompt", prompt,
                  "--max-new-tokens", "8", "--no-repeat-ngram-size", "2"]) == 0
     out = capsys.readouterr().out
@@ -140,7 +140,7 @@ def test_generate_on_an_instructblip_folder_passes_the_instruction_to_the_qforme
 def test_generate_on_a_folder_vlmzoo_training_wrote_speaks_its_task(tmp_path, capsys):
     import vlmzoo
     from vlmzoo.data import make_task, sample_image
-    from vlmzoo.train import task_overrides
+    from vlmzoo.training.train import task_overrides
 
     task = make_task("shapes", n_train=8, n_val=0, n_test=0, seed=0)
     model = vlmzoo.build("llava-1.5-tiny", **task_overrides(vlmzoo.load_config("llava-1.5-tiny"), task.tokenizer))

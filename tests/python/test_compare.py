@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.compare import DEFAULT_PRESET, TABLE_COLUMNS, compare, default_configs
+from vlmzoo.study.compare import DEFAULT_PRESET, TABLE_COLUMNS, compare, default_configs
 from vlmzoo.data import make_task
-from vlmzoo.evaluate import evaluate
-from vlmzoo.train import task_overrides
+from vlmzoo.training.evaluate import evaluate
+from vlmzoo.training.train import task_overrides
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_a_worker_process_reports_its_own_peak_memory_not_its_parents():
 
     ballast = bytearray(1500 * 2**20)
     ballast[:: 4096] = b"\x01" * len(ballast[:: 4096])  # touch every page: 1.5 GiB resident here
-    code = "from vlmzoo.compare import _peak_rss_mib; print(_peak_rss_mib())"
+    code = "from vlmzoo.study.compare import _peak_rss_mib; print(_peak_rss_mib())"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # finds vlmzoo as we do
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert child.returncode == 0, child.stderr[-2000:]

@@ -9,7 +9,7 @@ import torch
 
 import vlmzoo
 from dual_kind_cases import DUAL_KIND_CASES
-from vlmzoo.dual_encoder import DualEncoderModel
+from vlmzoo.models.dual_encoder import DualEncoderModel
 
 CASES = [(slot, kind) for slot, kinds in DUAL_KIND_CASES.items() for kind in kinds]
 IDS = [f"{s}-{k}" for s, k in CASES]
@@ -86,7 +86,7 @@ def test_temperature_and_bias_start_at_the_references_constants():
 
 
 def test_losses_are_clips_infonce_and_siglips_pairwise_sigmoid():
-    from vlmzoo.dual_encoder import sigmoid_contrastive_loss, softmax_contrastive_loss
+    from vlmzoo.models.dual_encoder import sigmoid_contrastive_loss, softmax_contrastive_loss
 
     logits = torch.randn(4, 4, generator=torch.Generator().manual_seed(3))
     targets = torch.arange(4)

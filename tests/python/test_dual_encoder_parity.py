@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.dual_encoder import DualEncoderModel
+from vlmzoo.models.dual_encoder import DualEncoderModel
 
 transformers = pytest.importorskip("transformers")
 
@@ -174,7 +174,7 @@ def test_full_preset_parameter_count_equals_transformers(preset, published):
     counts = vlmzoo.parameter_counts(preset)
     assert counts["total"] == expected, (counts, expected)
     # The converter reads the same published config into the preset's shapes.
-    from vlmzoo.convert.hf_clip import clip_config, siglip_config
+    from vlmzoo.families.clip.convert import clip_config, siglip_config
 
     converted = (clip_config if model_class == "CLIPModel" else siglip_config)(values)
     assert vlmzoo.parameter_counts(converted)["total"] == expected
@@ -182,7 +182,7 @@ def test_full_preset_parameter_count_equals_transformers(preset, published):
 
 @pytest.mark.parametrize("which", ["clip", "siglip"])
 def test_loss_gradients_match_transformers(which, clip, siglip):
-    from vlmzoo.convert.hf_clip import dual_state_dict
+    from vlmzoo.families.clip.convert import dual_state_dict
 
     folder, reference = clip if which == "clip" else siglip
     model = vlmzoo.from_pretrained(folder)

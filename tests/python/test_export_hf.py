@@ -9,7 +9,7 @@ import torch
 
 import vlmzoo
 from hf_fixtures import IMAGE_TOKEN, VOCAB, llava_batch
-from vlmzoo.convert.export_hf import NotExportable, save_for_transformers
+from vlmzoo.families.export import NotExportable, save_for_transformers
 
 transformers = pytest.importorskip("transformers")
 
@@ -93,8 +93,8 @@ def test_a_model_of_a_built_in_task_exports_with_a_processor_transformers_reads(
     from PIL import Image
 
     from vlmzoo.data import make_task
-    from vlmzoo.processing import AutoProcessor
-    from vlmzoo.train import task_overrides
+    from vlmzoo.families import AutoProcessor
+    from vlmzoo.training.train import task_overrides
 
     tokenizer = make_task("shapes", n_train=0, n_val=0, n_test=0).tokenizer
     torch.manual_seed(0)

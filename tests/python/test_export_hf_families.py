@@ -125,8 +125,8 @@ def test_an_unknown_format_is_refused_with_the_choices(preset, tmp_path):
 
 @pytest.mark.parametrize("fused_qkv_bias", [True, False], ids=["transformers-5-qkv-bias", "transformers-4-q-v-bias"])
 def test_both_blip2_vit_bias_layouts_read_back_to_the_same_weights(fused_qkv_bias):
-    from vlmzoo.convert.export_hf_blip2 import blip2_hf_state_dict
-    from vlmzoo.convert.hf_blip2 import blip2_state_dict
+    from vlmzoo.families.blip2.export import blip2_hf_state_dict
+    from vlmzoo.families.blip2.convert import blip2_state_dict
 
     model = randomised("instructblip-tiny")
     exported = blip2_hf_state_dict(model.state_dict(), model.config, fused_qkv_bias=fused_qkv_bias)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.atomic import atomic_path, atomic_write_text, staged_folder
+from vlmzoo.storage.atomic import atomic_path, atomic_write_text, staged_folder
 from vlmzoo.data import make_task
-from vlmzoo.train import TRAINER_STATE, latest_checkpoint, load_trainer_state, task_overrides, train
+from vlmzoo.training.train import TRAINER_STATE, latest_checkpoint, load_trainer_state, task_overrides, train
 
 PYTHON_DIR = str(Path(vlmzoo.__file__).resolve().parent.parent)
 
@@ -75,7 +75,7 @@ def test_a_staged_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path):
 
 
 def test_without_an_atomic_swap_the_old_folder_steps_aside_and_comes_back_after_a_kill(tmp_path, monkeypatch):
-    import vlmzoo.atomic as atomic
+    import vlmzoo.storage.atomic as atomic
 
     monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # a filesystem without renameat2 exchange
     target = tmp_path / "step-000001"
@@ -188,20 +188,20 @@ def test_save_pretrained_killed_at_random_times_always_leaves_a_whole_checkpoint
 
 # ---- training: killed while checkpointing, then resumed
 TRAIN_THEN_HANG = textwrap.dedent("""
-    import sys, time, torch, vlmzoo, vlmzoo.atomic
+    import sys, time, torch, vlmzoo, vlmzoo.storage.atomic
     from vlmzoo.data import make_task
-    from vlmzoo.train import task_overrides, train
+    from vlmzoo.training.train import task_overrides, train
     task = make_task("shapes", seed=0, n_train=64, n_val=0, n_test=16)
     config = vlmzoo.resolve_config("llava-1.5-tiny")
     torch.manual_seed(0)
     model = vlmzoo.build(config, **task_overrides(config, task.tokenizer))
-    real_save = vlmzoo.atomic.atomic_torch_save
+    real_save = vlmzoo.storage.atomic.atomic_torch_save
     def hanging_save(obj, path):  # step 3's checkpoint has its model written, not its trainer state
         if "step-000003" in str(path):
             print("saving", flush=True)
             time.sleep(600)
         real_save(obj, path)
-    vlmzoo.atomic.atomic_torch_save = hanging_save
+    vlmzoo.storage.atomic.atomic_torch_save = hanging_save
     train(model, task, 6, batch_size=8, trainable="all", progress=False,
           checkpoint_dir=sys.argv[1], checkpoint_every=1)
 """)

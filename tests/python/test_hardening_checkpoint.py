@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vlmzoo
-from vlmzoo.convert.checkpoint import read_safetensors_folder, read_torch_file
-from vlmzoo.convert.validate import check_state_dict, load_into
-from vlmzoo.train import TRAINER_STATE, load_trainer_state
+from vlmzoo.models.checkpoint import read_safetensors_folder, read_torch_file
+from vlmzoo.models.validate import check_state_dict, load_into
+from vlmzoo.training.train import TRAINER_STATE, load_trainer_state
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +272,7 @@ def make_hf(model_type, folder):
 
 
 def test_every_hugging_face_converter_is_covered_below():
-    from vlmzoo.convert.hf import HF_CONVERTERS
+    from vlmzoo.families.registry import HF_CONVERTERS
 
     assert sorted(HF_CONVERTERS) == sorted(HF_MODEL_TYPES)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.inputs import check_pixel_values, check_token_ids
+from vlmzoo.models.inputs import check_pixel_values, check_token_ids
 
 
 # ---- vlmzoo.inputs, called directly

@@ -166,7 +166,7 @@ def test_cross_entropy_on_meta_gives_shapes():
 
 
 def test_causal_lm_loss_fused_is_torchs_on_shifted_logits():
-    from vlmzoo.model import causal_lm_loss
+    from vlmzoo.models.model import causal_lm_loss
 
     logits = rand(3, 8, 45)
     labels = labels_for((3, 8), 45)

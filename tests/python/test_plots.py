@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from vlmzoo.plots import accuracy_vs_train_flops, accuracy_vs_visual_tokens, comparison_figures, smooth
+from vlmzoo.study.plots import accuracy_vs_train_flops, accuracy_vs_visual_tokens, comparison_figures, smooth
 
 
 def drawn(figure):

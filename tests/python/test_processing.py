@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from hf_fixtures import IMAGE_TOKEN, clip_image_processor, save_hf_blip2_processor, save_hf_llava_processor
-from vlmzoo.processing import AutoProcessor, Blip2Processor, ImageProcessor, InstructBlipProcessor, LlavaProcessor
+from vlmzoo.families import AutoProcessor, Blip2Processor, ImageProcessor, InstructBlipProcessor, LlavaProcessor
 
 transformers = pytest.importorskip("transformers")
 
@@ -244,7 +244,7 @@ def test_dual_encoder_inputs_equal_transformers(family, tmp_path):
     from transformers import CLIPProcessor, SiglipProcessor
 
     from hf_fixtures import make_hf_tokenizer
-    from vlmzoo.processing import DualEncoderProcessor
+    from vlmzoo.families import DualEncoderProcessor
 
     image_processor = hf_image_processor("clip-224" if family == "clip" else "siglip")
     processor_class = CLIPProcessor if family == "clip" else SiglipProcessor

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.quantize import FORMATS
+from vlmzoo.models.quantize import FORMATS
 
 BOUND = {"bf16": 0.02, "int8": 0.15}
 DECODERS = ["llava-1.5-tiny", "blip2-opt-tiny", "instructblip-tiny"]
@@ -119,7 +119,7 @@ def test_pickle_and_deepcopy_keep_the_format_and_the_outputs():
     _, quantised = pair("llava-1.5-tiny", "bf16")
     batch = decoder_batch(quantised)
     restored = pickle.loads(pickle.dumps(quantised))
-    assert vlmzoo.quantize.weight_format(restored) == "bf16" and not restored.training
+    assert vlmzoo.models.quantize.weight_format(restored) == "bf16" and not restored.training
     with torch.no_grad():
         torch.testing.assert_close(restored(**batch).logits, quantised(**batch).logits, rtol=0, atol=0)
 
@@ -129,7 +129,7 @@ def test_unknown_format_names_the_choices():
     model = vlmzoo.build("llava-1.5-tiny")
     with pytest.raises(ValueError, match=r"'fp8' is not one of 'bf16', 'int8'"):
         model.quantize("fp8")
-    assert vlmzoo.quantize.weight_format(model) == "float"
+    assert vlmzoo.models.quantize.weight_format(model) == "float"
 
 
 @pytest.mark.parametrize("second", FORMATS)
@@ -147,7 +147,7 @@ def test_training_a_quantised_model_is_an_error():
     with pytest.raises(RuntimeError, match="cannot be trained"):
         quantised.requires_grad_(True)
     from vlmzoo.data import make_task
-    from vlmzoo.train import task_overrides
+    from vlmzoo.training.train import task_overrides
 
     task = make_task("shapes", seed=0, n_train=8, n_val=0, n_test=4)
     config = vlmzoo.resolve_config("llava-1.5-tiny")

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.compare import compare
+from vlmzoo.study.compare import compare
 from vlmzoo.data import make_task
-from vlmzoo.evaluate import evaluate
-from vlmzoo.model import SLOTS
-from vlmzoo.recipes import RECIPES, model_for_task, recipe_for, settle, train_for_task
-from vlmzoo.train import train
+from vlmzoo.training.evaluate import evaluate
+from vlmzoo.models.model import SLOTS
+from vlmzoo.training.recipes import RECIPES, recipe_for, settle
+from vlmzoo.training.rows import model_for_task, train_for_task
+from vlmzoo.training.train import train
 
 PRESET = "llava-1.5-tiny"
 PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
@@ -143,7 +144,7 @@ def test_compare_saves_kept_models_where_asked(task, tmp_path):
     assert folder == tmp_path / PRESET
     loaded = vlmzoo.from_pretrained(folder)
     assert loaded.num_parameters() == comparison.table["params_total"][0]
-    from vlmzoo.processing import AutoProcessor
+    from vlmzoo.families import AutoProcessor
 
     assert AutoProcessor.from_pretrained(folder).tokenizer.word_tokenizer == task.tokenizer
 

@@ -7,11 +7,11 @@ import pytest
 
 import vlmzoo
 from vlmzoo.cli import build_parser
-from vlmzoo.compare import _training_budget, compare, curve_steps, pretraining_flops
+from vlmzoo.study.compare import _training_budget, compare, curve_steps, pretraining_flops
 from vlmzoo.data import make_task
-from vlmzoo.study import RULE, separability, summarize, write_report
+from vlmzoo.study.report import RULE, separability, summarize, write_report
 
-compare_module = importlib.import_module("vlmzoo.compare")  # vlmzoo.compare is also the function
+compare_module = importlib.import_module("vlmzoo.study.compare")
 
 
 def per_seed_rows(accuracies: dict[str, list[float]]) -> pd.DataFrame:

@@ -5,11 +5,15 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo import cache, pretraining, towers
+from vlmzoo.config import towers
+from vlmzoo.models import towers as tower_weights
+from vlmzoo.storage import cache
+from vlmzoo.training import pretraining
 from vlmzoo.cli import build_parser
 from vlmzoo.data import make_task
-from vlmzoo.recipes import model_for_task, recipe_for, stage_plan
-from vlmzoo.train import train
+from vlmzoo.training.recipes import recipe_for, stage_plan
+from vlmzoo.training.rows import model_for_task
+from vlmzoo.training.train import train
 
 TINY = {"n_train": 48, "n_test": 16}
 TEST_TOWERS = {
@@ -24,9 +28,9 @@ def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VLMZOO_CACHE", str(tmp_path / "cache"))
     for name, tower in TEST_TOWERS.items():
         monkeypatch.setitem(towers.TOWERS, name, tower)
-    towers._pretrained_in.cache_clear()
+    tower_weights.forget_entries()
     yield tmp_path / "cache"
-    towers._pretrained_in.cache_clear()
+    tower_weights.forget_entries()
 
 
 @pytest.fixture()
@@ -83,7 +87,7 @@ def test_an_entry_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         cache.cached("pretrain", spec, failing_build)
     # A failure after the weights were written, before the record: nothing is visible under the entry's name.
-    import vlmzoo.atomic as atomic
+    import vlmzoo.storage.atomic as atomic
 
     def failing_record(path, text):
         raise OSError("disk full")
@@ -106,8 +110,8 @@ def test_a_from_slot_takes_the_towers_config_and_exactly_its_weights(cache_dir, 
     assert model.config["vision"]["from"] == "clip-test" and model.config["llm"]["from"] == "lm-test"
     assert model.config["vision"]["feature_layers"] == [-2]  # the host's reading of the tower, not CLIP's [-1]
     assert sorted(count_training) == ["clip-tiny", "llava-1.5-tiny"]  # each tower pretrained on first use
-    clip = towers.tower_state("clip-test")
-    lm = towers.tower_state("lm-test")
+    clip = tower_weights.tower_state("clip-test")
+    lm = tower_weights.tower_state("lm-test")
     own = dict(model.named_parameters())
     assert {k for k in own if k.startswith("vision.")} <= set(clip)
     for name, p in own.items():
@@ -134,9 +138,9 @@ def test_unknown_towers_and_conflicting_fields_name_the_json_path():
 
 
 def test_pretraining_flops_sums_the_towers_of_from_slots(cache_dir):
-    assert towers.pretraining_flops("llava-1.5-tiny") == 0
-    vision = towers.pretraining_flops({**vlmzoo.load_config("llava-1.5-tiny"), "vision": {"from": "clip-test"}})
-    both = towers.pretraining_flops({**vlmzoo.load_config("llava-1.5-tiny"), "vision": {"from": "clip-test"},
+    assert pretraining.pretraining_flops("llava-1.5-tiny") == 0
+    vision = pretraining.pretraining_flops({**vlmzoo.load_config("llava-1.5-tiny"), "vision": {"from": "clip-test"}})
+    both = pretraining.pretraining_flops({**vlmzoo.load_config("llava-1.5-tiny"), "vision": {"from": "clip-test"},
                                      "llm": {"from": "lm-test"}})
     clip = vlmzoo.pretrain("clip-tiny", "shapes", 2, task_sizes=TINY, progress=False)
     assert vision == clip.pretraining_flops == 2 * 128 * json.loads(

@@ -4,7 +4,7 @@ import torch
 
 import vlmzoo
 from vlmzoo.data import make_task
-from vlmzoo.train import (
+from vlmzoo.training.train import (
     FAMILY_TRAINABLE, TOKENIZER_FILE, parse_budget, task_overrides, train, train_flops_per_example,
 )
 
@@ -119,7 +119,7 @@ def test_resume_from_a_checkpoint_dir_picks_its_latest_step(task, tmp_path):
 
 
 def test_init_weights_follows_transformers_recipe(task):
-    from vlmzoo.initialize import init_weights
+    from vlmzoo.models.initialize import init_weights
 
     model = init_weights(tiny_model(task), std=0.02)
     params = dict(model.named_parameters())

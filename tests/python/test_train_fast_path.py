@@ -9,9 +9,9 @@ import torch
 
 import vlmzoo
 from vlmzoo.data import make_task
-from vlmzoo.train import task_overrides, train
+from vlmzoo.training.train import task_overrides, train
 
-train_module = importlib.import_module("vlmzoo.train")  # vlmzoo.train is also the function
+train_module = importlib.import_module("vlmzoo.training.train")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_the_fast_path_follows_the_plain_reference_loss_curve(task, monkeypatch)
 
 def test_a_frozen_tower_gives_the_same_gradients_as_a_training_one(task):
     # The frozen tower runs under no_grad (no graph); what reaches the slots downstream must not change.
-    from vlmzoo.train import _batches
+    from vlmzoo.training.train import _batches
 
     model = tiny_model(task)
     model.train()

@@ -1,0 +1,1 @@
+"""Pieces several families share: key rules, activation names, the Llama / OPT / BERT layouts."""

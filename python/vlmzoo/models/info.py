@@ -1,0 +1,60 @@
+"""Parameter counts, visual tokens and FLOPs, all from the C++ core: the model is built on the meta
+device (shapes, no memory) and each slot reports its own forward FLOPs, so no formula is repeated
+here and a 7B or 13B config is described without allocating it."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from vlmzoo.config.presets import resolve_config
+from vlmzoo.config.sources import source_records
+from vlmzoo.models.model import Model
+
+# Slots always listed; fusion and head appear only when they hold parameters.
+_ALWAYS = ("vision", "abstractor", "llm")
+
+
+def _meta_model(config: Mapping[str, Any] | str):
+    return Model(config if isinstance(config, str) else dict(config), device="meta", initialize=False)
+
+
+def visual_tokens_per_image(config: Mapping[str, Any] | str) -> int:
+    return _meta_model(config).visual_tokens_per_image
+
+
+def parameter_counts(config: Mapping[str, Any] | str) -> dict[str, int]:
+    """Parameters per slot and in total, counted on the model built on the meta device."""
+    return _counts(_meta_model(config))
+
+
+def _counts(model: Any) -> dict[str, int]:
+    counts = {slot: 0 for slot in _ALWAYS}
+    for name, p in model.named_parameters():
+        slot = name.split(".", 1)[0]
+        counts[slot] = counts.get(slot, 0) + p.numel()
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def forward_flops(config: Mapping[str, Any] | str, text_tokens: int = 64, images: int = 1) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of one forward over `images` images and `text_tokens` text tokens, per
+    slot as each slot of the core counts them (attention's full score matrix included; a vision
+    tower counts only the layers it runs)."""
+    flops = _meta_model(config)._module.forward_flops(int(text_tokens), int(images))
+    return {name: int(value) for name, value in flops.items()}
+
+
+def info(config: str | Mapping[str, Any], text_tokens: int = 64, images: int = 1) -> dict[str, Any]:
+    """Parameters (total and per slot), visual tokens per image, forward FLOPs and the sources of slots
+    taken from elsewhere ({"from": ...}) of a config."""
+    resolved = resolve_config(config)
+    model = _meta_model(resolved)
+    return {
+        "name": resolved["name"] or (config if isinstance(config, str) else resolved["family"]),
+        "family": resolved["family"],
+        "parameters": _counts(model),
+        "visual_tokens_per_image": model.visual_tokens_per_image,
+        "text_tokens": text_tokens,
+        "images": images,
+        "forward_flops": {k: int(v) for k, v in model._module.forward_flops(int(text_tokens), int(images)).items()},
+        "sources": source_records(resolved),  # slot -> {"from": ..., "revision": ...}: where its weights come from
+    }

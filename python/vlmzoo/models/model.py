@@ -1,0 +1,143 @@
+"""The decoder VLM's torch module (LLaVA, BLIP-2, InstructBLIP): called with transformers' names,
+returning `.logits` and `.loss`; generation. The torch plumbing every assembly shares (parameter views
+of the C++ tensors, slot filter, freezing, state_dict checks, pickling, quantisation, saving) is the
+base's, vlmzoo.models.assembly."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vlmzoo.extension import _C
+from vlmzoo.config.towers import SLOTS
+from vlmzoo.models.assembly import AssemblyModule, OutputFields, cpp_forward
+
+
+@dataclass
+class ModelOutput(OutputFields):
+    """transformers' CausalLMOutput names: `.logits` [batch, tokens, vocab] over every position of
+    input_ids, `.loss` when labels were given. Indexing and unpacking follow transformers: the fields
+    that are not None, loss first."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """Next-token cross-entropy; labels sit at the positions of the tokens they name, -100 ignored.
+
+    logits [batch, tokens, vocab], labels [batch, tokens]. fused: vlmzoo::cross_entropy, which reads
+    the logits where they lie (the labels are shifted instead: no copy of the logits) and writes their
+    gradient in one pass; otherwise torch's cross_entropy on the shifted logits (the reference)."""
+    if not fused:
+        shifted_logits = logits[:, :-1].reshape(-1, logits.size(-1)).float()
+        return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=-100)
+    shifted_labels = F.pad(labels[:, 1:], (0, 1), value=-100)  # the last position names no next token
+    rows, _ = torch.ops.vlmzoo.cross_entropy(logits, shifted_labels, -100)
+    return rows.sum() / (shifted_labels != -100).sum()  # the mean over named tokens (nan if none, as torch)
+
+
+class Model(AssemblyModule):
+    """A vision-language model whose blocks and kernels live in C++ (`vlmzoo._C`).
+
+    device="meta" builds the shapes only (for counting); initialize=False leaves the weights
+    uninitialised, for a checkpoint about to be loaded."""
+
+    SLOTS = SLOTS
+    ASSEMBLY = "decoder"
+    cpp_class = staticmethod(_C.VlmModel)
+
+    # ---- identity
+    @property
+    def image_token_id(self) -> int:
+        return self._config["fusion"].get("image_token_id", -1)
+
+    @property
+    def visual_tokens_per_image(self) -> int:
+        return self._module.visual_tokens_per_image()
+
+    # ---- forward and generate
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """input_ids [batch, tokens] (image placeholders where the family's processor puts them),
+        pixel_values [images, channels, height, width], attention_mask [batch, tokens];
+        InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens].
+        Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
+        logits = cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
+                             qformer_input_ids, qformer_attention_mask)
+        loss = causal_lm_loss(logits, labels, fused=self.fused) if labels is not None else None
+        return ModelOutput(loss=loss, logits=logits)
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        seed: int = 0,
+        *,
+        min_new_tokens: int = 0,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        num_beams: int = 1,
+        streamer: Any = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Prompt followed by new tokens, [batch, prompt + new]; batches must be left-padded.
+        eos_token_id: None uses the config's llm.eos_token_id; [] never stops early.
+        no_repeat_ngram_size: as transformers', no n-gram of that size (prompt included) occurs twice.
+        streamer: transformers' BaseStreamer protocol (TextStreamer, TextIteratorStreamer, or any object
+        with put/end): put(prompt ids [batch, prompt]) first, put(new ids [batch]) after every step,
+        end() when generation stops (also when it stops on an error, so a reading thread never waits
+        forever; the error still propagates)."""
+        if num_beams != 1:
+            raise ValueError(f"num_beams: beam search is not implemented yet (got {num_beams}); use num_beams=1")
+        if streamer is not None and not (callable(getattr(streamer, "put", None))
+                                         and callable(getattr(streamer, "end", None))):
+            raise TypeError(f"streamer: needs put(token_ids) and end() methods (transformers' BaseStreamer); "
+                            f"got {type(streamer).__name__}")
+        if eos_token_id is None:
+            eos_ids = [self._config["llm"]["eos_token_id"]]
+        elif isinstance(eos_token_id, int):
+            eos_ids = [eos_token_id]
+        else:
+            eos_ids = list(eos_token_id)
+        pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
+        try:
+            return self._module.generate(
+                input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask,
+                int(max_new_tokens), int(min_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
+                float(top_p), float(repetition_penalty), eos_ids, int(pad), int(seed), int(no_repeat_ngram_size or 0),
+                streamer.put if streamer is not None else None,
+            )
+        finally:
+            if streamer is not None:
+                streamer.end()
+
+    def encode_images(self, pixel_values: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
+                      qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Visual tokens [images, visual_tokens_per_image, llm hidden] as the language model receives them."""
+        return self._module.encode_images(pixel_values, qformer_input_ids, qformer_attention_mask)
+
+
+def build(config: str | Mapping[str, Any], **overrides: Any) -> Model:
+    """A model from a preset name ("llava-1.5-tiny"), a JSON path or a dict; slot overrides merge:
+    build("llava-1.5-tiny", abstractor={"kind": "linear"})."""
+    return Model(config, **overrides)

@@ -1,0 +1,1 @@
+"""Studies: `compare`, its report and plots, and the run store."""

@@ -1,0 +1,107 @@
+"""A comparison as a study: per-seed rows aggregated to mean and spread, which designs are ahead of
+which by more than their seed spread, and the report.md that states it.
+
+Spread is the sample standard deviation over seeds (ddof=1) beside the min-max range. The rule
+for "ahead": mean(A) - mean(B) > std(A) + std(B); any other pair is "not separable" (as is every
+pair when a model has fewer than 2 seeds: no spread, no claim).
+"""
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from vlmzoo.storage.atomic import atomic_write_text
+
+SPREAD = "sample std over seeds (ddof=1)"
+RULE = "A is ahead of B when mean(A) - mean(B) > std(A) + std(B) (accuracy over seeds, sample std); otherwise not separable"
+# Columns that are the same for every seed of a model (design facts) or averaged (costs).
+_FIRST = ("family", "recipe", "params_total", "params_trainable", "visual_tokens_per_image", "steps", "train_gflops",
+          "pretrain_gflops", "chance_accuracy")
+_MEAN = ("train_examples_per_s", "peak_rss_mib", "wall_time_s", "cpu_time_s", "final_loss")
+
+
+def summarize(rows) -> "Any":
+    """One row per (task, model) from per-seed rows: accuracy mean, std, min, max and seed count,
+    accuracy_<kind> means and stds, the design columns of the first seed and the mean of the costs.
+    Models keep the order of their first appearance."""
+    keys = [k for k in ("task", "model") if k in rows.columns]
+    out = []
+    for key, group in rows.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        record: dict[str, Any] = dict(zip(keys, key))
+        record.update({c: group[c].iloc[0] for c in _FIRST if c in group})
+        record.update({c: group[c].mean() for c in _MEAN if c in group})
+        accuracy = group["accuracy"].astype(float)
+        record.update(seeds=len(group), accuracy=accuracy.mean(), accuracy_std=accuracy.std(ddof=1),
+                      accuracy_min=accuracy.min(), accuracy_max=accuracy.max())
+        for column in [c for c in group.columns if c.startswith("accuracy_") and c not in record]:
+            values = group[column].astype(float)
+            record[column] = values.mean()
+            record[f"{column}_std"] = values.std(ddof=1)
+        out.append(record)
+    return pd.DataFrame(out)
+
+
+def separability(summary) -> dict[str, list[tuple[str, str, float, float]]]:
+    """{"ahead": [(a, b, mean gap, spread)], "not_separable": [...]} over the models of one task's
+    summary, by RULE (the gap and spread in accuracy fractions; `a` is the higher mean)."""
+    ahead, tied = [], []
+    records = list(summary.itertuples(index=False))
+    for x, y in combinations(records, 2):
+        a, b = (x, y) if x.accuracy >= y.accuracy else (y, x)
+        gap = float(a.accuracy - b.accuracy)
+        spread = float(a.accuracy_std + b.accuracy_std)  # NaN with one seed: never separable
+        (ahead if not math.isnan(spread) and gap > spread else tied).append((a.model, b.model, gap, spread))
+    return {"ahead": sorted(ahead, key=lambda p: -p[2]), "not_separable": tied}
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value != value else f"{100 * value:.1f}"
+
+
+def summary_markdown(summary) -> str:
+    """The summary as a Markdown table (accuracy in percent)."""
+    lines = ["| model | vis tok/img | train GFLOPs | pretrain GFLOPs | steps | seeds | accuracy % (mean ± std) "
+             "| min-max % | chance % |", "|" + "---|" * 9]
+    for r in summary.itertuples(index=False):
+        lines.append(
+            f"| {r.model} | {int(r.visual_tokens_per_image)} | {r.train_gflops:,.0f} | "
+            f"{getattr(r, 'pretrain_gflops', 0.0):,.0f} | {int(r.steps)} | {int(r.seeds)} | "
+            f"{_percent(r.accuracy)} ± {_percent(r.accuracy_std)} | "
+            f"{_percent(r.accuracy_min)}-{_percent(r.accuracy_max)} | {_percent(r.chance_accuracy)} |")
+    return "\n".join(lines)
+
+
+def separability_markdown(summary) -> str:
+    verdict = separability(summary)
+    lines = ["Ahead by more than the seed spread:"]
+    lines += [f"- **{a}** ahead of **{b}**: +{100 * gap:.1f} points > spread {100 * spread:.1f}"
+              for a, b, gap, spread in verdict["ahead"]] or ["- none"]
+    lines += ["", "Not separable (the gap is within the spread):"]
+    lines += [f"- {a} vs {b}: gap {100 * gap:.1f} points, spread {_percent(spread)}"
+              for a, b, gap, spread in verdict["not_separable"]] or ["- none"]
+    return "\n".join(lines)
+
+
+def write_report(out: str | Path, summary, figures: Mapping[str, Any], notes: Mapping[str, str] | None = None) -> Path:
+    """out/report.md: per task, the summary table, the verdicts by RULE, and the figures (already
+    saved as out/<name>.png) whose names end with the task's name; `notes` are "key: value" lines on top."""
+    out = Path(out)
+    lines = ["# vlmzoo compare: report", ""]
+    lines += [f"- {k}: {v}" for k, v in (notes or {}).items()]
+    lines += [f"- spread: {SPREAD}; the table also shows the min-max range", f"- rule: {RULE}", ""]
+    tasks = list(dict.fromkeys(summary["task"])) if "task" in summary else [""]
+    for task in tasks:
+        part = summary[summary["task"] == task] if task else summary
+        lines += [f"## Task `{task}`" if task else "## Results", "", summary_markdown(part), "",
+                  separability_markdown(part), ""]
+        for name in figures:
+            if not task or name.endswith(f"_{task}"):
+                lines += [f"![{name}]({name}.png)", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,1 @@
+"""Training: `train`, recipes, pretraining of in-house towers, evaluation."""

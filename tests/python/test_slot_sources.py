@@ -1,0 +1,164 @@
+"""Slots taken from real pretrained parts, `{"from": SOURCE}`: a checkpoint folder (Hugging Face's or
+vlmzoo's) or a Hub id through the huggingface_hub cache; resolving stays pure and the resolved config
+records each slot's source. Everything is offline: the folders are tiny random models written here."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vlmzoo
+from vlmzoo.config.sources import SourceNotCached
+from vlmzoo.families.clip.convert import convert_clip
+from vlmzoo.families.common.llama import convert_llama
+from vlmzoo.models.towers import TowerNotPretrained
+
+transformers = pytest.importorskip("transformers")
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def make_hf_clip(folder: Path) -> Path:
+    torch.manual_seed(0)
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
+    config = transformers.CLIPConfig(text_config=dict(tower, vocab_size=99, max_position_embeddings=16),
+                                     vision_config=dict(tower, image_size=32, patch_size=8), projection_dim=24)
+    model = transformers.CLIPModel(config)
+    with torch.no_grad():  # random init leaves norms at 1/0: perturb them so the test sees every weight
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder)
+    return folder
+
+
+def make_hf_llama(folder: Path) -> Path:
+    torch.manual_seed(1)
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      pad_token_id=0, tie_word_embeddings=False)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("parts")
+    return make_hf_clip(root / "clip"), make_hf_llama(root / "llama")
+
+
+def converted(folder: Path, convert) -> dict[str, torch.Tensor]:
+    hf_config = json.loads((folder / "config.json").read_text())
+    _, mapped, _ = convert(hf_config, load_file(folder / "model.safetensors"))
+    return mapped
+
+
+def test_a_llava_from_a_clip_folder_and_a_llama_folder_holds_their_weights_slot_by_slot(parts):
+    clip, llama = parts
+    model = vlmzoo.build("llava-1.5-tiny", vision={"from": str(clip)}, llm={"from": str(llama)})
+    assert model.config["vision"]["from"] == str(clip) and model.config["llm"]["from"] == str(llama)
+    assert (model.config["vision"]["hidden"], model.config["vision"]["layers"]) == (32, 3)  # the CLIP's tower
+    assert model.config["vision"]["feature_layers"] == [-2]  # read as the host family reads a tower
+    assert (model.config["llm"]["hidden"], model.config["llm"]["vocab"]) == (64, 128)  # the Llama's
+    vision, llm = converted(clip, convert_clip), converted(llama, convert_llama)
+    own = dict(model.named_parameters())
+    assert {k for k in own if k.startswith("vision.")} <= set(vision)
+    assert {k for k in own if k.startswith("llm.")} == set(llm)
+    for name, p in own.items():
+        source = vision if name.startswith("vision.") else llm if name.startswith("llm.") else None
+        if source is not None:
+            assert torch.equal(p, source[name]), name
+    ids = torch.tensor([[1] + [model.image_token_id] * model.visual_tokens_per_image + [5, 6]])
+    assert torch.isfinite(model(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32)).logits).all()
+
+
+def test_info_and_a_saved_model_say_where_each_slot_came_from(parts, tmp_path):
+    clip, llama = parts
+    config = vlmzoo.resolve_config("llava-1.5-tiny", vision={"from": str(clip)})
+    assert vlmzoo.info(config)["sources"] == {"vision": {"from": str(clip)}}
+    model = vlmzoo.build(config)
+    model.save_pretrained(tmp_path / "saved")
+    moved = tmp_path / "moved-away"
+    shutil.copytree(clip, moved)
+    shutil.rmtree(clip)  # the saved model loads without its source, and keeps the record
+    try:
+        loaded = vlmzoo.from_pretrained(tmp_path / "saved")
+        assert loaded.config["vision"]["from"] == str(clip)
+        assert all(torch.equal(p, dict(model.named_parameters())[k]) for k, p in loaded.named_parameters())
+    finally:
+        shutil.copytree(moved, clip)
+
+
+def test_a_source_without_the_slot_or_with_other_shapes_is_refused_naming_the_path(parts):
+    clip, llama = parts
+    with pytest.raises(ValueError, match=r"vision\.from: the checkpoint .* has no vision slot"):
+        vlmzoo.resolve_config("llava-1.5-tiny", vision={"from": str(llama)})
+    with pytest.raises(ValueError, match=r"vision\.hidden: the source .* fixes hidden=32; got 64"):
+        vlmzoo.resolve_config("llava-1.5-tiny", vision={"from": str(clip), "hidden": 64})
+
+
+def test_resolving_never_downloads_an_uncached_hub_id_is_an_error_naming_it(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(SourceNotCached, match=r"vision\.from: the Hub id 'nobody/no-such-clip' is not in the "
+                                              r"huggingface_hub cache"):
+        vlmzoo.resolve_config("llava-1.5-tiny", vision={"from": "nobody/no-such-clip"})
+
+
+def test_a_tower_not_pretrained_is_refused_by_the_model_with_the_command_that_makes_it(tmp_path, monkeypatch):
+    from vlmzoo.models import towers
+
+    monkeypatch.setenv("VLMZOO_CACHE", str(tmp_path / "cache"))
+    towers.forget_entries()
+    resolved = vlmzoo.resolve_config("llava-1.5-tiny", vision={"from": "clip-tiny-shapes"})  # pure: no training
+    assert resolved["vision"]["from"] == "clip-tiny-shapes"
+    with pytest.raises(TowerNotPretrained, match=r"vision\.from: the tower 'clip-tiny-shapes' is not pretrained yet.*"
+                                                 r"vlmzoo pretrain --tower clip-tiny-shapes"):
+        vlmzoo.Model(resolved)
+    assert vlmzoo.Model(resolved, device="meta").config["vision"]["from"] == "clip-tiny-shapes"  # shapes need no weights
+
+
+HUB_SCRIPT = r"""
+import json, sys
+import torch
+import vlmzoo
+from vlmzoo.config.sources import SourceNotCached
+clip = vlmzoo.from_pretrained("vlmzoo-test/tiny-clip")
+assert clip.config["family"] == "clip", clip.config
+model = vlmzoo.build("llava-1.5-tiny", vision={"from": "vlmzoo-test/tiny-clip"})
+assert model.config["vision"]["from"] == "vlmzoo-test/tiny-clip"
+assert model.config["vision"]["revision"] == sys.argv[1], model.config["vision"]
+own = dict(clip.named_parameters("vision"))
+assert all(torch.equal(p, own[k]) for k, p in model.named_parameters("vision"))
+for call in (lambda: vlmzoo.from_pretrained("vlmzoo-test/not-cached"),
+             lambda: vlmzoo.build("llava-1.5-tiny", vision={"from": "vlmzoo-test/not-cached"})):
+    try:
+        call()
+    except (FileNotFoundError, SourceNotCached) as error:
+        assert "vlmzoo-test/not-cached" in str(error), error
+    else:
+        raise AssertionError("an uncached Hub id loaded offline")
+print("ok")
+"""
+
+
+def test_a_hub_id_resolves_from_a_filled_cache_offline_and_an_uncached_one_names_the_id(parts, tmp_path):
+    pytest.importorskip("huggingface_hub")
+    clip, _ = parts
+    repo = tmp_path / "hub" / "models--vlmzoo-test--tiny-clip"  # the huggingface_hub cache layout
+    shutil.copytree(clip, repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "VLMZOO_CACHE": str(tmp_path / "vlmzoo-cache"),
+           "PYTHONPATH": os.pathsep.join([p for p in sys.path if p])}
+    done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, COMMIT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
