@@ -21,12 +21,12 @@ import datetime
 import os
 import platform
 import subprocess
-import time
 
 import torch
 import torch.nn.functional as F
 
 import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
+from timing import timeit, use_thread_clock  # bench/timing.py: the harness the CPU benchmarks share
 
 ops = torch.ops.vlmzoo
 HIDDEN, KV, MLP, VIT_MLP, VOCAB = 768, 256, 2048, 3072, 32064
@@ -39,31 +39,6 @@ VISION = [("vit fc1", VIT_MLP, HIDDEN), ("vit fc2", HIDDEN, VIT_MLP)]
 LM_HEAD = [("lm_head", VOCAB, HIDDEN)]
 CASES = [(1, LLM + LM_HEAD), (8, LLM + LM_HEAD), (PREFILL, LLM + VISION)]
 TARGETS = {"ours bf16": 0.9, "ours int8": 2.0}  # issue 10: >= 0.9x and >= 2x float32 MKL
-
-CLOCK = time.perf_counter
-
-
-def timeit(candidates, rounds, min_time=2e-3):
-    """Seconds per call of each candidate: the best of interleaved rounds."""
-    for fn in candidates.values():
-        for _ in range(2):
-            fn()
-    calls = {}
-    for name, fn in candidates.items():  # calls per round so that one round takes ~min_time
-        start, n = CLOCK(), 0
-        while CLOCK() - start < min_time:
-            fn()
-            n += 1
-        calls[name] = max(1, n)
-    samples = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = CLOCK()
-            for _ in range(calls[name]):
-                fn()
-            samples[name].append((CLOCK() - start) / calls[name])
-    return {name: min(s) for name, s in samples.items()}
-
 
 def read_pass(t):
     """One plain pass over t's bytes (the max of its bytes: of the ATen reductions tried here the fastest,
@@ -172,8 +147,7 @@ def main():
     if args.clock == "cpu":
         if threads != [1]:
             parser.error("--clock cpu measures one thread: add --threads 1")
-        global CLOCK
-        CLOCK = time.thread_time
+        use_thread_clock()
     load_before = os.getloadavg()[0]
     torch.manual_seed(0)
     lines = []

@@ -100,23 +100,32 @@ def worker(conn, impl: str, folder: str, args) -> None:
         generate = lambda x, n: model.generate(**x, do_sample=False, eos_token_id=None,  # noqa: E731
                                                pad_token_id=0, min_new_tokens=n, max_new_tokens=n)
     inputs_by_batch = {}
+
+    def run(command) -> float:
+        kind, batch, new_tokens = command
+        x = inputs_by_batch.setdefault(batch, inputs(config, batch, args.text_tokens, dtype))
+        start = time.perf_counter()
+        model(**x) if kind == "prefill" else generate(x, new_tokens)
+        return time.perf_counter() - start
+
     with torch.inference_mode():
-        while True:
-            command = conn.recv()
-            if command[0] == "stop":
-                return
-            if command[0] == "reset_peak":
-                reset_peak()
-                conn.send(status_mb("VmRSS"))
-                continue
-            if command[0] == "peak":
-                conn.send(status_mb("VmHWM"))
-                continue
-            kind, batch, new_tokens = command
-            x = inputs_by_batch.setdefault(batch, inputs(config, batch, args.text_tokens, dtype))
-            start = time.perf_counter()
-            model(**x) if kind == "prefill" else generate(x, new_tokens)
-            conn.send(time.perf_counter() - start)
+        serve(conn, run)
+
+
+def serve(conn, run) -> None:
+    """A benchmark worker's command loop (this file's and train_vs_transformers.py's): "stop" ends it,
+    "reset_peak" and "peak" answer with memory (MB), any other command is answered with run(command)."""
+    while True:
+        command = conn.recv()
+        if command[0] == "stop":
+            return
+        if command[0] == "reset_peak":
+            reset_peak()
+            conn.send(status_mb("VmRSS"))
+        elif command[0] == "peak":
+            conn.send(status_mb("VmHWM"))
+        else:
+            conn.send(run(command))
 
 
 IMPLS = ("vlmzoo", "transformers-eager", "transformers-sdpa")

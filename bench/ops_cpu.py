@@ -23,7 +23,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 ISA_ENV = {
     "avx2": {"VLMZOO_CPU_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -39,35 +38,11 @@ import torch
 import torch.nn.functional as F
 
 import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
+from timing import timeit, use_thread_clock  # bench/timing.py: the harness the CPU benchmarks share
 
 ops = torch.ops.vlmzoo
 HIDDEN, HEADS, HEAD_DIM, MLP_LLM, MLP_VIT, TOKENS, CACHE = 768, 12, 64, 2048, 3072, 576, 1024
 NORM_TARGET, ATTN_PREFILL_TARGET, ATTN_DECODE_TARGET = 1.5, 1.0, 1.5
-
-
-CLOCK = time.perf_counter
-
-
-def timeit(candidates, rounds, min_time=2e-3):
-    """Seconds per call of each candidate: the best of interleaved rounds."""
-    for fn in candidates.values():
-        for _ in range(3):
-            fn()
-    calls = {}
-    for name, fn in candidates.items():  # calls per round so that one round takes ~min_time
-        start, n = CLOCK(), 0
-        while CLOCK() - start < min_time:
-            fn()
-            n += 1
-        calls[name] = max(1, n)
-    samples = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = CLOCK()
-            for _ in range(calls[name]):
-                fn()
-            samples[name].append((CLOCK() - start) / calls[name])
-    return {name: min(s) for name, s in samples.items()}
 
 
 def composite_layer_norm(x, w, b, eps):
@@ -314,8 +289,7 @@ def main():
     if args.clock == "cpu":
         if torch.get_num_threads() != 1:
             parser.error("--clock cpu measures one thread: add --threads 1")
-        global CLOCK
-        CLOCK = time.thread_time
+        use_thread_clock()
     torch.manual_seed(0)
     lines = [
         "| op | dtype | shape | ours µs | composite µs | torch fused µs | vs composite | vs torch | target | met |",

@@ -114,25 +114,19 @@ def worker(conn, impl: str, folder: str, case: str, batch: int, python_path: str
     if python_path:
         sys.path.insert(0, python_path)  # before the first `import vlmzoo`
     sys.path.insert(0, HERE)
-    from llava_vs_transformers import reset_peak, status_mb
+    from llava_vs_transformers import serve
 
     step, config, visual = build(impl, folder, case)
     x = batch_for(config, batch, visual)
     conn.send("ready")
-    while True:
-        command = conn.recv()
-        if command[0] == "stop":
-            return
-        if command[0] == "reset_peak":
-            reset_peak()
-            conn.send(status_mb("VmRSS"))
-        elif command[0] == "peak":
-            conn.send(status_mb("VmHWM"))
-        else:
-            torch.set_num_threads(command[1])
-            start = time.perf_counter()
-            loss = step(x)
-            conn.send((time.perf_counter() - start, loss))
+
+    def run(command) -> tuple[float, float]:
+        torch.set_num_threads(command[1])
+        start = time.perf_counter()
+        loss = step(x)
+        return time.perf_counter() - start, loss
+
+    serve(conn, run)
 
 
 def measure_case(case: str, batch: int, impls: dict[str, str | None], threads: list[int], repeats: int) -> list[dict]:

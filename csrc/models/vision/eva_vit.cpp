@@ -5,6 +5,7 @@
 // post-LayerNorm over all tokens. The output is that last hidden state, class token included.
 //   pixel_values [N, C, S, S] -> features [N, (S / patch)^2 + 1, hidden]
 #include "models/registry.h"
+#include "models/schema_blocks.h"
 #include "nn/vit.h"
 
 #include <cmath>
@@ -31,13 +32,10 @@ void check_eva_vit(JsonReader& r, EvaVitConfig& c) {
 
 const Schema<EvaVitConfig>& eva_vit_schema() {
   using C = EvaVitConfig;
-  static const auto schema = Schema<C>()
-                                 .integer("image_size", &C::image_size, config::kImageSize)
-                                 .integer("patch_size", &C::patch_size, config::kImageSize)
-                                 .integer("channels", &C::channels, config::kCount)
-                                 .integer("hidden", &C::hidden, config::kWidth)
-                                 .integer("layers", &C::layers, config::kCount)
-                                 .integer("heads", &C::heads, config::kCount)
+  static const auto schema = transformer_shape(Schema<C>()
+                                                   .integer("image_size", &C::image_size, config::kImageSize)
+                                                   .integer("patch_size", &C::patch_size, config::kImageSize)
+                                                   .integer("channels", &C::channels, config::kCount))
                                  .integer("mlp", &C::mlp, config::kWidth)
                                  .choice("act", &C::act, config::activation_names())
                                  .number("eps", &C::eps)

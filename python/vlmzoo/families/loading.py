@@ -9,7 +9,7 @@ import torch
 
 from vlmzoo.config.sources import HUB_ID
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG, read_json_object, read_safetensors_folder
-from vlmzoo.families.registry import converter_for
+from vlmzoo.families.registry import converter_for, folder_layout
 from vlmzoo.models.validate import check_finite
 from vlmzoo.models.model import Model
 
@@ -26,6 +26,12 @@ def _load_hf(folder: Path, dtype: torch.dtype | None) -> Model:
     # Named as the file names them, before conversion renames, splits or fuses them.
     check_finite(tensors, f"{folder}: checkpoint tensors hold")
     config, mapped, unknown = convert(hf_config, tensors)
+    return _load_converted(config, mapped, unknown, dtype, f"Hugging Face {model_type}")
+
+
+def _load_converted(config: dict, mapped: dict[str, torch.Tensor], unknown: list[str], dtype: torch.dtype | None,
+                    what: str) -> Model:
+    """The model of a converted checkpoint, every weight checked (missing, unexpected) before any is copied."""
     model = Model(config, dtype=dtype, initialize=False)
     own = dict(model.named_parameters())
     missing = sorted(set(own) - set(mapped))
@@ -36,7 +42,7 @@ def _load_hf(folder: Path, dtype: torch.dtype | None) -> Model:
             parts.append(f"missing weights ({len(missing)}): {', '.join(missing)}")
         if unexpected:
             parts.append(f"unexpected weights ({len(unexpected)}): {', '.join(unexpected)}")
-        raise KeyError(f"Hugging Face {model_type} checkpoint does not match its config: " + "; ".join(parts))
+        raise KeyError(f"{what} checkpoint does not match its config: " + "; ".join(parts))
     model.load_state_dict(_float_tensors(mapped, model.dtype))
     return model
 
@@ -78,6 +84,11 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None, revisi
         model = Model(read_json_object(folder / VLMZOO_CONFIG), dtype=dtype, initialize=False)
         model.load_state_dict(_float_tensors(read_safetensors_folder(folder), model.dtype))
         return model
+    layout = folder_layout(folder)
+    if layout is not None:  # open_clip's
+        config, mapped, unknown = layout(folder)
+        check_finite(mapped, f"{folder}: checkpoint tensors hold")
+        return _load_converted(config, mapped, unknown, dtype, str(folder))
     if (folder / "config.json").is_file():
         return _load_hf(folder, dtype)
     raise FileNotFoundError(f"{folder}: neither {VLMZOO_CONFIG} nor a Hugging Face config.json")

@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 from vlmzoo.config.presets import families
 from vlmzoo.families import blip2, clip, llava
+from vlmzoo.families.common.bert import BEYOND, convert_bert_as_qformer
+from vlmzoo.families.clip.open_clip import is_open_clip_folder, read_open_clip_folder
 from vlmzoo.families.common.llama import convert_llama
 from vlmzoo.families.parts import Converter, FamilyParts
 
@@ -18,6 +20,18 @@ FAMILY_FOLDERS: dict[str, FamilyParts] = {parts.name: parts for parts in [
     clip.CLIP,
     clip.SIGLIP,
 ]}
+
+# Checkpoint folders in a layout other than Hugging Face's config.json: (is it one, read it), tried first.
+# A reader gives (vlmzoo config, tensors under vlmzoo names, unknown names); with_tensors=False reads no tensors.
+FOLDER_LAYOUTS: list[tuple[Callable[[Any], bool], Callable[..., Any]]] = [
+    (is_open_clip_folder, read_open_clip_folder),
+]
+
+
+def folder_layout(folder: Any) -> Callable[..., Any] | None:
+    """The reader of a folder in one of FOLDER_LAYOUTS, None for a Hugging Face or vlmzoo folder."""
+    return next((read for is_one, read in FOLDER_LAYOUTS if is_one(folder)), None)
+
 
 # What a folder of another supported architecture holds that vlmzoo cannot load yet, by model type.
 UNSUPPORTED: dict[str, str] = {
@@ -54,7 +68,9 @@ MODEL_TYPE_PROCESSORS: dict[str, str] = {
 
 
 # Layouts read only as a part ({"from": FOLDER} in one slot), never as a whole model: no family lists them.
-PART_CONVERTERS: dict[str, Converter] = {"llama": convert_llama}
+PART_CONVERTERS: dict[str, Converter] = {"llama": convert_llama, "bert": convert_bert_as_qformer}
+# What such a part leaves to the host's initialisation, by model type: slot -> patterns over vlmzoo names.
+PART_LEAVES_TO_INIT: dict[str, dict[str, list[str]]] = BEYOND
 
 
 def part_converter_for(model_type: Any, where: str) -> Converter:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vlmzoo.config.sources import FOLDER_READERS
-from vlmzoo.families.registry import part_converter_for
+from vlmzoo.families.registry import PART_LEAVES_TO_INIT, folder_layout, part_converter_for
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG, read_json_object, read_safetensors_folder
 
 
@@ -18,6 +18,8 @@ def folder_config(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if (folder / VLMZOO_CONFIG).is_file():
         return read_json_object(folder / VLMZOO_CONFIG)
+    if folder_layout(folder) is not None:
+        return folder_layout(folder)(folder, with_tensors=False)[0]
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: neither {VLMZOO_CONFIG} nor a Hugging Face config.json")
     hf_config = read_json_object(folder / "config.json")
@@ -29,6 +31,8 @@ def folder_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The folder's tensors under vlmzoo names (names no rule knows are left out: a slot missing one fails
     the slot's own check, naming the parameter)."""
     folder = Path(folder)
+    if folder_layout(folder) is not None:
+        return folder_layout(folder)(folder)[1]
     tensors = read_safetensors_folder(folder)
     if (folder / VLMZOO_CONFIG).is_file():
         return tensors
@@ -37,4 +41,13 @@ def folder_weights(folder: Path) -> dict[str, torch.Tensor]:
     return mapped
 
 
-FOLDER_READERS.update(config=folder_config, weights=folder_weights)
+def folder_leaves_to_init(folder: Path) -> dict[str, list[str]]:
+    """slot -> patterns of the parameters the folder has no weights for by design (a BERT lends a Q-Former its
+    layers, not its queries or cross-attention): those keep the host's initialisation."""
+    folder = Path(folder)
+    if (folder / VLMZOO_CONFIG).is_file() or not (folder / "config.json").is_file() or folder_layout(folder):
+        return {}
+    return PART_LEAVES_TO_INIT.get(read_json_object(folder / "config.json").get("model_type"), {})
+
+
+FOLDER_READERS.update(config=folder_config, weights=folder_weights, leaves_to_init=folder_leaves_to_init)

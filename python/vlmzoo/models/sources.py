@@ -5,6 +5,7 @@ shape, checked for all slots before anything is copied; source weights the slot 
 the host does not build) are left out. Nothing here trains or downloads."""
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import torch
@@ -25,12 +26,22 @@ def source_state(slot: str, source: str, revision: str | None = None) -> dict[st
     return {k: v for k, v in FOLDER_READERS["weights"](folder).items() if k.startswith(prefix)}
 
 
+def left_to_init(slot: str, source: str) -> list[str]:
+    """Patterns of the slot's parameters the source has no weights for by design (they keep the host's init)."""
+    if is_tower(source):
+        return []
+    folder, _ = locate(source, None, f"{slot}.{FROM}")
+    return FOLDER_READERS["leaves_to_init"](folder).get(slot, [])
+
+
 def load_sources(model: Any) -> None:
     """Copies each "from" slot's source weights into `model` (all checked first)."""
     copies = []
     for slot, source in origins(model._config).items():
         own = dict(model.named_parameters(slot))
         weights = source_state(slot, source, model._config[slot].get(REVISION))
+        kept = left_to_init(slot, source)
+        own = {k: p for k, p in own.items() if k in weights or not any(re.search(pattern, k) for pattern in kept)}
         missing = sorted(set(own) - set(weights))
         if missing:
             raise KeyError(f"{slot}.{FROM}: the source {source!r} has no weights for {', '.join(missing)}")

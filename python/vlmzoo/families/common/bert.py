@@ -3,8 +3,11 @@ BLIP-2 / InstructBLIP Q-Former (its layers are BERT layers) and a plain BertMode
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
+
+from vlmzoo.families.common.keys import activation
 
 # (pattern over the layer-relative Hugging Face name, replacement); first match wins. BertModel calls
 # the attention `attention.self`, the Q-Former `attention.attention`.
@@ -68,3 +71,45 @@ def bert_encoder_state_dict(hf_tensors: dict[str, torch.Tensor]) -> tuple[dict[s
         else:
             mapped[target] = tensor
     return mapped, unknown
+
+
+# What a Q-Former holds that a BERT has no weights for: they keep the host's initialisation (BLIP-2 drew
+# the cross-attention and the queries fresh, and copied BERT's FFN into the queries' FFN, as here).
+QFORMER_BEYOND_BERT = [r"^abstractor\.query_tokens$", r"^abstractor\.layers\.\d+\.cross_(attn|norm)\.",
+                       r"^abstractor\.projection\."]
+
+
+def convert_bert_as_qformer(hf_config: dict[str, Any], hf_tensors: dict[str, torch.Tensor]
+                            ) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
+    """A BertModel folder read as a Q-Former's initial weights ({"from": FOLDER} in an abstractor slot): its
+    widths and depth become the Q-Former's, its layers the Q-Former's self-attention and FFNs (the text FFN and
+    the queries' FFN alike), its embeddings' LayerNorm the Q-Former's. The queries, cross-attention and
+    projection are left to the host (QFORMER_BEYOND_BERT)."""
+    if hf_config.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"config.json position_embedding_type: {hf_config['position_embedding_type']!r} is not "
+                         "supported (absolute)")
+    pad = hf_config.get("pad_token_id", 0)
+    qformer = {"kind": "qformer", "hidden": hf_config["hidden_size"], "layers": hf_config["num_hidden_layers"],
+               "heads": hf_config["num_attention_heads"], "mlp": hf_config["intermediate_size"],
+               "act": activation(hf_config.get("hidden_act", "gelu"), "config.json hidden_act"),
+               "eps": hf_config.get("layer_norm_eps", 1e-12), "vocab": hf_config["vocab_size"],
+               "max_positions": hf_config.get("max_position_embeddings", 512),
+               "pad_token_id": -1 if pad is None else pad}
+    config = {"name": hf_config.get("_name_or_path") or "bert", "family": "blip2", "abstractor": qformer}
+    encoder, unknown = bert_encoder_state_dict(hf_tensors)
+    mapped: dict[str, torch.Tensor] = {}
+    for name, tensor in encoder.items():
+        if name.startswith("layers."):
+            mapped[f"abstractor.{name}"] = tensor
+            query = re.sub(r"^(layers\.\d+\.)ffn(_norm)?\.", r"\1query_ffn\2.", name)
+            if query != name:
+                mapped[f"abstractor.{query}"] = tensor
+        elif name.startswith("embed_norm."):
+            mapped[f"abstractor.layernorm.{name.split('.', 1)[1]}"] = tensor
+        elif name in ("word_embed.weight", "position_embed.weight"):
+            mapped[f"abstractor.{name}"] = tensor
+    return config, mapped, unknown
+
+
+# slot -> the parameters a part converter's source leaves to the host's initialisation, by model type.
+BEYOND = {"bert": {"abstractor": QFORMER_BEYOND_BERT}}

@@ -1,0 +1,35 @@
+"""The timing harness the CPU benchmarks share (ops_cpu.py, linear_cpu.py): interleaved rounds, the best
+round of each candidate, calls per round sized so that a round takes about `min_time`."""
+from __future__ import annotations
+
+import time
+
+CLOCK = time.perf_counter  # wall clock; use_thread_clock() switches to the calling thread's CPU time
+
+
+def use_thread_clock() -> None:
+    """Measure the calling thread's CPU time instead of wall time (one thread only: --clock cpu)."""
+    global CLOCK
+    CLOCK = time.thread_time
+
+
+def timeit(candidates, rounds, min_time=2e-3, warmup=3):
+    """Seconds per call of each candidate: the best of interleaved rounds."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    calls = {}
+    for name, fn in candidates.items():  # calls per round so that one round takes ~min_time
+        start, n = CLOCK(), 0
+        while CLOCK() - start < min_time:
+            fn()
+            n += 1
+        calls[name] = max(1, n)
+    samples = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = CLOCK()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((CLOCK() - start) / calls[name])
+    return {name: min(s) for name, s in samples.items()}
