@@ -18,6 +18,8 @@ from vlmzoo.training.train import train
 from vlmzoo.training.evaluate import evaluate
 from vlmzoo.training.pretraining import pretrain
 from vlmzoo.training.rows import build
+from vlmzoo.config.presets import families  # noqa: E402,F811  (again: importing the vlmzoo.families package
+#                                             above bound the name to the package; the public name is the function)
 
 __all__ = [
     "AutoProcessor", "Model", "ModelOutput", "DualEncoderModel", "DualEncoderOutput", "build", "from_pretrained", "info", "parameter_counts", "forward_flops",

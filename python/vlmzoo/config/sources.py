@@ -101,9 +101,10 @@ def expand_slot(slot: str, fields: Mapping[str, Any]) -> tuple[dict[str, Any], d
         if key in readable:
             expanded[key] = value
         elif key in own and own[key] != value:
-            raise ValueError(f"{slot}.{key}: the source {fields[FROM]!r} fixes {key}={own[key]!r}; got {value!r} "
+            what = "tower" if is_tower(fields[FROM]) else "source"
+            raise ValueError(f"{slot}.{key}: the {what} {fields[FROM]!r} fixes {key}={own[key]!r}; got {value!r} "
                              f"(beside \"from\" a slot may set only {', '.join(sorted(readable)) or 'nothing'} "
-                             "or repeat the source's values)")
+                             f"or repeat the {what}'s values)")
         else:
             expanded[key] = value
     return expanded, record
