@@ -19,9 +19,10 @@ from vlmzoo.data import SAMPLE_IMAGE_NAMES, TASKS
 from vlmzoo.data.tasks import CAPTION_QUESTION
 from vlmzoo.families import AutoProcessor, LlavaProcessor, from_pretrained, load_image_file
 from vlmzoo.models.info import info
+from vlmzoo.study import compare as study  # called through the module: a test stands in for compare
 from vlmzoo.study.compare import (DEFAULT_BUDGET, DEFAULT_CURVE_POINTS, DEFAULT_SEEDS, DEFAULT_TASK,
-                                  DEFAULT_TASK_SIZES, DEFAULT_WORKERS, FULL_SEEDS, FULL_TASKS, compare,
-                                  default_configs, wide_console)
+                                  DEFAULT_TASK_SIZES, DEFAULT_WORKERS, FULL_SEEDS, FULL_TASKS, default_configs,
+                                  wide_console)
 from vlmzoo.training.pretraining import pretrain
 from vlmzoo.training.recipes import DEFAULT_RECIPE, RECIPES
 from vlmzoo.training.rows import build
@@ -67,11 +68,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
     seeds = args.seeds if args.seeds is not None else (FULL_SEEDS if args.full else DEFAULT_SEEDS)
     configs = args.configs or (default_configs(full=True) if args.full else None)
-    comparison = compare(configs, task=list(FULL_TASKS) if args.full else args.task, budget=args.budget,
-                         out=args.out, seed=args.seed, seeds=seeds, task_sizes=sizes, recipe=args.recipe,
-                         batch_size=args.batch_size, trainable=args.trainable, curve_points=args.curve_points,
-                         count_pretraining=args.count_pretraining, resume=args.resume, workers=args.workers,
-                         threads=args.threads, progress=not args.quiet)
+    comparison = study.compare(configs, task=list(FULL_TASKS) if args.full else args.task, budget=args.budget,
+                               out=args.out, seed=args.seed, seeds=seeds, task_sizes=sizes, recipe=args.recipe,
+                               batch_size=args.batch_size, trainable=args.trainable, curve_points=args.curve_points,
+                               count_pretraining=args.count_pretraining, resume=args.resume, workers=args.workers,
+                               threads=args.threads, progress=not args.quiet)
     attrs = comparison.table.attrs
     print(f"{attrs['runs_trained']} runs trained, {attrs['runs_reused']} reused, {attrs['wall_time_s']:.0f} s; "
           f"wrote report.md, results.csv (per seed), summary.csv, learning_curves.csv and PNGs to {args.out}")
@@ -127,7 +128,6 @@ def _prompt_text(processor, prompt: str) -> str:
     if getattr(processor, "chat_template", None):
         chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return processor.apply_chat_template(chat, add_generation_prompt=True)
-
     return f"{image_token}\n{prompt}" if isinstance(processor, LlavaProcessor) else prompt
 
 

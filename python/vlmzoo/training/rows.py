@@ -26,10 +26,12 @@ def build(config: str | Mapping[str, Any], **overrides: Any) -> Model:
     ({"from": "clip-tiny-shapes"}) not pretrained yet is pretrained first (and cached); `vlmzoo.Model`
     itself never trains and refuses such a config with the command that pretrains the tower. A Hub id a slot
     takes ({"from": "owner/name"}) is downloaded into the huggingface_hub cache first (unless offline)."""
-    raw = merge_overrides(load_config(config), overrides)
-    ensure_towers(raw)
-    fetch_sources(raw)
-    return Model(config, **overrides)
+    options = {k: overrides.pop(k) for k in ("device", "dtype", "initialize") if k in overrides}
+    if options.get("initialize", True) and str(options.get("device", "cpu")) != "meta":  # weights will be loaded
+        raw = merge_overrides(load_config(config), overrides)
+        ensure_towers(raw)
+        fetch_sources(raw)
+    return Model(config, **options, **overrides)
 
 
 def fetch_sources(config: Mapping[str, Any]) -> None:

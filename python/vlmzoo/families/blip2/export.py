@@ -15,49 +15,10 @@ from typing import Any, Mapping
 import torch
 
 from vlmzoo.families.common.export import NotExportable, hf_activation as _activation, write_transformers_folder
+from vlmzoo.families.blip2.parts import EVA_VIT_KEYS, QFORMER_KEYS
+from vlmzoo.families.common.bert import BERT_LAYER_KEYS
 from vlmzoo.families.common.llama import llama_hf_name, llama_text_config
-
-_VISION_RULES = [
-    (r"^vision\.class_embed$", "vision_model.embeddings.class_embedding"),
-    (r"^vision\.position_embed$", "vision_model.embeddings.position_embedding"),
-    (r"^vision\.patch_embed\.(weight|bias)$", r"vision_model.embeddings.patch_embedding.\1"),
-    (r"^vision\.layers\.(\d+)\.norm([12])\.(weight|bias)$", r"vision_model.encoder.layers.\1.layer_norm\2.\3"),
-    (r"^vision\.layers\.(\d+)\.attn\.qkv\.weight$", r"vision_model.encoder.layers.\1.self_attn.qkv.weight"),
-    (r"^vision\.layers\.(\d+)\.attn\.([qv])_bias$", r"vision_model.encoder.layers.\1.self_attn.\2_bias"),
-    (r"^vision\.layers\.(\d+)\.attn\.o_proj\.(weight|bias)$", r"vision_model.encoder.layers.\1.self_attn.projection.\2"),
-    (r"^vision\.layers\.(\d+)\.mlp\.(fc[12])\.(weight|bias)$", r"vision_model.encoder.layers.\1.mlp.\2.\3"),
-    (r"^vision\.post_norm\.(weight|bias)$", r"vision_model.post_layernorm.\1"),
-]
-# Q-Former layer parts: vlmzoo (csrc/nn/bert.h) -> the Q-Former's BERT names.
-_QFORMER_LAYER_RULES = [
-    *[(rf"^attn\.{ours}_proj\.(weight|bias)$", rf"attention.attention.{theirs}.\1")
-      for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value"))],
-    *[(rf"^cross_attn\.{ours}_proj\.(weight|bias)$", rf"crossattention.attention.{theirs}.\1")
-      for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value"))],
-    (r"^attn\.o_proj\.(weight|bias)$", r"attention.output.dense.\1"),
-    (r"^attn_norm\.(weight|bias)$", r"attention.output.LayerNorm.\1"),
-    (r"^cross_attn\.o_proj\.(weight|bias)$", r"crossattention.output.dense.\1"),
-    (r"^cross_norm\.(weight|bias)$", r"crossattention.output.LayerNorm.\1"),
-    (r"^ffn\.fc1\.(weight|bias)$", r"intermediate.dense.\1"),
-    (r"^ffn\.fc2\.(weight|bias)$", r"output.dense.\1"),
-    (r"^ffn_norm\.(weight|bias)$", r"output.LayerNorm.\1"),
-    (r"^query_ffn\.fc1\.(weight|bias)$", r"intermediate_query.dense.\1"),
-    (r"^query_ffn\.fc2\.(weight|bias)$", r"output_query.dense.\1"),
-    (r"^query_ffn_norm\.(weight|bias)$", r"output_query.LayerNorm.\1"),
-]
-_OPT_RULES = [
-    (r"^llm\.embed_tokens\.weight$", "language_model.model.decoder.embed_tokens.weight"),
-    (r"^llm\.embed_positions\.weight$", "language_model.model.decoder.embed_positions.weight"),
-    (r"^llm\.project_(in|out)\.weight$", r"language_model.model.decoder.project_\1.weight"),
-    (r"^llm\.norm\.(weight|bias)$", r"language_model.model.decoder.final_layer_norm.\1"),
-    (r"^llm\.lm_head\.weight$", "language_model.lm_head.weight"),
-    (r"^llm\.layers\.(\d+)\.attn_norm\.(weight|bias)$", r"language_model.model.decoder.layers.\1.self_attn_layer_norm.\2"),
-    (r"^llm\.layers\.(\d+)\.mlp_norm\.(weight|bias)$", r"language_model.model.decoder.layers.\1.final_layer_norm.\2"),
-    (r"^llm\.layers\.(\d+)\.attn\.([qkv])_proj\.(weight|bias)$", r"language_model.model.decoder.layers.\1.self_attn.\2_proj.\3"),
-    (r"^llm\.layers\.(\d+)\.attn\.o_proj\.(weight|bias)$", r"language_model.model.decoder.layers.\1.self_attn.out_proj.\2"),
-    (r"^llm\.layers\.(\d+)\.mlp\.(fc[12])\.(weight|bias)$", r"language_model.model.decoder.layers.\1.\2.\3"),
-]
-
+from vlmzoo.families.common.opt import opt_hf_name
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -126,32 +87,17 @@ def blip2_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return hf
 
 
-def _first(rules: list, name: str) -> str | None:
-    for pattern, replacement in rules:
-        if re.match(pattern, name):
-            return re.sub(pattern, replacement, name)
-    return None
-
-
 def _qformer_name(name: str, instruct: bool) -> str | None:
-    """Hugging Face name of a vlmzoo abstractor.* name, None if no rule knows it."""
+    """Hugging Face name of a vlmzoo abstractor.* name, None if no rule knows it: the tables loading reads
+    (blip2/parts.py, common/bert.py), right to left."""
     rest = name[len("abstractor."):]
-    fixed = {"query_tokens": "query_tokens", "word_embed.weight": "qformer.embeddings.word_embeddings.weight",
-             "position_embed.weight": "qformer.embeddings.position_embeddings.weight"}
-    if rest in fixed:
-        return fixed[rest]
-    projection = re.match(r"^projection\.(weight|bias)$", rest)
-    if projection:
-        return f"language_projection.{projection.group(1)}"
-    norm = re.match(r"^layernorm\.(weight|bias)$", rest)
-    if norm:  # InstructBLIP normalises in the embeddings, BLIP-2 after them
-        return f"qformer.{'embeddings.' if instruct else ''}layernorm.{norm.group(1)}"
     layer = re.match(r"^layers\.(\d+)\.(.+)$", rest)
-    if not layer:
-        return None
-    index, inner = layer.groups()
-    renamed = _first(_QFORMER_LAYER_RULES, inner)
-    return f"qformer.encoder.layer.{index}.{renamed}" if renamed else None
+    if layer:
+        renamed = BERT_LAYER_KEYS.to_hf(layer.group(2))
+        return renamed and f"qformer.encoder.layer.{layer.group(1)}.{renamed}"
+    if rest.startswith("layernorm.") and instruct:  # InstructBLIP normalises in the embeddings
+        return f"qformer.embeddings.{rest}"
+    return QFORMER_KEYS.to_hf(rest)
 
 
 def _fused_qkv_bias() -> bool:
@@ -170,11 +116,12 @@ def blip2_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: Mapping[
     unknown = []
     for name, tensor in state_dict.items():
         if name.startswith("vision."):
-            target = _first(_VISION_RULES, name)
+            target = EVA_VIT_KEYS.to_hf(name[len("vision."):])
+            target = target and f"vision_model.{target}"
         elif name.startswith("abstractor."):
             target = _qformer_name(name, instruct)
         else:
-            target = llama_hf_name(name[len("llm."):]) if llama else _first(_OPT_RULES, name)
+            target = (llama_hf_name if llama else opt_hf_name)(name[len("llm."):])
         if target is None:
             unknown.append(name)
         else:

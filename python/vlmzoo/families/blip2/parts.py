@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from vlmzoo.families.common.bert import bert_layer_name
+from vlmzoo.families.common.keys import KeyTable
 
 # Defaults of transformers' Blip2VisionConfig / Blip2QFormerConfig (InstructBLIP's are the same), for
 # fields a config.json leaves out.
@@ -87,26 +88,29 @@ def qformer_config(hf: dict[str, Any], instruct: bool) -> dict[str, Any]:
     }
 
 
-# (pattern over the slot-relative Hugging Face name, replacement); first match wins.
-_VISION_RULES = [
-    (r"^embeddings\.class_embedding$", "class_embed"),
-    (r"^embeddings\.position_embedding$", "position_embed"),
-    (r"^embeddings\.patch_embedding\.(weight|bias)$", r"patch_embed.\1"),
-    (r"^encoder\.layers\.(\d+)\.layer_norm([12])\.(weight|bias)$", r"layers.\1.norm\2.\3"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.weight$", r"layers.\1.attn.qkv.weight"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.([qv])_bias$", r"layers.\1.attn.\2_bias"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.(weight|bias)$", r"layers.\1.attn.o_proj.\2"),
-    (r"^encoder\.layers\.(\d+)\.mlp\.(fc[12])\.(weight|bias)$", r"layers.\1.mlp.\2.\3"),
-    (r"^post_layernorm\.(weight|bias)$", r"post_norm.\1"),
-]
-_ABSTRACTOR_RULES = [
-    (r"^query_tokens$", "query_tokens"),
-    (r"^language_projection\.(weight|bias)$", r"projection.\1"),
-    # BLIP-2 normalises the queries in qformer.layernorm, InstructBLIP queries and text in the embeddings'.
-    (r"^qformer\.(?:embeddings\.)?layernorm\.(weight|bias)$", r"layernorm.\1"),
-    (r"^qformer\.embeddings\.word_embeddings\.weight$", "word_embed.weight"),
-    (r"^qformer\.embeddings\.position_embeddings\.weight$", "position_embed.weight"),
-]
+# Slot-relative key tables, read both ways (blip2/export.py reads them right to left).
+EVA_VIT_KEYS = KeyTable([  # Blip2VisionModel, relative to vision_model.
+    ("embeddings.class_embedding", "class_embed"),
+    ("embeddings.position_embedding", "position_embed"),
+    ("embeddings.patch_embedding.{wb}", "patch_embed.{wb}"),
+    ("encoder.layers.{i}.layer_norm{n}.{wb}", "layers.{i}.norm{n}.{wb}"),
+    ("encoder.layers.{i}.self_attn.qkv.weight", "layers.{i}.attn.qkv.weight"),
+    ("encoder.layers.{i}.self_attn.{qv}_bias", "layers.{i}.attn.{qv}_bias"),
+    ("encoder.layers.{i}.self_attn.projection.{wb}", "layers.{i}.attn.o_proj.{wb}"),
+    ("encoder.layers.{i}.mlp.{fc}.{wb}", "layers.{i}.mlp.{fc}.{wb}"),
+    ("post_layernorm.{wb}", "post_norm.{wb}"),
+])
+# The Q-Former outside its layers (common/bert.py's BERT_LAYER_KEYS are its layers). BLIP-2 normalises the
+# queries in qformer.layernorm, InstructBLIP queries and text in the embeddings': both load; the way back
+# picks by the config (blip2/export.py).
+QFORMER_KEYS = KeyTable([
+    ("query_tokens", "query_tokens"),
+    ("language_projection.{wb}", "projection.{wb}"),
+    ("qformer.layernorm.{wb}", "layernorm.{wb}"),
+    ("qformer.embeddings.layernorm.{wb}", "layernorm.{wb}"),
+    ("qformer.embeddings.word_embeddings.weight", "word_embed.weight"),
+    ("qformer.embeddings.position_embeddings.weight", "position_embed.weight"),
+])
 _IGNORED = [r"position_ids$"]  # buffers
 
 
@@ -122,12 +126,14 @@ def _target(name: str) -> str | None:
     """vlmzoo name of a vision / Q-Former name, None when no rule knows it."""
     if name.startswith("vision_model."):
         rest = name[len("vision_model."):]
-        return next((f"vision.{re.sub(p, r, rest)}" for p, r in _VISION_RULES if re.match(p, rest)), None)
+        renamed = EVA_VIT_KEYS.to_vlmzoo(rest)
+        return renamed and f"vision.{renamed}"
     layer = re.match(r"^qformer\.encoder\.layer\.(\d+)\.(.+)$", name)
     if layer:
         inner = bert_layer_name(layer.group(2))
         return f"abstractor.layers.{layer.group(1)}.{inner}" if inner else None
-    return next((f"abstractor.{re.sub(p, r, name)}" for p, r in _ABSTRACTOR_RULES if re.match(p, name)), None)
+    renamed = QFORMER_KEYS.to_vlmzoo(name)
+    return renamed and f"abstractor.{renamed}"
 
 
 def _is_part(name: str) -> bool:

@@ -7,36 +7,32 @@ from typing import Any
 
 import torch
 
-from vlmzoo.families.common.keys import activation
+from vlmzoo.families.common.keys import KeyTable, activation
 
-# (pattern over the layer-relative Hugging Face name, replacement); first match wins. BertModel calls
-# the attention `attention.self`, the Q-Former `attention.attention`.
-BERT_LAYER_RULES = [
-    (r"^attention\.(?:self|attention)\.query\.(weight|bias)$", r"attn.q_proj.\1"),
-    (r"^attention\.(?:self|attention)\.key\.(weight|bias)$", r"attn.k_proj.\1"),
-    (r"^attention\.(?:self|attention)\.value\.(weight|bias)$", r"attn.v_proj.\1"),
-    (r"^attention\.output\.dense\.(weight|bias)$", r"attn.o_proj.\1"),
-    (r"^attention\.output\.LayerNorm\.(weight|bias)$", r"attn_norm.\1"),
-    (r"^crossattention\.(?:self|attention)\.query\.(weight|bias)$", r"cross_attn.q_proj.\1"),
-    (r"^crossattention\.(?:self|attention)\.key\.(weight|bias)$", r"cross_attn.k_proj.\1"),
-    (r"^crossattention\.(?:self|attention)\.value\.(weight|bias)$", r"cross_attn.v_proj.\1"),
-    (r"^crossattention\.output\.dense\.(weight|bias)$", r"cross_attn.o_proj.\1"),
-    (r"^crossattention\.output\.LayerNorm\.(weight|bias)$", r"cross_norm.\1"),
-    (r"^intermediate\.dense\.(weight|bias)$", r"ffn.fc1.\1"),
-    (r"^output\.dense\.(weight|bias)$", r"ffn.fc2.\1"),
-    (r"^output\.LayerNorm\.(weight|bias)$", r"ffn_norm.\1"),
-    (r"^intermediate_query\.dense\.(weight|bias)$", r"query_ffn.fc1.\1"),
-    (r"^output_query\.dense\.(weight|bias)$", r"query_ffn.fc2.\1"),
-    (r"^output_query\.LayerNorm\.(weight|bias)$", r"query_ffn_norm.\1"),
-]
+# Layer-relative BERT names <-> vlmzoo's, both ways. The Q-Former calls the attention `attention.attention`,
+# BertModel `attention.self`: both load, and the way back writes the Q-Former's (it comes first).
+_PROJECTIONS = (("query", "q"), ("key", "k"), ("value", "v"))
+BERT_LAYER_KEYS = KeyTable([
+    *[(f"{block}.{spelling}.{theirs}.{{wb}}", f"{ours_block}.{ours}_proj.{{wb}}")
+      for spelling in ("attention", "self")
+      for block, ours_block in (("attention", "attn"), ("crossattention", "cross_attn"))
+      for theirs, ours in _PROJECTIONS],
+    ("attention.output.dense.{wb}", "attn.o_proj.{wb}"),
+    ("attention.output.LayerNorm.{wb}", "attn_norm.{wb}"),
+    ("crossattention.output.dense.{wb}", "cross_attn.o_proj.{wb}"),
+    ("crossattention.output.LayerNorm.{wb}", "cross_norm.{wb}"),
+    ("intermediate.dense.{wb}", "ffn.fc1.{wb}"),
+    ("output.dense.{wb}", "ffn.fc2.{wb}"),
+    ("output.LayerNorm.{wb}", "ffn_norm.{wb}"),
+    ("intermediate_query.dense.{wb}", "query_ffn.fc1.{wb}"),
+    ("output_query.dense.{wb}", "query_ffn.fc2.{wb}"),
+    ("output_query.LayerNorm.{wb}", "query_ffn_norm.{wb}"),
+])
 
 
 def bert_layer_name(rest: str) -> str | None:
     """vlmzoo name of a layer-relative BERT name ("attention.output.dense.weight" -> "attn.o_proj.weight")."""
-    for pattern, replacement in BERT_LAYER_RULES:
-        if re.match(pattern, rest):
-            return re.sub(pattern, replacement, rest)
-    return None
+    return BERT_LAYER_KEYS.to_vlmzoo(rest)
 
 
 # BertModel (nn::BertEncoder): embeddings, then encoder.layer.i.

@@ -37,7 +37,7 @@ def rename(rules: "Rules | KeyTable", name: str) -> str | None:
 
 # Placeholders a key template may hold, each matching one part of a name.
 FIELDS = {"i": r"\d+", "wb": r"weight|bias", "qkv": r"q|k|v", "qkvo": r"q|k|v|o", "n": r"1|2", "fc": r"fc1|fc2",
-          "gud": r"gate|up|down"}
+          "gud": r"gate|up|down", "io": r"in|out", "qv": r"q|v"}
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vlmzoo.families.common.keys import activation, first_id, rename
+from vlmzoo.families.common.keys import KeyTable, activation, first_id, rename
 
 # Defaults of transformers' OPTConfig, for fields a config.json leaves out.
 OPT_DEFAULTS = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, num_attention_heads=12,
@@ -16,19 +16,29 @@ OPT_DEFAULTS = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn
                     layer_norm_elementwise_affine=True, tie_word_embeddings=True, bos_token_id=2, eos_token_id=2,
                     pad_token_id=1)
 
-# Names relative to OPTDecoder (embed_tokens, layers, final_layer_norm, ...), plus the causal LM's lm_head.
-OPT_RULES = [
-    (r"^embed_tokens\.weight$", "embed_tokens.weight"),
-    (r"^embed_positions\.weight$", "embed_positions.weight"),
-    (r"^project_(in|out)\.weight$", r"project_\1.weight"),
-    (r"^final_layer_norm\.(weight|bias)$", r"norm.\1"),
-    (r"^lm_head\.weight$", "lm_head.weight"),
-    (r"^layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"layers.\1.attn_norm.\2"),
-    (r"^layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"layers.\1.mlp_norm.\2"),
-    (r"^layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$", r"layers.\1.attn.\2_proj.\3"),
-    (r"^layers\.(\d+)\.self_attn\.out_proj\.(weight|bias)$", r"layers.\1.attn.o_proj.\2"),
-    (r"^layers\.(\d+)\.(fc[12])\.(weight|bias)$", r"layers.\1.mlp.\2.\3"),
-]
+# Names relative to OPTDecoder (embed_tokens, layers, final_layer_norm, ...), plus the causal LM's lm_head; both ways.
+OPT_KEYS = KeyTable([
+    ("embed_tokens.weight", "embed_tokens.weight"),
+    ("embed_positions.weight", "embed_positions.weight"),
+    ("project_{io}.weight", "project_{io}.weight"),
+    ("final_layer_norm.{wb}", "norm.{wb}"),
+    ("lm_head.weight", "lm_head.weight"),
+    ("layers.{i}.self_attn_layer_norm.{wb}", "layers.{i}.attn_norm.{wb}"),
+    ("layers.{i}.final_layer_norm.{wb}", "layers.{i}.mlp_norm.{wb}"),
+    ("layers.{i}.self_attn.{qkv}_proj.{wb}", "layers.{i}.attn.{qkv}_proj.{wb}"),
+    ("layers.{i}.self_attn.out_proj.{wb}", "layers.{i}.attn.o_proj.{wb}"),
+    ("layers.{i}.{fc}.{wb}", "layers.{i}.mlp.{fc}.{wb}"),
+])
+OPT_RULES = OPT_KEYS
+
+
+def opt_hf_name(name: str) -> str | None:
+    """The name transformers' BLIP-2 gives an llm-relative vlmzoo OPT weight (language_model.model.decoder.*,
+    language_model.lm_head.weight); None when no rule knows it."""
+    hf = OPT_KEYS.to_hf(name)
+    if hf is None:
+        return None
+    return f"language_model.{hf}" if hf == "lm_head.weight" else f"language_model.model.decoder.{hf}"
 
 
 def opt_llm_config(text_config: dict[str, Any], where: str = "") -> dict[str, Any]:
