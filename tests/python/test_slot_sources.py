@@ -202,3 +202,31 @@ def test_real_minilm_weights_initialise_a_qformers_bert_layers_which_then_give_b
         expected = reference(input_ids=ids).last_hidden_state
         actual = encoder.forward(ids, torch.ones_like(ids), torch.zeros_like(ids))
     assert (actual - expected).abs().max().item() <= 1e-4
+
+
+def same_slot(model, source, slot: str) -> bool:
+    own = dict(source.named_parameters(slot))
+    return all(torch.equal(p, own[k]) for k, p in model.named_parameters(slot)) and len(own) > 0
+
+
+def test_a_blip2_from_a_blip2_folders_tower_and_qformer_and_an_opt_folders_lm(tmp_path):
+    from blip2_fixtures import make_hf_blip2, make_hf_opt
+
+    blip2, opt = tmp_path / "blip2", tmp_path / "opt"
+    make_hf_blip2(blip2)
+    make_hf_opt(opt)
+    model = vlmzoo.build("blip2-opt-tiny", vision={"from": str(blip2)}, abstractor={"from": str(blip2)},
+                         llm={"from": str(opt)})
+    whole_blip2, whole_opt = vlmzoo.from_pretrained(blip2), vlmzoo.from_pretrained(opt)
+    assert same_slot(model, whole_blip2, "vision") and same_slot(model, whole_blip2, "abstractor")
+    assert same_slot(model, whole_opt, "llm")
+    assert {s: r["from"] for s, r in vlmzoo.info(model.config)["sources"].items()} == {
+        "vision": str(blip2), "abstractor": str(blip2), "llm": str(opt)}
+
+
+def test_the_language_model_of_a_llava_folder_as_a_slot(tmp_path):
+    from hf_fixtures import make_hf_llava
+
+    make_hf_llava(tmp_path / "llava")
+    model = vlmzoo.build("llava-1.5-tiny", llm={"from": str(tmp_path / "llava")})
+    assert same_slot(model, vlmzoo.from_pretrained(tmp_path / "llava"), "llm")

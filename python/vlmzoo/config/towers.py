@@ -30,8 +30,6 @@ SLOTS = ("vision", "abstractor", "fusion", "llm", "head")
 READ_FIELDS = {
     "vision": {"feature_layers", "select", "pool"},
     "llm": {"bos_token_id", "eos_token_id", "pad_token_id"},
-    # A BERT lends a Q-Former its layers; the queries and where cross-attention sits are the host's.
-    "abstractor": {"queries", "cross_attention_frequency", "instruction", "text_ffn"},
 }
 
 
