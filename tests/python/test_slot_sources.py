@@ -137,6 +137,7 @@ assert model.config["vision"]["from"] == "vlmzoo-test/tiny-clip"
 assert model.config["vision"]["revision"] == sys.argv[1], model.config["vision"]
 own = dict(clip.named_parameters("vision"))
 assert all(torch.equal(p, own[k]) for k, p in model.named_parameters("vision"))
+assert type(vlmzoo.AutoProcessor.from_pretrained("vlmzoo-test/tiny-clip")).__name__ == "DualEncoderProcessor"
 for call in (lambda: vlmzoo.from_pretrained("vlmzoo-test/not-cached"),
              lambda: vlmzoo.build("llava-1.5-tiny", vision={"from": "vlmzoo-test/not-cached"})):
     try:
@@ -152,8 +153,12 @@ print("ok")
 def test_a_hub_id_resolves_from_a_filled_cache_offline_and_an_uncached_one_names_the_id(parts, tmp_path):
     pytest.importorskip("huggingface_hub")
     clip, _ = parts
+    from hf_fixtures import clip_image_processor, make_hf_tokenizer
+
     repo = tmp_path / "hub" / "models--vlmzoo-test--tiny-clip"  # the huggingface_hub cache layout
     shutil.copytree(clip, repo / "snapshots" / COMMIT)
+    transformers.CLIPProcessor(image_processor=clip_image_processor(32, (32, 32)),
+                               tokenizer=make_hf_tokenizer()).save_pretrained(repo / "snapshots" / COMMIT)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
