@@ -235,3 +235,12 @@ def test_the_language_model_of_a_llava_folder_as_a_slot(tmp_path):
     make_hf_llava(tmp_path / "llava")
     model = vlmzoo.build("llava-1.5-tiny", llm={"from": str(tmp_path / "llava")})
     assert same_slot(model, vlmzoo.from_pretrained(tmp_path / "llava"), "llm")
+
+
+def test_vlmzoo_info_prints_where_each_slot_comes_from(tmp_path, capsys):
+    from vlmzoo.cli import main
+
+    config = {**vlmzoo.load_config("llava-1.5-tiny"), "vision": {"from": "clip-tiny-shapes"}}
+    (tmp_path / "tower.json").write_text(json.dumps(config))
+    assert main(["info", str(tmp_path / "tower.json")]) == 0  # counted on the meta device: nothing pretrained
+    assert "vision from clip-tiny-shapes" in capsys.readouterr().out
