@@ -19,14 +19,12 @@ the core; wall-clock with 2 threads on a busy 2-core machine mostly measures wai
 import argparse
 import datetime
 import os
-import platform
-import subprocess
 
 import torch
 import torch.nn.functional as F
 
 import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
-from timing import timeit, use_thread_clock  # bench/timing.py: the harness the CPU benchmarks share
+from timing import commit, cpu_model, timeit, use_thread_clock  # bench/timing.py: the harness the CPU benchmarks share
 
 ops = torch.ops.vlmzoo
 HIDDEN, KV, MLP, VIT_MLP, VOCAB = 768, 256, 2048, 3072, 32064
@@ -81,24 +79,7 @@ def row(m, name, n, k, rounds):
 
 
 def machine():
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
-
-
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return f"{cpu_model()}"
 
 
 def table(threads, rounds, only, rows):

@@ -20,7 +20,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -38,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import vlmzoo._C  # noqa: F401  (registers torch.ops.vlmzoo)
-from timing import timeit, use_thread_clock  # bench/timing.py: the harness the CPU benchmarks share
+from timing import commit, cpu_model, timeit, use_thread_clock  # bench/timing.py: the harness the CPU benchmarks share
 
 ops = torch.ops.vlmzoo
 HIDDEN, HEADS, HEAD_DIM, MLP_LLM, MLP_VIT, TOKENS, CACHE = 768, 12, 64, 2048, 3072, 576, 1024
@@ -231,23 +230,7 @@ def memory_table(dtypes):
 
 
 def machine():
-    model = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
-
-
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return f"{cpu_model()}, {torch.get_num_threads()} torch threads"
 
 
 def main():

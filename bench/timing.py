@@ -1,7 +1,11 @@
-"""The timing harness the CPU benchmarks share (ops_cpu.py, linear_cpu.py): interleaved rounds, the best
-round of each candidate, calls per round sized so that a round takes about `min_time`."""
+"""What the CPU benchmarks share (ops_cpu.py, linear_cpu.py): the timing harness (interleaved rounds, the best
+round of each candidate, calls per round sized so that a round takes about `min_time`) and the machine and
+commit their RESULTS.md headers name."""
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
 import time
 
 CLOCK = time.perf_counter  # wall clock; use_thread_clock() switches to the calling thread's CPU time
@@ -33,3 +37,25 @@ def timeit(candidates, rounds, min_time=2e-3, warmup=3):
                 fn()
             samples[name].append((CLOCK() - start) / calls[name])
     return {name: min(s) for name, s in samples.items()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name and core count, from /proc/cpuinfo where there is one."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
