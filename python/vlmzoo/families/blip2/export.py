@@ -102,7 +102,7 @@ def _qformer_name(name: str, instruct: bool) -> str | None:
 
 def _fused_qkv_bias() -> bool:
     """Whether the installed transformers holds the BLIP-2 ViT's attention bias as one qkv.bias (5.0 on)."""
-    import transformers
+    import transformers  # inside: transformers is optional (the reference extra) and slow to import
 
     return int(transformers.__version__.split(".")[0]) >= 5
 
