@@ -102,6 +102,8 @@ def test_a_source_without_the_slot_or_with_other_shapes_is_refused_naming_the_pa
         vlmzoo.resolve_config("llava-1.5-tiny", vision={"from": str(llama)})
     with pytest.raises(ValueError, match=r"vision\.hidden: the source .* fixes hidden=32; got 64"):
         vlmzoo.resolve_config("llava-1.5-tiny", vision={"from": str(clip), "hidden": 64})
+    with pytest.raises(FileNotFoundError, match=r"llm\.from: checkpoint folder '/no/such/folder' does not exist"):
+        vlmzoo.resolve_config("llava-1.5-tiny", llm={"from": "/no/such/folder"})
 
 
 def test_resolving_never_downloads_an_uncached_hub_id_is_an_error_naming_it(tmp_path, monkeypatch):

@@ -43,7 +43,9 @@ def locate(source: Any, revision: str | None = None, where: str = FROM) -> tuple
     path = Path(source).expanduser()
     if path.is_dir():
         return path, None
-    if not HUB_ID.match(source) or path.exists() or source.startswith((".", "/", "~")):
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise FileNotFoundError(f"{where}: checkpoint folder {source!r} does not exist")
+    if not HUB_ID.match(source):
         raise ValueError(f"{where}: unknown tower {source!r}; towers: {', '.join(sorted(TOWERS))} (a source may also "
                          "be a checkpoint folder or a Hugging Face Hub id owner/name)")
     try:  # inside: huggingface_hub is optional (the reference extra), needed for Hub ids only
