@@ -60,3 +60,48 @@ def fuyu_batch(sizes=((16, 24), (24, 32)), text_lengths=(3, 6), seed: int = 1):
         where = (input_ids[b] == IMAGE_TOKEN).nonzero().squeeze(1)
         indices[b, where] = torch.arange(where.numel())
     return input_ids, mask, images, patches, indices
+
+
+# ---- a tokenizer and processor saved as transformers saves them
+WORDS = "what is in the image ? describe a cat dog red blue caption".split()
+PROCESSOR_SPECIALS = ("<unk>", "<s>", "</s>", "▁", "|SPEAKER|", "|NEWLINE|", "<0x04>")
+
+
+def make_fuyu_tokenizer():
+    """A word-level tokenizer with Fuyu's special tokens. Fuyu's own (sentencepiece) tokenizer puts a "▁"
+    piece before text that starts with |SPEAKER|, which FuyuProcessor drops; this one is given the same
+    habit (FuyuTestTokenizer) so transformers' processor reads it as it reads the real one."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    class FuyuTestTokenizer(PreTrainedTokenizerFast):
+        def __call__(self, text=None, *args, **kwargs):
+            if isinstance(text, str) and text.startswith("|SPEAKER|"):
+                text = "▁" + text
+            return super().__call__(text, *args, **kwargs)
+
+    vocab = {token: i for i, token in enumerate(PROCESSOR_SPECIALS)}
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in PROCESSOR_SPECIALS if t != "▁"])
+    return FuyuTestTokenizer(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                             pad_token="<unk>")
+
+
+def make_hf_fuyu_processor(folder: Path, **image_options):
+    """transformers' FuyuProcessor over the PIL image processor (torchvision does not import here). That
+    processor's patchify_image is numpy code which FuyuProcessor calls on torch tensors; it is wrapped to
+    take them, so the patch layout compared is the one the installed source defines."""
+    from transformers import FuyuProcessor
+    from transformers.models.fuyu.image_processing_pil_fuyu import FuyuImageProcessorPil
+
+    image_processor = FuyuImageProcessorPil(**image_options)
+    processor = FuyuProcessor(image_processor=image_processor, tokenizer=make_fuyu_tokenizer())
+    processor.save_pretrained(folder)
+    numpy_patchify = image_processor.patchify_image
+    image_processor.patchify_image = lambda image, patch_size=None: torch.from_numpy(
+        numpy_patchify(image.numpy() if isinstance(image, torch.Tensor) else image, patch_size))
+    return processor

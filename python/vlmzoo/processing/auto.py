@@ -11,6 +11,7 @@ from .dual_encoder import DualEncoderProcessor
 from .image_processor import PREPROCESSOR_CONFIG, PROCESSOR_CONFIG
 from .llava import LlavaProcessor
 from .word import WordProcessor
+from ..families.fuyu.processor import FuyuProcessor
 
 PROCESSOR_CLASSES: dict[str, Callable[[Path], Processor]] = {
     "LlavaProcessor": LlavaProcessor.from_pretrained,
@@ -18,10 +19,11 @@ PROCESSOR_CLASSES: dict[str, Callable[[Path], Processor]] = {
     "InstructBlipProcessor": InstructBlipProcessor.from_pretrained,
     "CLIPProcessor": DualEncoderProcessor.from_pretrained,
     "SiglipProcessor": DualEncoderProcessor.from_pretrained,
+    "FuyuProcessor": FuyuProcessor.from_pretrained,
 }
 # config.json model_type -> processor class, for folders that do not name their processor.
 MODEL_TYPE_PROCESSORS = {"llava": "LlavaProcessor", "blip-2": "Blip2Processor", "instructblip": "InstructBlipProcessor",
-                         "clip": "CLIPProcessor", "siglip": "SiglipProcessor"}
+                         "clip": "CLIPProcessor", "siglip": "SiglipProcessor", "fuyu": "FuyuProcessor"}
 
 
 def _declared_processor(folder: Path) -> tuple[str | None, str]:
