@@ -31,11 +31,18 @@ def _row_patches(image_patches: Any, row: int, rows: int) -> torch.Tensor:
 
 
 def concatenated_patches(input_ids: torch.Tensor, image_patches: Any, image_patches_indices: torch.Tensor | None,
-                         image_token_id: int) -> torch.Tensor:
+                         image_token_id: int, patch_width: int | None = None) -> torch.Tensor:
     """[total patches, patch width], the patches in the order of the image placeholders of input_ids.
 
-    A count that disagrees with the placeholders is a ValueError naming both."""
+    Patches of another width than `patch_width` (when given), and a count that disagrees with the
+    placeholders, are ValueErrors naming both."""
     placeholders = input_ids == image_token_id
+    for patches in _flatten(image_patches) if isinstance(image_patches, (list, tuple)) else [image_patches]:
+        if not isinstance(patches, torch.Tensor):
+            raise TypeError(f"image_patches: expected torch.Tensors, got {type(patches).__name__}")
+        if patch_width is not None and (patches.dim() == 0 or patches.shape[-1] != patch_width):
+            raise ValueError(f"image_patches: each patch must hold vision.patch_size^2 x vision.channels = "
+                             f"{patch_width} values, got shape {tuple(patches.shape)}")
     if image_patches_indices is None:
         if isinstance(image_patches, (list, tuple)):
             parts = [p.reshape(-1, p.shape[-1]) for p in _flatten(image_patches)]

@@ -247,18 +247,16 @@ class Model(nn.Module):
                                  image_patches_indices: Any) -> Any:
         """Fuyu's image_patches (either form transformers has used) as the patches the core splices."""
         if image_patches is None and image_patches_indices is None:
-            if isinstance(pixel_values, torch.Tensor) and pixel_values.dim() in (2, 3):
-                from .image_patches import concatenated_patches  # transformers >= 5.23 names Fuyu's patches so
-
-                return concatenated_patches(input_ids, pixel_values, None, self.image_token_id)
-            return pixel_values
+            return pixel_values  # images, or (transformers >= 5.23) Fuyu's concatenated patches under this name
         if pixel_values is not None:
             raise ValueError("pixel_values and image_patches: pass one of them (both hold the images)")
         if image_patches is None:
             raise ValueError("image_patches_indices: given without image_patches")
         from .image_patches import concatenated_patches
 
-        return concatenated_patches(input_ids, image_patches, image_patches_indices, self.image_token_id)
+        vision = self._config.get("vision") or {}
+        width = vision["patch_size"] ** 2 * vision["channels"] if vision.get("kind") == "patch_linear" else None
+        return concatenated_patches(input_ids, image_patches, image_patches_indices, self.image_token_id, width)
 
     def encode_images(self, pixel_values: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
                       qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:

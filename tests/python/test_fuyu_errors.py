@@ -44,9 +44,12 @@ def test_indices_that_disagree_with_the_placeholders_are_refused(model):
 
 
 def test_patches_of_the_wrong_width_are_refused(model):
-    with pytest.raises(ValueError, match=r"image_patches: each patch must hold patch_size 8 x 8 x channels 3 = 192 "
-                                         r"values, got 100"):
+    with pytest.raises(ValueError, match=r"image_patches: each patch must hold vision.patch_size\^2 x "
+                                         r"vision.channels = 192 values, got shape \(6, 100\)"):
         model(input_ids=row(6), image_patches=torch.randn(6, 100))
+    with pytest.raises(ValueError, match=r"pixel_values: read as image patches \[N, P, 192\] or \[P, 192\], each "
+                                         r"must hold patch_size 8 x 8 x channels 3 = 192 values, got 100"):
+        model(input_ids=row(6), pixel_values=torch.randn(6, 100))
 
 
 def test_a_sequence_longer_than_the_position_range_is_refused(model):

@@ -7,6 +7,7 @@
 //   image patches [N, P, p*p*C] (or [P, p*p*C], the batch's patches concatenated) -> [N, P, llm hidden]
 #include "models/registry.h"
 #include "nn/linear.h"
+#include "nn/vit.h"
 
 namespace vlmzoo::models {
 namespace {
@@ -56,10 +57,16 @@ class PatchLinearEncoder : public VisionEncoder {
     TORCH_CHECK_VALUE(x.dim() >= 2 && x.dim() <= 4, "pixel_values: vision.kind \"patch_linear\" takes images [N, ",
                       c_.channels, ", H, W] or patches [N, P, ", patch_width(), "] / [P, ", patch_width(), "], got ",
                       x.sizes());
-    if (x.dim() == 4) return proj(patchify(x));
-    TORCH_CHECK_VALUE(x.size(-1) == patch_width(), "image_patches: each patch must hold patch_size ", c_.patch_size,
-                      " x ", c_.patch_size, " x channels ", c_.channels, " = ", patch_width(), " values, got ",
-                      x.size(-1), " (shape ", x.sizes(), ")");
+    if (x.dim() == 4) {
+      check_images(x);
+      nn::check_pixel_dtype_and_values(x);
+      return proj(patchify(x));
+    }
+    TORCH_CHECK_VALUE(x.size(-1) == patch_width(), "pixel_values: read as image patches [N, P, ", patch_width(),
+                      "] or [P, ", patch_width(), "], each must hold patch_size ", c_.patch_size, " x ", c_.patch_size,
+                      " x channels ", c_.channels, " = ", patch_width(), " values, got ", x.size(-1), " (shape ",
+                      x.sizes(), "); images are [N, ", c_.channels, ", H, W]");
+    nn::check_pixel_dtype_and_values(x);
     return proj(x.dim() == 2 ? x.unsqueeze(0) : x);
   }
 
@@ -72,13 +79,17 @@ class PatchLinearEncoder : public VisionEncoder {
  private:
   int64_t patch_width() const { return int64_t{c_.patch_size} * c_.patch_size * c_.channels; }
 
+  void check_images(const torch::Tensor& images) const {
+    TORCH_CHECK_VALUE(images.size(1) == c_.channels, "pixel_values: expected [num_images, ", c_.channels,
+                      ", H, W] (vision.channels; any H and W), got ", images.sizes());
+    TORCH_CHECK_VALUE(images.size(2) >= c_.patch_size && images.size(3) >= c_.patch_size, "pixel_values: an image of ",
+                      images.size(2), " x ", images.size(3), " pixels is smaller than one patch (vision.patch_size ",
+                      c_.patch_size, ")");
+  }
+
   // [N, C, H, W] -> [N, rows * cols, p * p * C], rows and cols after padding to whole patches.
   torch::Tensor patchify(const torch::Tensor& images) const {
     const int64_t n = images.size(0), p = c_.patch_size;
-    TORCH_CHECK_VALUE(images.size(1) == c_.channels, "pixel_values: expected ", c_.channels,
-                      " channels (vision.channels), got shape ", images.sizes());
-    TORCH_CHECK_VALUE(images.size(2) >= p && images.size(3) >= p, "pixel_values: an image of ", images.size(2), " x ",
-                      images.size(3), " pixels is smaller than one patch (vision.patch_size ", p, ")");
     const int64_t rows = patches_along(images.size(2), p), cols = patches_along(images.size(3), p);
     auto padded = images;
     if (rows * p != images.size(2) || cols * p != images.size(3)) {
