@@ -58,3 +58,14 @@ def test_save_load_and_deepcopy_keep_the_logits(tmp_path):
         model.save_pretrained(tmp_path)
         for other in (vlmzoo.from_pretrained(tmp_path), copy.deepcopy(model)):
             torch.testing.assert_close(other(ids, pixels).logits, expected, rtol=0, atol=0)
+
+
+def test_fuyu_micro_has_the_micro_llava_language_model_size_and_runs_in_compare(task, tmp_path):
+    from vlmzoo.compare import compare
+
+    fuyu, llava = vlmzoo.resolve_config("fuyu-micro"), vlmzoo.resolve_config("llava-1.5-micro")
+    assert (fuyu["llm"]["hidden"], fuyu["llm"]["layers"]) == (llava["llm"]["hidden"], llava["llm"]["layers"])
+    assert vlmzoo.visual_tokens_per_image(fuyu) == vlmzoo.visual_tokens_per_image(llava) == 16
+    table, _ = compare(["fuyu-micro"], task=task, budget=2, out=tmp_path, seeds=1, batch_size=4, curve_points=1,
+                       progress=False, print_table=False)
+    assert list(table["model"]) == ["fuyu-micro"] and (table["steps"] == 2).all()
