@@ -13,7 +13,8 @@ BOA_TOKEN = 102  # <0x04>, the beginning of the answer
 PATCH = 8
 
 
-def make_hf_fuyu(folder: Path | None = None, *, seed: int = 0, qk_norm: bool = True, tie: bool = False):
+def make_hf_fuyu(folder: Path | None = None, *, seed: int = 0, qk_norm: bool = True, tie: bool = False,
+                 image_token_id: int = IMAGE_TOKEN, patch_size: int = PATCH):
     from transformers import FuyuConfig, FuyuForCausalLM
 
     torch.manual_seed(seed)
@@ -21,7 +22,7 @@ def make_hf_fuyu(folder: Path | None = None, *, seed: int = 0, qk_norm: bool = T
                 num_attention_heads=4, max_position_embeddings=256, qk_layernorm=qk_norm, pad_token_id=0,
                 rope_parameters={"rope_type": "default", "rope_theta": 25000.0, "partial_rotary_factor": 0.5},
                 tie_word_embeddings=tie)
-    config = FuyuConfig(text_config=text, patch_size=PATCH, image_size=32, image_token_id=IMAGE_TOKEN,
+    config = FuyuConfig(text_config=text, patch_size=patch_size, image_size=32, image_token_id=image_token_id,
                         tie_word_embeddings=tie)
     model = FuyuForCausalLM(config).eval()
     with torch.no_grad():  # random init leaves norms at 1/0 and biases at 0: perturb them so every one is seen

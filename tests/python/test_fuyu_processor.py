@@ -68,3 +68,25 @@ def test_the_processors_output_runs_through_a_fuyu_model(tmp_path):
     assert logits.shape == (*inputs["input_ids"].shape, 512)
     tokens = model.generate(**inputs, max_new_tokens=3, eos_token_id=[])
     assert tokens.shape == (2, inputs["input_ids"].shape[1] + 3)
+
+
+def test_the_generate_command_on_a_fuyu_folder_gives_transformers_answer(tmp_path, capsys):
+    from vlmzoo.cli import main
+
+    from fuyu_fixtures import make_hf_fuyu
+
+    reference_processor = make_hf_fuyu_processor(tmp_path, size={"height": 90, "width": 120},
+                                                 patch_size={"height": 30, "width": 30})
+    speaker = reference_processor.tokenizer.convert_tokens_to_ids("|SPEAKER|")
+    reference = make_hf_fuyu(tmp_path, image_token_id=speaker, patch_size=30, seed=8)
+    image_path = tmp_path / "photo.png"
+    photo().save(image_path)
+    inputs = reference_processor(images=Image.open(image_path), text="describe the image", return_tensors="pt")
+    expected = reference.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                  pixel_values=inputs["image_patches"], max_new_tokens=4, do_sample=False,
+                                  eos_token_id=None, pad_token_id=0)
+    assert main(["generate", str(tmp_path), "--image", str(image_path), "--prompt", "describe the image",
+                 "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"token ids: {expected[0, inputs['input_ids'].shape[1]:].tolist()}" in out
+    assert "(640x427 -> 12 patches)" in out  # shrunk to fit 90 x 120: 90 x 134 -> 84 x 120 -> 3 x 4 patches
