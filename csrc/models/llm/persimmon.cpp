@@ -65,7 +65,7 @@ const config::Schema<PersimmonConfig>& persimmon_schema() {
   return schema;
 }
 
-using RopeTables = std::pair<torch::Tensor, torch::Tensor>;
+using PersimmonRope = std::pair<torch::Tensor, torch::Tensor>;
 
 // transformers' PersimmonAttention: qkv is one Linear whose output reads [heads, 3, head_dim] per token.
 class PersimmonAttentionImpl : public torch::nn::Module {
@@ -80,7 +80,7 @@ class PersimmonAttentionImpl : public torch::nn::Module {
     o_proj = register_module("o_proj", nn::Linear(c.hidden, c.hidden, true, o));
   }
   // x: [B, T, hidden]; allowed: bool [B|1, 1, T, S]; rope: (cos, sin) [B, T, rotary_dim].
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed, const RopeTables& rope,
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed, const PersimmonRope& rope,
                         nn::KVCache* cache) {
     const int64_t batch = x.size(0), tokens = x.size(1);
     auto fused = qkv(x).view({batch, tokens, heads_, 3, head_dim_});
@@ -116,7 +116,7 @@ class PersimmonLayerImpl : public torch::nn::Module {
     mlp_norm = register_module("mlp_norm", nn::LayerNorm(c.hidden, c.eps, policy, o));
     mlp = register_module("mlp", nn::Mlp(c.hidden, c.mlp, c.hidden, c.act, true, policy, o));
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed, const RopeTables& rope,
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed, const PersimmonRope& rope,
                         nn::KVCache* cache) {
     auto h = x + attn->forward(attn_norm(x), allowed, rope, cache);
     return h + mlp(mlp_norm(h));
@@ -153,7 +153,7 @@ class PersimmonLM : public LanguageModel {
     return x;
   }
   torch::Tensor layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) override {
-    const auto& rope = std::any_cast<const RopeTables&>(ctx.lm_state);
+    const auto& rope = std::any_cast<const PersimmonRope&>(ctx.lm_state);
     return layers->ptr<PersimmonLayerImpl>(index)->forward(x, ctx.allowed, rope,
                                                            ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
   }
