@@ -137,3 +137,14 @@ def test_info_reports_visual_tokens_per_image_size():
     info = vlmzoo.info("fuyu-8b")
     assert info["visual_tokens_by_image_size"]["1080x1920"] == 2304
     assert info["visual_tokens_by_image_size"]["300x300"] == 100
+
+
+def test_bfloat16_model_takes_float32_patches_and_stays_near_float32(checkpoint):
+    folder, reference = checkpoint
+    model = vlmzoo.from_pretrained(folder, dtype=torch.bfloat16)
+    input_ids, mask, _, patches, _ = fuyu_batch(seed=9)
+    expected = reference_logits(reference, input_ids, mask, patches)
+    with torch.no_grad():
+        actual = model(input_ids=input_ids, image_patches=torch.cat(patches), attention_mask=mask).logits
+    assert actual.dtype == torch.bfloat16
+    assert max_diff(actual, expected, mask) <= 0.05 * expected.abs().max().item()

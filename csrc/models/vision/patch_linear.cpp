@@ -60,14 +60,14 @@ class PatchLinearEncoder : public VisionEncoder {
     if (x.dim() == 4) {
       check_images(x);
       nn::check_pixel_dtype_and_values(x);
-      return proj(patchify(x));
+      return proj(patchify(x.to(dtype())));
     }
     TORCH_CHECK_VALUE(x.size(-1) == patch_width(), "pixel_values: read as image patches [N, P, ", patch_width(),
                       "] or [P, ", patch_width(), "], each must hold patch_size ", c_.patch_size, " x ", c_.patch_size,
                       " x channels ", c_.channels, " = ", patch_width(), " values, got ", x.size(-1), " (shape ",
                       x.sizes(), "); images are [N, ", c_.channels, ", H, W]");
     nn::check_pixel_dtype_and_values(x);
-    return proj(x.dim() == 2 ? x.unsqueeze(0) : x);
+    return proj((x.dim() == 2 ? x.unsqueeze(0) : x).to(dtype()));
   }
 
   double flops(int64_t images) const override {
@@ -78,6 +78,8 @@ class PatchLinearEncoder : public VisionEncoder {
 
  private:
   int64_t patch_width() const { return int64_t{c_.patch_size} * c_.patch_size * c_.channels; }
+  // The model's dtype: the bias stays a float tensor of it whatever format the weight is packed in.
+  torch::ScalarType dtype() const { return proj->bias.scalar_type(); }
 
   void check_images(const torch::Tensor& images) const {
     TORCH_CHECK_VALUE(images.size(1) == c_.channels, "pixel_values: expected [num_images, ", c_.channels,
