@@ -116,6 +116,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("initialize_weights", &DecoderVlmImpl::initialize_weights, py::arg("std") = 0.02, py::arg("seed") = -1)
       .def("config_json", [](const DecoderVlmImpl& self) { return vlmzoo::models::to_json(self.config()).dump(); })
       .def("visual_tokens_per_image", &DecoderVlmImpl::visual_tokens_per_image)
+      .def("visual_tokens_for_image", &DecoderVlmImpl::visual_tokens_for_image, py::arg("height"), py::arg("width"))
       .def("forward_flops", &DecoderVlmImpl::forward_flops, py::arg("text_tokens"), py::arg("images"))
       .def("reads_text", [](const DecoderVlmImpl& self) { return self.abstractor && self.abstractor->reads_text(); })
       // Methods, not a property: torch's ModuleWrapper would keep an assigned attribute on the Python side.

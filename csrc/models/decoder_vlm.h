@@ -54,6 +54,13 @@ class DecoderVlmImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return config_; }
   int64_t visual_tokens_per_image() const { return abstractor ? abstractor->output_tokens() : 0; }
+  // Visual tokens of an image of height x width: the vision kind's count when the abstractor keeps one
+  // token per feature (identity, linear, mlp), else the abstractor's fixed count.
+  int64_t visual_tokens_for_image(int64_t height, int64_t width) const {
+    if (!vision) return 0;
+    const int64_t tokens = abstractor->output_tokens();
+    return tokens == vision->output_tokens() ? vision->tokens_for_image(height, width) : tokens;
+  }
   // Multiply-adds x 2 of one forward, per slot: `images` images and `text_tokens` text tokens.
   std::map<std::string, double> forward_flops(int64_t text_tokens, int64_t images) const;
   void set_fused(bool fused) { policy_->fused = fused; }

@@ -42,6 +42,8 @@ class VisionEncoder : public Slot {
  public:
   virtual int64_t output_width() const = 0;   // feature width per token
   virtual int64_t output_tokens() const = 0;  // feature tokens per image
+  // Feature tokens of an image of this size; kinds that read any size (patch_linear) override it.
+  virtual int64_t tokens_for_image(int64_t /*height*/, int64_t /*width*/) const { return output_tokens(); }
   // pixel_values: [N, channels, H, W] float -> features [N, output_tokens, output_width].
   virtual torch::Tensor forward(const torch::Tensor& pixel_values) = 0;
   virtual double flops(int64_t images) const = 0;  // multiply-adds x 2 of one forward

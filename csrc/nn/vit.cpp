@@ -8,6 +8,10 @@ void check_pixel_values(const torch::Tensor& pixel_values, int64_t channels, int
                         pixel_values.size(3) == width,
                     "pixel_values: expected [num_images, ", channels, ", ", height, ", ", width, "] (", what, "), got ",
                     pixel_values.sizes());
+  check_pixel_dtype_and_values(pixel_values);
+}
+
+void check_pixel_dtype_and_values(const torch::Tensor& pixel_values) {
   TORCH_CHECK_VALUE(pixel_values.is_floating_point(), "pixel_values: dtype torch.",
                     c10::getDtypeNames(pixel_values.scalar_type()).first,
                     "; expected floating-point pixels normalised with the vision tower's mean and std (convert 0-255 "

@@ -32,5 +32,7 @@ TORCH_MODULE(VitLayer);
 // `what` names the config fields the sizes come from.
 void check_pixel_values(const torch::Tensor& pixel_values, int64_t channels, int64_t height, int64_t width,
                         const std::string& what);
+// The dtype and finiteness half of check_pixel_values, for vision kinds that read any image size.
+void check_pixel_dtype_and_values(const torch::Tensor& pixel_values);
 
 }  // namespace vlmzoo::nn

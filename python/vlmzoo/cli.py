@@ -139,7 +139,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     text = _prompt_text(processor, args.prompt)
     inputs = processor(images=image, text=text, return_tensors="pt")
     placed = int((inputs["input_ids"] == model.image_token_id).sum())
-    if model.visual_tokens_per_image and placed != model.visual_tokens_per_image:
+    patches = inputs.get("image_patches")  # Fuyu: one token per patch of the image at its own size
+    if model.visual_tokens_per_image and patches is None and placed != model.visual_tokens_per_image:
         raise ValueError(
             f"{args.model}: the processor puts {placed} image tokens for the image but the model makes "
             f"{model.visual_tokens_per_image} visual tokens per image (check patch_size, "
@@ -149,7 +150,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pad = processor.pad_token_id
     with torch.no_grad():
         output = model.eval().generate(
-            input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].to(model.dtype),
+            input_ids=inputs["input_ids"],
+            **({"image_patches": patches.to(model.dtype)} if patches is not None
+               else {"pixel_values": inputs["pixel_values"].to(model.dtype)}),
             attention_mask=inputs["attention_mask"], max_new_tokens=args.max_new_tokens,
             eos_token_id=eos, pad_token_id=pad, no_repeat_ngram_size=args.no_repeat_ngram_size,
             repetition_penalty=args.repetition_penalty,
@@ -158,11 +161,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
     new_tokens = output[0, inputs["input_ids"].shape[1]:].tolist()
     answer = new_tokens[: new_tokens.index(eos)] if eos in new_tokens else new_tokens
-    height, width = inputs["pixel_values"].shape[-2:]
+    shown = f"{patches.shape[0]} patches" if patches is not None else "{1}x{0}".format(*inputs["pixel_values"].shape[-2:])
     quantized = f", linear layers in {args.quantize}" if args.quantize else ""
     print(f"model: {model.name} ({model.num_parameters():,} parameters{quantized})")
     print(f"processor: {type(processor).__name__} ({type(processor.tokenizer).__name__}, {len(processor.tokenizer)} tokens)")
-    print(f"image: {args.image} ({image.width}x{image.height} -> {width}x{height})")
+    print(f"image: {args.image} ({image.width}x{image.height} -> {shown})")
     print(f"prompt: {text!r}")
     # Special tokens are shown: an untrained model's <unk> should be visible, not an empty answer.
     print(f"answer: {processor.decode(answer, skip_special_tokens=False)}")

@@ -178,6 +178,14 @@ def test_every_preset_refuses_wrong_image_sizes_and_channels(name, change):
              "four channels": (1, 4, s, s), "no batch": (3, s, s)}[change]
     message = (rf"pixel_values: expected \[num_images, 3, {s}, {s}\] \(vision.channels, vision.image_size\), "
                rf"got \[{', '.join(map(str, shape))}\]")
+    if model.config["vision"]["kind"] == "patch_linear":  # any size is an image (Fuyu); its token count changes
+        n = model.visual_tokens_per_image
+        message = {
+            "half height": rf"input_ids hold {n} image tokens .* pixel_values give 1 images x {n // 2} visual tokens",
+            "double width": rf"input_ids hold {n} image tokens .* pixel_values give 1 images x {2 * n} visual tokens",
+            "no batch": rf"pixel_values: read as image patches .* got {s} \(shape \[3, {s}, {s}\]\)",
+        }.get(change, rf"pixel_values: expected \[num_images, 3, H, W\] \(vision.channels; any H and W\), "
+                       rf"got \[{', '.join(map(str, shape))}\]")
     raises_on_every_entry(model, message, pixel_entries(good_call(model, torch.randn(shape))))
 
 

@@ -18,6 +18,9 @@ KIND_OVERRIDES: dict[str, dict[str, dict]] = {
         "none": {"vision": {"kind": "none"}, "abstractor": {"kind": "identity"}},
         "eva_vit": {"vision": {"kind": "eva_vit", "image_size": 64, "patch_size": 8, "hidden": 128, "layers": 2,
                                "heads": 4, "mlp": 256}},
+        # 60 is no multiple of 8: the last row and column of patches are padded (8 x 8 = 64 tokens).
+        "patch_linear": {"vision": {"kind": "patch_linear", "image_size": 60, "patch_size": 8},
+                         "abstractor": {"kind": "identity"}},
     },
     "abstractor": {
         "mlp": {},
@@ -36,6 +39,8 @@ KIND_OVERRIDES: dict[str, dict[str, dict]] = {
         "llama": {},
         "opt": {"llm": {"kind": "opt", "vocab": 512, "hidden": 128, "layers": 2, "heads": 4, "mlp": 256,
                         "max_positions": 512, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}},
+        "persimmon": {"llm": {"kind": "persimmon", "vocab": 512, "hidden": 128, "layers": 2, "heads": 4, "mlp": 256,
+                              "max_positions": 512, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}},
     },
     "head": {
         "lm": {},

@@ -43,16 +43,32 @@ def forward_flops(config: Mapping[str, Any] | str, text_tokens: int = 64, images
     return {name: int(value) for name, value in flops.items()}
 
 
+# Image sizes (height, width) at which a vision kind that reads any size (patch_linear) is described.
+IMAGE_SIZES = ((224, 224), (480, 640), (1080, 1920))
+
+
+def visual_tokens_by_image_size(model: Any, sizes=IMAGE_SIZES) -> dict[str, int]:
+    """{"HxW": visual tokens} at the nominal size and `sizes`; empty when the count is one constant."""
+    if not hasattr(model._module, "visual_tokens_for_image") or not model.visual_tokens_per_image:
+        return {}
+    nominal = model.config["vision"].get("image_size")
+    sizes = ([(nominal, nominal)] if nominal else []) + list(sizes)
+    tokens = {f"{h}x{w}": model._module.visual_tokens_for_image(h, w) for h, w in sizes}
+    return tokens if len(set(tokens.values())) > 1 else {}
+
+
 def info(config: str | Mapping[str, Any], text_tokens: int = 64, images: int = 1) -> dict[str, Any]:
-    """Parameters (total and per slot), visual tokens per image, forward FLOPs and the sources of slots
-    taken from elsewhere ({"from": ...}) of a config."""
+    """Parameters (total and per slot), visual tokens per image (and, when they depend on the image,
+    per image size), forward FLOPs and the sources of slots taken from elsewhere ({"from": ...}) of a config."""
     resolved = resolve_config(config)
     model = _meta_model(resolved)
+    by_size = visual_tokens_by_image_size(model)
     return {
         "name": resolved["name"] or (config if isinstance(config, str) else resolved["family"]),
         "family": resolved["family"],
         "parameters": _counts(model),
         "visual_tokens_per_image": model.visual_tokens_per_image,
+        **({"visual_tokens_by_image_size": by_size} if by_size else {}),
         "text_tokens": text_tokens,
         "images": images,
         "forward_flops": {k: int(v) for k, v in model._module.forward_flops(int(text_tokens), int(images)).items()},

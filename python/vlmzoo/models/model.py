@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from vlmzoo.extension import _C
 from vlmzoo.config.towers import SLOTS
 from vlmzoo.models.assembly import AssemblyModule, OutputFields, cpp_forward
+from vlmzoo.models.image_patches import concatenated_patches
 
 
 @dataclass
@@ -68,11 +69,16 @@ class Model(AssemblyModule):
         labels: torch.Tensor | None = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
+        image_patches: Any = None,
+        image_patches_indices: torch.Tensor | None = None,
     ) -> ModelOutput:
         """input_ids [batch, tokens] (image placeholders where the family's processor puts them),
         pixel_values [images, channels, height, width], attention_mask [batch, tokens];
-        InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens].
+        InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens];
+        Fuyu reads image_patches [total patches, patch width] (or per sample with image_patches_indices,
+        see vlmzoo/models/image_patches.py) in place of pixel_values.
         Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
+        pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
         logits = cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
                              qformer_input_ids, qformer_attention_mask)
         loss = causal_lm_loss(logits, labels, fused=self.fused) if labels is not None else None
@@ -99,6 +105,8 @@ class Model(AssemblyModule):
         streamer: Any = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
+        image_patches: Any = None,
+        image_patches_indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Prompt followed by new tokens, [batch, prompt + new]; batches must be left-padded.
         eos_token_id: None uses the config's llm.eos_token_id; [] never stops early.
@@ -120,6 +128,7 @@ class Model(AssemblyModule):
         else:
             eos_ids = list(eos_token_id)
         pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
+        pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
         try:
             return self._module.generate(
                 input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask,
@@ -130,6 +139,19 @@ class Model(AssemblyModule):
         finally:
             if streamer is not None:
                 streamer.end()
+
+    def _patches_as_pixel_values(self, input_ids: torch.Tensor, pixel_values: Any, image_patches: Any,
+                                 image_patches_indices: Any) -> Any:
+        """Fuyu's image_patches (either form transformers has used) as the patches the core splices."""
+        if image_patches is None and image_patches_indices is None:
+            return pixel_values  # images, or (transformers >= 5.23) Fuyu's concatenated patches under this name
+        if pixel_values is not None:
+            raise ValueError("pixel_values and image_patches: pass one of them (both hold the images)")
+        if image_patches is None:
+            raise ValueError("image_patches_indices: given without image_patches")
+        vision = self._config.get("vision") or {}
+        width = vision["patch_size"] ** 2 * vision["channels"] if vision.get("kind") == "patch_linear" else None
+        return concatenated_patches(input_ids, image_patches, image_patches_indices, self.image_token_id, width)
 
     def encode_images(self, pixel_values: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
                       qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
