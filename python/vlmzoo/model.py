@@ -61,6 +61,19 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, fused: bool = Tru
     return rows.sum() / (shifted_labels != -100).sum()  # the mean over named tokens (nan if none, as torch)
 
 
+def flatten_images(pixel_values: torch.Tensor | None, image_attention_mask: torch.Tensor | None
+                   ) -> torch.Tensor | None:
+    """IDEFICS's pixel_values [batch, images, C, H, W] -> [batch * images, C, H, W] (the image axis must
+    match image_attention_mask's last); 4-d pixel_values pass as they are."""
+    if pixel_values is None or pixel_values.dim() != 5:
+        return pixel_values
+    if image_attention_mask is not None and pixel_values.size(1) != image_attention_mask.size(-1):
+        raise ValueError(f"pixel_values: {pixel_values.size(1)} images per row (shape {tuple(pixel_values.shape)}) but "
+                         f"image_attention_mask has {image_attention_mask.size(-1)} image columns "
+                         f"(shape {tuple(image_attention_mask.shape)})")
+    return pixel_values.flatten(0, 1)
+
+
 @torch.compiler.disable
 def _cpp_forward(module: Any, *args: Any) -> torch.Tensor:
     # torch.compile(model) runs this call eagerly (dynamo cannot trace into C++) and compiles the rest.
@@ -172,13 +185,17 @@ class Model(nn.Module):
         labels: torch.Tensor | None = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
+        image_attention_mask: torch.Tensor | None = None,
     ) -> ModelOutput:
         """input_ids [batch, tokens] (image placeholders where the family's processor puts them),
         pixel_values [images, channels, height, width], attention_mask [batch, tokens];
-        InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens].
+        InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens];
+        Flamingo / IDEFICS take pixel_values [batch, images, C, H, W] and image_attention_mask
+        [batch, tokens, images] (which images each token reads; without it, the latest image token's).
         Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
+        pixel_values = flatten_images(pixel_values, image_attention_mask)
         logits = _cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
-                              qformer_input_ids, qformer_attention_mask)
+                              qformer_input_ids, qformer_attention_mask, image_attention_mask)
         loss = causal_lm_loss(logits, labels, fused=self.fused) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits)
 
@@ -203,6 +220,7 @@ class Model(nn.Module):
         streamer: Any = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
+        image_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Prompt followed by new tokens, [batch, prompt + new]; batches must be left-padded.
         eos_token_id: None uses the config's llm.eos_token_id; [] never stops early.
@@ -224,12 +242,13 @@ class Model(nn.Module):
         else:
             eos_ids = list(eos_token_id)
         pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
+        pixel_values = flatten_images(pixel_values, image_attention_mask)
         try:
             return self._module.generate(
                 input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask,
                 int(max_new_tokens), int(min_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
                 float(top_p), float(repetition_penalty), eos_ids, int(pad), int(seed), int(no_repeat_ngram_size or 0),
-                streamer.put if streamer is not None else None,
+                streamer.put if streamer is not None else None, image_attention_mask,
             )
         finally:
             if streamer is not None:

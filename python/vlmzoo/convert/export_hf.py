@@ -177,8 +177,11 @@ def _exporters() -> dict[str, Any]:
     from .export_hf_blip2 import save_blip2_for_transformers
     from .export_hf_dual import save_dual_for_transformers
 
+    from ..families.flamingo import save_idefics_for_transformers
+
     return {"llava": save_llava_for_transformers, "blip2": save_blip2_for_transformers,
-            "clip": save_dual_for_transformers, "siglip": save_dual_for_transformers}
+            "clip": save_dual_for_transformers, "siglip": save_dual_for_transformers,
+            "flamingo": save_idefics_for_transformers}
 
 
 def save_for_transformers(model: Any, folder: str | Path, processor: Any = None) -> Path:

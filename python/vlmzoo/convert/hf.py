@@ -12,12 +12,13 @@ from .hf_blip2 import convert_blip2, convert_instructblip
 from .hf_clip import convert_clip, convert_siglip
 from .hf_llava import convert_llava
 from .hf_opt import convert_opt
+from ..families.flamingo import convert_idefics
 
 Converter = Callable[[dict[str, Any], dict[str, torch.Tensor]], tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]]
 
 HF_CONVERTERS: dict[str, Converter] = {
     "llava": convert_llava, "opt": convert_opt, "blip-2": convert_blip2, "instructblip": convert_instructblip,
-    "clip": convert_clip, "siglip": convert_siglip,
+    "clip": convert_clip, "siglip": convert_siglip, "idefics": convert_idefics,
 }
 # What a folder of another supported architecture holds that vlmzoo cannot load yet, by model type.
 UNSUPPORTED: dict[str, str] = {

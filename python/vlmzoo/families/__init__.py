@@ -1,0 +1,1 @@
+"""One folder per model family: checkpoint layouts and processors."""
