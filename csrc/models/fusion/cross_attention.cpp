@@ -8,7 +8,7 @@
 //   x += tanh(mlp_gate) * mlp(norm(x))
 // Placement: "idefics" puts a block before layer i when i % every == 0 (layer 0 included);
 // "openflamingo" when (i + 1) % every == 0. Media masking: a token reads only the latest image at or
-// before it (one image token per image), none before the first; or the caller's image_attention_mask.
+// before it (an image = a run of image tokens), none before the first; or the caller's image_attention_mask.
 // In generate the visual keys and values are computed once per block and kept in ctx.cross_caches.
 #include "models/registry.h"
 #include "nn/mlp.h"
@@ -216,11 +216,14 @@ class CrossAttentionFusion : public Fusion {
                         " rows of input_ids; pass pixel_values as [batch, images, channels, height, width]");
       images = n / batch;
     }
-    torch::Tensor count;  // [B, T]: image tokens up to and including each position
-    if (image_tokens.defined()) {
-      count = image_tokens.to(torch::kLong).cumsum(1);
-      const int64_t most = tokens > 0 ? count.select(1, tokens - 1).max().item<int64_t>() : 0;
-      TORCH_CHECK_VALUE(most <= images, "input_ids: a row holds ", most, " image tokens (fusion.image_token_id ",
+    torch::Tensor count;  // [B, T]: images begun up to and including each position
+    if (image_tokens.defined() && tokens > 0) {
+      // An image is a run of image tokens: one token in IDEFICS / OpenFlamingo prompts, a run of
+      // placeholders where a prompt was laid out for splice (vlmzoo's tasks).
+      auto previous = torch::cat({torch::zeros_like(image_tokens.narrow(1, 0, 1)), image_tokens.narrow(1, 0, tokens - 1)}, 1);
+      count = (image_tokens & previous.logical_not()).to(torch::kLong).cumsum(1);
+      const int64_t most = count.select(1, tokens - 1).max().item<int64_t>();
+      TORCH_CHECK_VALUE(most <= images, "input_ids: a row holds ", most, " images (runs of fusion.image_token_id ",
                         c_.image_token_id, ") but pixel_values give ", images, " images per row");
     }
     if (image_attention_mask.defined()) return image_attention_mask != 0;
