@@ -8,6 +8,7 @@ import torch
 
 import vlmzoo
 from flamingo_fixtures import IMAGE_TOKEN, interleaved_batch, make_hf_idefics
+from vlmzoo.families.flamingo.idefics import idefics_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -167,3 +168,19 @@ def interleaved_batch_for(model):
     input_ids = input_ids.clamp_max(model.config["llm"]["vocab"] - 1)
     size = model.config["vision"]["image_size"]
     return input_ids, mask, torch.randn(2, 2, 3, size, size), image_mask
+
+
+def test_idefics_9b_preset_counts_what_transformers_builds_from_the_published_config():
+    # HuggingFaceM4/idefics-9b config.json: CLIP ViT-H/14 (1280 wide, 32 layers), perceiver 64 x 6 (16 x 96),
+    # cross_layer_interval 4, LLaMA-7B, additional_vocab_size 2.
+    config = transformers.IdeficsConfig(
+        vocab_size=32000, additional_vocab_size=2, cross_layer_interval=4, use_resampler=True,
+        vision_config=dict(embed_dim=1280, image_size=224, intermediate_size=5120, patch_size=14, num_hidden_layers=32,
+                           num_attention_heads=16, hidden_act="gelu"),
+        perceiver_config=dict(use_resampler=True, resampler_n_latents=64, resampler_depth=6, resampler_n_heads=16,
+                              resampler_head_dim=96))
+    with torch.device("meta"):
+        reference = transformers.IdeficsForVisionText2Text(config)
+    expected = sum(p.numel() for p in reference.parameters())
+    assert vlmzoo.info("idefics-9b")["parameters"]["total"] == expected == 8_929_675_280
+    assert vlmzoo.parameter_counts(idefics_config(config.to_dict()))["total"] == expected
