@@ -63,3 +63,36 @@ def interleaved_batch(seed: int = 1):
     pixel_values = torch.randn(2, 2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
     pixel_values[1, 1] = 0
     return input_ids, torch.tensor(masks), pixel_values, idefics_mask(input_ids, 2)
+
+
+def make_idefics_tokenizer():
+    """A word-level transformers tokenizer with IDEFICS's two extra tokens right after the base vocabulary
+    (<fake_token_around_image> = VOCAB, <image> = VOCAB + 1), left padding as IDEFICS pads."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from hf_fixtures import SPECIAL_IDS, WORDS
+
+    vocab = dict(SPECIAL_IDS)
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    for filler in range(len(vocab), VOCAB):
+        vocab[f"w{filler}"] = filler
+    vocab["<fake_token_around_image>"], vocab["<image>"] = FAKE_TOKEN, IMAGE_TOKEN
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True)
+                                  for t in ("<s>", "</s>", "<fake_token_around_image>", "<image>")])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", padding_side="left")
+
+
+def save_hf_idefics_processor(folder: Path, image_size: int = IMAGE_SIZE):
+    from transformers import IdeficsProcessor
+    from transformers.models.idefics.image_processing_pil_idefics import IdeficsImageProcessorPil
+
+    processor = IdeficsProcessor(image_processor=IdeficsImageProcessorPil(image_size=image_size),
+                                 tokenizer=make_idefics_tokenizer())
+    processor.save_pretrained(folder)
+    return processor

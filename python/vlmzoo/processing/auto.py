@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from ..families.flamingo.processor import IdeficsProcessor
 from .base import Processor
 from .blip2 import Blip2Processor, InstructBlipProcessor
 from .dual_encoder import DualEncoderProcessor
@@ -18,10 +19,11 @@ PROCESSOR_CLASSES: dict[str, Callable[[Path], Processor]] = {
     "InstructBlipProcessor": InstructBlipProcessor.from_pretrained,
     "CLIPProcessor": DualEncoderProcessor.from_pretrained,
     "SiglipProcessor": DualEncoderProcessor.from_pretrained,
+    "IdeficsProcessor": IdeficsProcessor.from_pretrained,
 }
 # config.json model_type -> processor class, for folders that do not name their processor.
 MODEL_TYPE_PROCESSORS = {"llava": "LlavaProcessor", "blip-2": "Blip2Processor", "instructblip": "InstructBlipProcessor",
-                         "clip": "CLIPProcessor", "siglip": "SiglipProcessor"}
+                         "clip": "CLIPProcessor", "siglip": "SiglipProcessor", "idefics": "IdeficsProcessor"}
 
 
 def _declared_processor(folder: Path) -> tuple[str | None, str]:
