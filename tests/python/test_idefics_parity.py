@@ -184,3 +184,20 @@ def test_idefics_9b_preset_counts_what_transformers_builds_from_the_published_co
     expected = sum(p.numel() for p in reference.parameters())
     assert vlmzoo.info("idefics-9b")["parameters"]["total"] == expected == 8_929_675_280
     assert vlmzoo.parameter_counts(idefics_config(config.to_dict()))["total"] == expected
+
+
+def test_deepcopy_and_torch_save_keep_the_logits(tmp_path):
+    import copy
+
+    model = vlmzoo.build("idefics-tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters("fusion"):
+            p.normal_(0, 0.3)
+    input_ids, mask, pixels, image_mask = interleaved_batch_for(model)
+    inputs = dict(input_ids=input_ids, attention_mask=mask, pixel_values=pixels, image_attention_mask=image_mask)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        assert torch.equal(copy.deepcopy(model)(**inputs).logits, expected)
+        assert torch.equal(loaded(**inputs).logits, expected)
