@@ -35,14 +35,18 @@ def hf_idefics(shape: str, folder: str):
     vw, vl, size, patch, h, layers, heads, mlp, latents, interval = SHAPES[shape]
     config = IdeficsConfig(
         vocab_size=VOCAB, additional_vocab_size=2, hidden_size=h, intermediate_size=mlp, num_hidden_layers=layers,
-        num_attention_heads=heads, cross_layer_interval=interval, use_resampler=True, alpha_initializer="normal",
-        alphas_initializer_range=0.5, freeze_text_layers=False, freeze_vision_layers=False,
+        num_attention_heads=heads, cross_layer_interval=interval, use_resampler=True, freeze_text_layers=False,
+        freeze_vision_layers=False,
         vision_config=dict(embed_dim=vw, image_size=size, intermediate_size=4 * vw, patch_size=patch,
                            num_hidden_layers=vl, num_attention_heads=vw // 64, hidden_act="gelu"),
         perceiver_config=dict(use_resampler=True, resampler_n_latents=latents, resampler_depth=2,
                               resampler_n_heads=vw // 64, resampler_head_dim=64))
     torch.manual_seed(0)
     model = IdeficsForVisionText2Text(config).eval()
+    with torch.no_grad():  # open the gates (they start at 0), so the blocks' work shows in the logits
+        for name, p in model.named_parameters():
+            if "alpha" in name:
+                p.normal_(0, 0.5)
     model.save_pretrained(folder)
     return IdeficsForVisionText2Text.from_pretrained(folder, attn_implementation="sdpa").eval()
 
