@@ -201,3 +201,32 @@ def test_deepcopy_and_torch_save_keep_the_logits(tmp_path):
         expected = model(**inputs).logits
         assert torch.equal(copy.deepcopy(model)(**inputs).logits, expected)
         assert torch.equal(loaded(**inputs).logits, expected)
+
+
+def test_a_random_idefics_tiny_exports_to_transformers_auto_class_with_the_same_logits(tmp_path):
+    torch.manual_seed(0)
+    model = vlmzoo.build("idefics-tiny").eval()
+    with torch.no_grad():  # move every weight off its constructor value, gates included
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(tmp_path, format="transformers")
+    reference, info = transformers.AutoModelForImageTextToText.from_pretrained(tmp_path, output_loading_info=True)
+    assert type(reference).__name__ == "IdeficsForVisionText2Text"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    input_ids, mask, pixels, image_mask = interleaved_batch_for(model)
+    inputs = dict(input_ids=input_ids, attention_mask=mask, pixel_values=pixels, image_attention_mask=image_mask)
+    with torch.no_grad():
+        expected = reference.eval()(**inputs).logits
+        assert real_positions_max_diff(model(**inputs).logits, expected, mask) <= 1e-4
+    assert vlmzoo.from_pretrained(tmp_path).config["fusion"] == model.config["fusion"] | {
+        "image_token_id": -1}  # a folder without additional vocabulary names no <image> token
+
+
+def test_what_transformers_idefics_cannot_express_is_refused_by_field(tmp_path):
+    model = vlmzoo.build("flamingo-tiny")  # OpenFlamingo's tower output, placement, LayerNorm, fused k/v
+    with pytest.raises(ValueError, match="cannot export to transformers' IDEFICS: vision.select is 'default'; IDEFICS has 'full'"):
+        model.save_pretrained(tmp_path, format="transformers")
+    model = vlmzoo.build("flamingo-tiny", vision={"select": "full", "feature_layers": [-1]})
+    with pytest.raises(ValueError, match="cannot export to transformers' IDEFICS: fusion.placement is 'openflamingo'; IDEFICS has 'idefics'"):
+        model.save_pretrained(tmp_path, format="transformers")
+    assert not (tmp_path / "config.json").exists()

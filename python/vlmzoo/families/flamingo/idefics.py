@@ -179,23 +179,29 @@ def idefics_hf_config(config: Mapping[str, Any], base_vocab: int | None = None) 
     """transformers IdeficsConfig dict for a resolved vlmzoo flamingo config. base_vocab: where the
     additional vocabulary starts (default: two rows before the end, as the IDEFICS tokenizer adds two)."""
     vision, abstractor, fusion, llm = config["vision"], config["abstractor"], config["fusion"], config["llm"]
-    _require(vision["kind"] == "vit" and vision.get("style", "clip") == "clip" and vision.get("class_token", True),
-             "vision must be a CLIP vit with its class token")
-    _require(vision.get("select") == "full" and list(vision.get("feature_layers", [-1])) in ([-1], [vision["layers"]]),
-             "vision must hand over its last layer with the class token (select full, feature_layers [-1])")
-    _require(fusion["kind"] == "cross_attention" and fusion["placement"] == "idefics" and fusion["norm"] == "rms"
-             and fusion["mlp_type"] == "gated" and fusion["kv"] == "separate" and not fusion["bias"],
-             "fusion must be cross_attention with placement idefics, rms norm, gated mlp, separate kv, no bias")
-    _require(llm["kind"] == "llama" and llm["kv_heads"] == llm["heads"], "llm must be llama without GQA")
-    _require(fusion["heads"] == llm["heads"] and fusion["mlp"] == llm["mlp"] and fusion["act"] == llm["act"]
-             and fusion.get("head_dim", 0) in (0, llm["hidden"] // llm["heads"]),
-             "the gated blocks share the LM's heads, mlp width and activation in IDEFICS")
+    # (slot, field, value IDEFICS has): each mismatch is named by its config path.
+    fixed = [("vision", "kind", "vit"), ("vision", "style", "clip"), ("vision", "class_token", True),
+             ("vision", "select", "full"), ("fusion", "kind", "cross_attention"), ("fusion", "placement", "idefics"),
+             ("fusion", "norm", "rms"), ("fusion", "mlp_type", "gated"), ("fusion", "kv", "separate"),
+             ("fusion", "bias", False), ("fusion", "heads", llm["heads"]), ("fusion", "mlp", llm["mlp"]),
+             ("fusion", "act", llm["act"]), ("llm", "kind", "llama"), ("llm", "kv_heads", llm["heads"])]
+    if abstractor["kind"] == "perceiver":
+        fixed += [("abstractor", "act", "relu"), ("abstractor", "kv", "separate"), ("abstractor", "bias", False),
+                  ("abstractor", "project", False)]
+    else:
+        fixed += [("abstractor", "kind", "identity")]
+    for slot, field, value in fixed:
+        got = config[slot].get(field, value)
+        _require(got == value, f"{slot}.{field} is {got!r}; IDEFICS has {value!r}")
+    layers = vision.get("feature_layers", [-1])
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    _require(layers in ([-1], [vision["layers"]]), f"vision.feature_layers is {layers}; IDEFICS reads the last layer [-1]")
+    _require(fusion.get("head_dim", 0) in (0, llm["hidden"] // llm["heads"]),
+             f"fusion.head_dim is {fusion.get('head_dim')}; IDEFICS has llm.hidden / llm.heads")
     resampler = abstractor["kind"] == "perceiver"
-    _require(resampler or abstractor["kind"] == "identity", "abstractor must be perceiver or identity")
     if resampler:
-        _require(abstractor["act"] == "relu" and abstractor["kv"] == "separate" and not abstractor["bias"]
-                 and not abstractor["project"] and abstractor["mlp"] in (0, 4 * vision["hidden"]),
-                 "the perceiver must have relu, separate kv, no bias, no projection, mlp 4 x vision width")
+        _require(abstractor["mlp"] in (0, 4 * vision["hidden"]),
+                 f"abstractor.mlp is {abstractor['mlp']}; IDEFICS has 4 x vision.hidden = {4 * vision['hidden']}")
     vocab = llm["vocab"]
     if base_vocab is None:
         base_vocab = vocab - 2 if fusion["image_token_id"] == vocab - 1 else vocab
