@@ -169,7 +169,10 @@ torch::Tensor DecoderVlmImpl::generate(const VlmInputs& in, const GenerateOption
     ctx.attention_mask = torch::cat({ctx.attention_mask, torch::ones({batch, 1}, ids_options)}, 1);
     ctx.positions = ctx.positions.narrow(1, ctx.positions.size(1) - 1, 1) + 1;
     // A new token reads the images the last prompt token read (transformers' IDEFICS generate).
-    if (ctx.media_mask.defined()) ctx.media_mask = ctx.media_mask.narrow(1, ctx.media_mask.size(1) - 1, 1);
+    if (ctx.media_mask.defined() && ctx.media_mask.size(1) != 1) {
+      ctx.media_mask = ctx.media_mask.narrow(1, ctx.media_mask.size(1) - 1, 1);
+      ctx.media_state.reset();
+    }
     // next comes from the vocabulary's own logits: the embedding's id check cannot fail.
     hidden = run_layers(llm->embed_tokens(next.unsqueeze(1)), ctx);
     logits = head->forward(hidden, *llm).select(1, 0).to(torch::kFloat32);

@@ -81,6 +81,9 @@ struct DecoderContext {
   std::vector<nn::KVCache>* cross_caches = nullptr;  // for cross-attention fusions, or null
   torch::Tensor visual;  // [N, V, D] visual tokens, for fusions that attend to them
   torch::Tensor media_mask;  // bool [B, T, images per row]: which images each token may read (cross-attention)
+  // What the fusion derives from media_mask once per call (or decode step) for all its blocks; whoever
+  // changes media_mask resets it.
+  std::any media_state;
   std::any lm_state;     // the LM's per-call tables (rotary cos/sin), set in LanguageModel::begin
 };
 

@@ -113,7 +113,7 @@ class GatedCrossAttentionBlock : public torch::nn::Module {
 
   // x: [B, T, hidden]; ctx.visual [B * I, V, W]; ctx.media_mask bool [B, T, I]; cache: this block's
   // keys and values (generate) or null.
-  torch::Tensor forward(const torch::Tensor& x, const DecoderContext& ctx, nn::KVCache* cache) {
+  torch::Tensor forward(const torch::Tensor& x, DecoderContext& ctx, nn::KVCache* cache) {
     const int64_t batch = x.size(0), tokens = x.size(1);
     auto heads = [&](const torch::Tensor& t) { return t.view({batch, t.size(1), c_.heads, head_dim_}).transpose(1, 2); };
     torch::Tensor k, v;
@@ -122,14 +122,14 @@ class GatedCrossAttentionBlock : public torch::nn::Module {
       v = cache->v;
     } else {
       RECORD_FUNCTION("vlmzoo::cross_attention_kv", std::vector<c10::IValue>());
-      auto media = ctx.visual.to(x.scalar_type()).reshape({batch, -1, visual_width_});  // [B, I * V, W]
+      auto visual = ctx.visual.to(x.scalar_type()).reshape({batch, -1, visual_width_});  // [B, I * V, W]
       if (kv_proj) {
-        auto kv = kv_proj(media).chunk(2, -1);
+        auto kv = kv_proj(visual).chunk(2, -1);
         k = heads(kv[0]);
         v = heads(kv[1]);
       } else {
-        k = heads(k_proj(media));
-        v = heads(v_proj(media));
+        k = heads(k_proj(visual));
+        v = heads(v_proj(visual));
       }
       if (k_norm) k = k_norm->forward(k);
       if (cache) {
@@ -138,22 +138,40 @@ class GatedCrossAttentionBlock : public torch::nn::Module {
         cache->length = k.size(2);
       }
     }
-    const auto& mask = ctx.media_mask;  // [B, T, I]
-    const int64_t images = mask.size(2), per_image = k.size(2) / images;
-    auto has_image = mask.any(-1);  // [B, T]
-    // A row with no image attends anywhere (no all-masked softmax) and is zeroed below, as IDEFICS does.
-    auto allowed = mask.unsqueeze(-1).expand({batch, tokens, images, per_image}).reshape({batch, tokens, images * per_image});
-    allowed = (allowed | has_image.logical_not().unsqueeze(-1)).unsqueeze(1);  // [B, 1, T, I * V]
+    const auto& media = media_state(ctx, k.size(2));
     auto q = heads(q_proj(attn_norm->forward(x)));
     if (q_norm) q = q_norm->forward(q);
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
-    auto attended = nn::attention(q, k, v, allowed, scale, policy_->fused);
+    auto attended = nn::attention(q, k, v, media.allowed, scale, policy_->fused);
     attended = o_proj(attended.transpose(1, 2).reshape({batch, tokens, c_.heads * head_dim_}));
-    attended = attended * has_image.unsqueeze(-1).to(attended.scalar_type());
-    auto y = x + torch::tanh(attn_gate) * attended;
+    if (!media.every_token_has_one) attended = attended * media.has_image.to(attended.scalar_type());
+    auto y = torch::addcmul(x, torch::tanh(attn_gate), attended);
     auto normed = mlp_norm->forward(y);
     auto fed = gated_mlp ? gated_mlp(normed) : plain_mlp(normed);
-    return y + torch::tanh(mlp_gate) * fed;
+    return torch::addcmul(y, torch::tanh(mlp_gate), fed);
+  }
+
+  // What every block reads from ctx.media_mask, derived once per call (or decode step).
+  struct MediaState {
+    torch::Tensor allowed;    // bool [B, 1, T, I * V]
+    torch::Tensor has_image;  // bool [B, T, 1]
+    bool every_token_has_one = true;
+  };
+
+  static const MediaState& media_state(DecoderContext& ctx, int64_t keys) {
+    auto& slot = ctx.media_state;
+    if (const auto* state = std::any_cast<MediaState>(&slot)) return *state;
+    const auto& mask = ctx.media_mask;  // [B, T, I]
+    const int64_t batch = mask.size(0), tokens = mask.size(1), images = mask.size(2), per_image = keys / images;
+    MediaState state;
+    state.has_image = mask.any(-1, /*keepdim=*/true);  // [B, T, 1]
+    state.every_token_has_one = state.has_image.all().item<bool>();
+    // A row with no image attends anywhere (no all-masked softmax) and is zeroed, as IDEFICS does.
+    auto allowed = mask.unsqueeze(-1).expand({batch, tokens, images, per_image}).reshape({batch, tokens, images * per_image});
+    state.allowed = (allowed | state.has_image.logical_not()).unsqueeze(1);
+    if (state.allowed.all().item<bool>()) state.allowed = torch::Tensor();  // one image per row: no mask at all
+    slot = std::move(state);
+    return *std::any_cast<MediaState>(&slot);
   }
 
   std::shared_ptr<Norm> attn_norm, mlp_norm, q_norm, k_norm;
