@@ -118,3 +118,23 @@ def test_logits_match_open_flamingo_around_the_same_llama(pair, fused):
     model.fused = True
     assert expected.abs().max() > 0.1
     assert (actual - expected).abs().max().item() <= 1e-4
+
+
+def test_greedy_generate_gives_open_flamingo_tokens(pair):
+    model, features, perceiver, lang = pair
+    input_ids, pixels = batch(3)
+    with torch.no_grad():
+        media = features.encode_images(pixels.flatten(0, 1))
+        latents = perceiver(media.view(2, 2, 1, *media.shape[1:]))
+    # Greedy decoding of OpenFlamingo's forward (the whole sequence each step: the installed transformers'
+    # generate no longer passes the attention_mask FlamingoLMMixin.forward requires).
+    for layer in lang._get_decoder_layers():
+        layer.condition_vis_x(latents)
+    expected = input_ids
+    with torch.no_grad():
+        for _ in range(16):
+            logits = lang(input_ids=expected, attention_mask=torch.ones_like(expected)).logits
+            expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    lang.clear_conditioned_layers()
+    actual = model.generate(input_ids=input_ids, pixel_values=pixels, max_new_tokens=16, eos_token_id=[])
+    assert torch.equal(actual, expected)
