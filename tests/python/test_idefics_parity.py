@@ -230,3 +230,27 @@ def test_what_transformers_idefics_cannot_express_is_refused_by_field(tmp_path):
     with pytest.raises(ValueError, match="cannot export to transformers' IDEFICS: fusion.placement is 'openflamingo'; IDEFICS has 'idefics'"):
         model.save_pretrained(tmp_path, format="transformers")
     assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("llm", [
+    {"kind": "llama"},
+    {"kind": "opt", "vocab": 512, "hidden": 256, "layers": 4, "heads": 8, "mlp": 512, "max_positions": 512,
+     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
+], ids=["llama", "opt"])
+def test_any_lm_kind_under_cross_attention_is_its_plain_lm_with_fresh_gates(llm):
+    overrides = {} if llm["kind"] == "llama" else {"llm": llm}
+    model = vlmzoo.build("flamingo-tiny", **overrides).eval()
+    lm_only = vlmzoo.build("flamingo-tiny", **overrides, vision={"kind": "none"}, abstractor={"kind": "identity"},
+                           fusion={"kind": "splice", "image_token_id": -1}).eval()
+    lm_only.load_state_dict({n: p for n, p in model.state_dict().items() if n.startswith("llm.")})
+    size = model.config["vision"]["image_size"]
+    input_ids = torch.tensor([[1, 9, 4, 10, 11, 4, 12, 13], [1, 4, 8, 9, 4, 5, 6, 7]])
+    pixels = torch.randn(2, 2, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=input_ids, pixel_values=pixels).logits, lm_only(input_ids=input_ids).logits)
+        for p in model.parameters("fusion"):
+            p.normal_(0, 0.5)
+        opened = model(input_ids=input_ids, pixel_values=pixels).logits
+    assert not torch.allclose(opened, lm_only(input_ids=input_ids).logits)
+    generated = model.generate(input_ids=input_ids, pixel_values=pixels, max_new_tokens=4, eos_token_id=[])
+    assert generated.shape == (2, 12)
