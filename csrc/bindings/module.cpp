@@ -25,9 +25,10 @@ torch::ScalarType dtype_named(const std::string& name) {
 VlmInputs inputs(const torch::Tensor& input_ids, const std::optional<torch::Tensor>& pixel_values,
                  const std::optional<torch::Tensor>& attention_mask, const std::optional<torch::Tensor>& position_ids,
                  const std::optional<torch::Tensor>& qformer_input_ids,
-                 const std::optional<torch::Tensor>& qformer_attention_mask) {
+                 const std::optional<torch::Tensor>& qformer_attention_mask,
+                 const std::optional<torch::Tensor>& image_attention_mask) {
   return {input_ids, or_undefined(pixel_values), or_undefined(attention_mask), or_undefined(position_ids),
-          {or_undefined(qformer_input_ids), or_undefined(qformer_attention_mask)}};
+          {or_undefined(qformer_input_ids), or_undefined(qformer_attention_mask)}, or_undefined(image_attention_mask)};
 }
 }  // namespace
 
@@ -67,15 +68,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            [](DecoderVlmImpl& self, const torch::Tensor& input_ids, const std::optional<torch::Tensor>& pixel_values,
               const std::optional<torch::Tensor>& attention_mask, const std::optional<torch::Tensor>& position_ids,
               const std::optional<torch::Tensor>& qformer_input_ids,
-              const std::optional<torch::Tensor>& qformer_attention_mask) {
+              const std::optional<torch::Tensor>& qformer_attention_mask,
+              const std::optional<torch::Tensor>& image_attention_mask) {
              auto in = inputs(input_ids, pixel_values, attention_mask, position_ids, qformer_input_ids,
-                              qformer_attention_mask);
+                              qformer_attention_mask, image_attention_mask);
              py::gil_scoped_release release;
              return self.forward(in);
            },
            py::arg("input_ids"), py::arg("pixel_values") = py::none(), py::arg("attention_mask") = py::none(),
            py::arg("position_ids") = py::none(), py::arg("qformer_input_ids") = py::none(),
-           py::arg("qformer_attention_mask") = py::none())
+           py::arg("qformer_attention_mask") = py::none(), py::arg("image_attention_mask") = py::none())
       .def("encode_images",
            [](DecoderVlmImpl& self, const torch::Tensor& pixel_values, const std::optional<torch::Tensor>& qformer_input_ids,
               const std::optional<torch::Tensor>& qformer_attention_mask) {
@@ -90,7 +92,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
               const std::optional<torch::Tensor>& qformer_attention_mask, int64_t max_new_tokens,
               int64_t min_new_tokens, bool do_sample, double temperature, int64_t top_k, double top_p,
               double repetition_penalty, std::vector<int64_t> eos_token_ids, int64_t pad_token_id, int64_t seed,
-              int64_t no_repeat_ngram_size, const py::object& on_tokens) {
+              int64_t no_repeat_ngram_size, const py::object& on_tokens,
+              const std::optional<torch::Tensor>& image_attention_mask) {
              GenerateOptions o{max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p,
                                repetition_penalty, no_repeat_ngram_size, std::move(eos_token_ids), pad_token_id,
                                seed};
@@ -104,7 +107,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                };
              }
              auto in = inputs(input_ids, pixel_values, attention_mask, std::nullopt, qformer_input_ids,
-                              qformer_attention_mask);
+                              qformer_attention_mask, image_attention_mask);
              py::gil_scoped_release release;
              return self.generate(in, o);
            },
@@ -112,7 +115,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("qformer_attention_mask"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("do_sample"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
            py::arg("repetition_penalty"), py::arg("eos_token_ids"), py::arg("pad_token_id"), py::arg("seed"),
-           py::arg("no_repeat_ngram_size") = 0, py::arg("on_tokens") = py::none())
+           py::arg("no_repeat_ngram_size") = 0, py::arg("on_tokens") = py::none(),
+           py::arg("image_attention_mask") = py::none())
       .def("initialize_weights", &DecoderVlmImpl::initialize_weights, py::arg("std") = 0.02, py::arg("seed") = -1)
       .def("config_json", [](const DecoderVlmImpl& self) { return vlmzoo::models::to_json(self.config()).dump(); })
       .def("visual_tokens_per_image", &DecoderVlmImpl::visual_tokens_per_image)

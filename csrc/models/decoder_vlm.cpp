@@ -26,13 +26,18 @@ DecoderVlmImpl::DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& o
   auto lm = build_slot<LanguageModel>(config_.llm, context);
   context.llm_hidden = lm->hidden_size();
   context.llm_vocab = lm->vocab_size();
+  context.llm_layers = lm->num_layers();
   if (auto v = build_slot<VisionEncoder>(config_.vision, context)) {
     vision = register_module("vision", v);
     context.input_width = vision->output_width();
     context.input_tokens = vision->output_tokens();
   }
   auto a = build_slot<Abstractor>(config_.abstractor, context);
-  if (vision) abstractor = register_module("abstractor", a);
+  if (vision) {
+    abstractor = register_module("abstractor", a);
+    context.visual_width = abstractor->output_width() > 0 ? abstractor->output_width() : context.llm_hidden;
+    context.visual_tokens = abstractor->output_tokens();
+  }
   fusion = register_module("fusion", build_slot<Fusion>(config_.fusion, context));
   llm = register_module("llm", lm);
   head = register_module("head", build_slot<Head>(config_.head, context));
@@ -78,6 +83,12 @@ void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {
     TORCH_CHECK_VALUE(!t->defined() || t->sizes() == in.input_ids.sizes(), name, ": expected the shape of input_ids ",
                       in.input_ids.sizes(), ", got ", t->sizes());
   }
+  const auto& media = in.image_attention_mask;
+  TORCH_CHECK_VALUE(!media.defined() || (media.dim() == 3 && media.size(0) == in.input_ids.size(0) &&
+                                         media.size(1) == in.input_ids.size(1)),
+                    "image_attention_mask: expected [batch ", in.input_ids.size(0), ", tokens ", in.input_ids.size(1),
+                    ", images], got ", media.defined() ? media.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK_VALUE(!media.defined() || in.pixel_values.defined(), "image_attention_mask: given without pixel_values");
 }
 
 torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx) {
@@ -99,6 +110,7 @@ torch::Tensor DecoderVlmImpl::forward(const VlmInputs& in) {
   DecoderContext ctx;
   ctx.attention_mask = fused.attention_mask;
   ctx.visual = visual;
+  ctx.media_mask = fusion->media_mask(in.input_ids, in.image_attention_mask, visual);
   const int64_t batch = fused.embeds.size(0), tokens = fused.embeds.size(1);
   ctx.positions = fused.position_ids.defined()
                       ? fused.position_ids

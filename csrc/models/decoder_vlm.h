@@ -16,6 +16,7 @@ struct VlmInputs {
   torch::Tensor attention_mask;  // [B, T] or undefined (all ones)
   torch::Tensor position_ids;    // [B, T] or undefined (the LM's defaults)
   AbstractorText abstractor_text;  // qformer_input_ids / qformer_attention_mask: [N, L]
+  torch::Tensor image_attention_mask;  // [B, T, images per row] (IDEFICS) or undefined
 };
 
 struct GenerateOptions {

@@ -132,11 +132,15 @@ torch::Tensor DecoderVlmImpl::generate(const VlmInputs& in, const GenerateOption
 
   std::vector<nn::KVCache> caches(llm->num_layers());
   for (auto& cache : caches) cache.capacity = fused.embeds.size(1) + o.max_new_tokens;
+  // Cross-attention keys and values of the visual tokens: computed at the prompt, reused at every step.
+  std::vector<nn::KVCache> cross_caches(llm->num_layers());
   DecoderContext ctx;
   ctx.attention_mask = mask;
   ctx.positions = llm->prompt_positions(mask);
   ctx.self_caches = &caches;
+  ctx.cross_caches = &cross_caches;
   ctx.visual = visual;
+  ctx.media_mask = fusion->media_mask(in.input_ids, in.image_attention_mask, visual);
   auto generator = at::detail::createCPUGenerator(static_cast<uint64_t>(o.seed));
   auto eos = torch::tensor(o.eos_token_ids.empty() ? std::vector<int64_t>{-1} : o.eos_token_ids, ids_options);
 
@@ -164,6 +168,11 @@ torch::Tensor DecoderVlmImpl::generate(const VlmInputs& in, const GenerateOption
     ctx.past = caches[0].length;
     ctx.attention_mask = torch::cat({ctx.attention_mask, torch::ones({batch, 1}, ids_options)}, 1);
     ctx.positions = ctx.positions.narrow(1, ctx.positions.size(1) - 1, 1) + 1;
+    // A new token reads the images the last prompt token read (transformers' IDEFICS generate).
+    if (ctx.media_mask.defined() && ctx.media_mask.size(1) != 1) {
+      ctx.media_mask = ctx.media_mask.narrow(1, ctx.media_mask.size(1) - 1, 1);
+      ctx.media_state.reset();
+    }
     // next comes from the vocabulary's own logits: the embedding's id check cannot fail.
     hidden = run_layers(llm->embed_tokens(next.unsqueeze(1)), ctx);
     logits = head->forward(hidden, *llm).select(1, 0).to(torch::kFloat32);

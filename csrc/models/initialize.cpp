@@ -17,7 +17,11 @@ void initialize_by_name(torch::nn::Module& module, double std, int64_t seed) {
     bool is_norm = owner.substr(owner.rfind('.') + 1).find("norm") != std::string::npos;
     const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
     bool is_bias = leaf.size() >= 4 && leaf.compare(leaf.size() - 4, 4, "bias") == 0;
-    if (is_norm) {
+    // Flamingo's tanh gates start at 0 (attn_gate, mlp_gate): an untrained block leaves its LM unchanged.
+    bool is_gate = leaf.size() >= 5 && leaf.compare(leaf.size() - 5, 5, "_gate") == 0;
+    if (is_gate) {
+      p.zero_();
+    } else if (is_norm) {
       p.fill_(is_bias ? 0.0 : 1.0);
     } else if (is_bias) {
       p.zero_();

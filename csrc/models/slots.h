@@ -31,6 +31,9 @@ struct BuildContext {
   int64_t input_tokens = 0;      // tokens per image entering the slot (abstractor)
   int64_t llm_hidden = 0;        // the language model's width
   int64_t llm_vocab = 0;
+  int64_t llm_layers = 0;        // the language model's layer count (fusions that act between layers)
+  int64_t visual_width = 0;      // width of the visual tokens the fusion receives; 0 = no vision
+  int64_t visual_tokens = 0;     // visual tokens per image the fusion receives
 };
 
 class Slot : public torch::nn::Module {
@@ -58,6 +61,9 @@ struct AbstractorText {
 class Abstractor : public Slot {
  public:
   virtual int64_t output_tokens() const = 0;  // visual tokens per image handed to the LM
+  // Width of the visual tokens; 0 = the LM's width (the abstractors that project into it). A perceiver
+  // feeding cross-attention keeps the vision width.
+  virtual int64_t output_width() const { return 0; }
   virtual bool reads_text() const { return false; }
   // features: [N, P, input_width] -> visual tokens [N, output_tokens, llm_hidden].
   virtual torch::Tensor forward(const torch::Tensor& features, const AbstractorText& text) = 0;
@@ -76,6 +82,10 @@ struct DecoderContext {
   std::vector<nn::KVCache>* self_caches = nullptr;   // one per LM layer, or null
   std::vector<nn::KVCache>* cross_caches = nullptr;  // for cross-attention fusions, or null
   torch::Tensor visual;  // [N, V, D] visual tokens, for fusions that attend to them
+  torch::Tensor media_mask;  // bool [B, T, images per row]: which images each token may read (cross-attention)
+  // What the fusion derives from media_mask once per call (or decode step) for all its blocks; whoever
+  // changes media_mask resets it.
+  std::any media_state;
   std::any lm_state;     // the LM's per-call tables (rotary cos/sin), set in LanguageModel::begin
 };
 
@@ -128,6 +138,15 @@ class Fusion : public Slot {
   // visual: [N, V, hidden] or undefined.
   virtual FusedInputs fuse(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                            const torch::Tensor& position_ids, const torch::Tensor& visual, LanguageModel& lm) = 0;
+  // Which images each token may read, for fusions that attend to the visual tokens: bool
+  // [B, T, images per row] from the caller's image_attention_mask [B, T, images] or, without one, from
+  // the image tokens of input_ids. visual: [N, V, D] or undefined. Undefined for the other fusions.
+  virtual torch::Tensor media_mask(const torch::Tensor& input_ids, const torch::Tensor& image_attention_mask,
+                                   const torch::Tensor& visual) const {
+    TORCH_CHECK_VALUE(!image_attention_mask.defined(),
+                      "image_attention_mask: this model's fusion does not read it (it is for fusion kind \"cross_attention\")");
+    return {};
+  }
   // Runs before LM layer `index`; gated cross-attention or routing act here.
   virtual torch::Tensor before_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) { return x; }
   // Tokens the LM runs over for `text_tokens` of text and `visual_tokens` visual tokens in all.

@@ -264,13 +264,15 @@ def make_hf(model_type, folder):
     """A tiny random Hugging Face checkpoint of each model type vlmzoo converts (saved by transformers)."""
     from blip2_fixtures import make_hf_blip2, make_hf_opt
     from fuyu_fixtures import make_hf_fuyu
+    from flamingo_fixtures import make_hf_idefics
     from hf_fixtures import make_hf_llava
     from test_dual_encoder_parity import make_hf_clip, make_hf_siglip
 
     {"llava": lambda: make_hf_llava(folder, seed=3), "blip-2": lambda: make_hf_blip2(folder),
      "instructblip": lambda: make_hf_blip2(folder, text="llama", instruct=True), "opt": lambda: make_hf_opt(folder),
      "clip": lambda: make_hf_clip(folder), "siglip": lambda: make_hf_siglip(folder),
-     "fuyu": lambda: make_hf_fuyu(folder)}[model_type]()
+     "fuyu": lambda: make_hf_fuyu(folder),
+     "idefics": lambda: make_hf_idefics(folder)}[model_type]()
 
 
 def test_every_hugging_face_converter_is_covered_below():
@@ -279,7 +281,7 @@ def test_every_hugging_face_converter_is_covered_below():
     assert sorted(HF_CONVERTERS) == sorted(HF_MODEL_TYPES)
 
 
-HF_MODEL_TYPES = ["llava", "blip-2", "instructblip", "opt", "clip", "siglip", "fuyu"]
+HF_MODEL_TYPES = ["llava", "blip-2", "instructblip", "opt", "clip", "siglip", "fuyu", "idefics"]
 
 
 @pytest.mark.parametrize("model_type", HF_MODEL_TYPES)

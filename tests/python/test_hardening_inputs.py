@@ -208,9 +208,15 @@ def test_every_preset_refuses_ids_outside_the_vocabulary(name, where):
 def test_every_decoder_preset_refuses_more_image_tokens_than_images(name):
     model = tiny(name)
     n = model.visual_tokens_per_image
-    ids = torch.tensor([[1] + [model.image_token_id] * (n + 1) + [5]])
-    raises_on_every_entry(model, rf"{n + 1} image tokens \(fusion.image_token_id {model.image_token_id}\) but "
-                                 rf"pixel_values give 1 images x {n} visual tokens = {n}", good_call(model, ids=ids))
+    if model.config["fusion"]["kind"] == "cross_attention":  # an image is a run of image tokens: two runs, one image
+        ids = torch.tensor([[1] + [model.image_token_id] * n + [5] + [model.image_token_id] + [6]])
+        raises_on_every_entry(model, rf"input_ids: a row holds 2 images \(runs of fusion.image_token_id "
+                                     rf"{model.image_token_id}\) but pixel_values give 1 images per row",
+                              good_call(model, ids=ids))
+    else:
+        ids = torch.tensor([[1] + [model.image_token_id] * (n + 1) + [5]])
+        raises_on_every_entry(model, rf"{n + 1} image tokens \(fusion.image_token_id {model.image_token_id}\) but "
+                                     rf"pixel_values give 1 images x {n} visual tokens = {n}", good_call(model, ids=ids))
     one_image = torch.tensor([[1] + [model.image_token_id] * n + [5]])
     raises_on_every_entry(model, f"hold {n} image tokens .* but no pixel_values were given",
                           {"forward": lambda: model(one_image), "generate": lambda: model.generate(one_image, max_new_tokens=2)})

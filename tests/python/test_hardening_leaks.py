@@ -17,7 +17,8 @@ BOUND_MIB = 4.0
 # preset -> (forward calls, generate calls)
 CALLS = {"llava-1.5-tiny": (1000, 100), "blip2-opt-tiny": (1000, 100), "instructblip-tiny": (200, 50),
          "clip-tiny": (200, 0), "siglip-tiny": (200, 0), "llava-1.5-micro": (500, 50), "blip2-opt-micro": (500, 50),
-         "fuyu-tiny": (500, 50), "fuyu-micro": (500, 50)}
+         "fuyu-tiny": (500, 50), "fuyu-micro": (500, 50),
+         "idefics-tiny": (500, 50), "flamingo-tiny": (500, 50), "flamingo-micro": (500, 50)}
 
 
 def rss_mib() -> float:

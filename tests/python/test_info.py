@@ -39,3 +39,10 @@ def test_visual_tokens_and_flops_grow_with_resolution():
     assert small["visual_tokens_per_image"] == 64 and big["visual_tokens_per_image"] == 256
     assert big["forward_flops"]["total"] > small["forward_flops"]["total"]
     assert vlmzoo.info("llava-1.5-7b")["visual_tokens_per_image"] == 576
+
+
+def test_idefics_9b_count_matches_the_published_model():
+    # transformers' IdeficsForVisionText2Text for HuggingFaceM4/idefics-9b (8.93B on the Hub; the count of
+    # the config built on the meta device is checked in test_idefics_parity.py)
+    assert vlmzoo.info("idefics-9b")["parameters"]["total"] == 8_929_675_280
+    assert vlmzoo.info("idefics-9b")["visual_tokens_per_image"] == 64

@@ -24,7 +24,7 @@ import vlmzoo
 from vlmzoo.models.quantize import FORMATS
 
 BOUND = {"bf16": 0.02, "int8": 0.15}
-DECODERS = ["llava-1.5-tiny", "blip2-opt-tiny", "instructblip-tiny", "fuyu-tiny"]
+DECODERS = ["llava-1.5-tiny", "blip2-opt-tiny", "instructblip-tiny", "fuyu-tiny", "idefics-tiny", "flamingo-tiny"]
 DUAL = ["clip-tiny", "siglip-tiny"]
 
 

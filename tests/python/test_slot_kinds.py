@@ -31,9 +31,20 @@ KIND_OVERRIDES: dict[str, dict[str, dict]] = {
                                    "vocab": 64, "max_positions": 16}},
         "qformer-instruction": {"abstractor": {"kind": "qformer", "queries": 8, "hidden": 64, "layers": 2, "heads": 4,
                                                "mlp": 128, "vocab": 64, "max_positions": 16, "instruction": True}},
+        # LLaVA with a Perceiver Resampler: latents projected into the LM width for splice.
+        "perceiver": {"abstractor": {"kind": "perceiver", "latents": 4, "layers": 2, "heads": 2, "head_dim": 16,
+                                     "qk_norm": True, "project": True}},
     },
     "fusion": {
         "splice": {},
+        # Gated cross-attention before layers 0 and 2 (IDEFICS's rule); the image's run of placeholders
+        # counts as one image.
+        "cross_attention": {"fusion": {"kind": "cross_attention", "image_token_id": 4, "every": 2, "heads": 4,
+                                       "mlp": 128, "qk_norm": True, "gate": "vector"}},
+        "cross_attention-openflamingo": {"fusion": {"kind": "cross_attention", "image_token_id": 4, "every": 2,
+                                                    "placement": "openflamingo", "heads": 4, "head_dim": 16,
+                                                    "kv": "fused", "norm": "layer", "mlp_type": "plain", "mlp": 128,
+                                                    "act": "gelu"}},
     },
     "llm": {
         "llama": {},

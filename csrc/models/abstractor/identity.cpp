@@ -1,5 +1,6 @@
-// abstractor kind "identity": vision features go to the LM as they are; they must already be as
-// wide as the LM. features [N, P, D] -> [N, P, D]
+// abstractor kind "identity": vision features go to the fusion as they are. Spliced into the text they
+// must already be as wide as the LM (fusion "splice" checks); cross-attention reads any width.
+// features [N, P, D] -> [N, P, D]
 #include "models/registry.h"
 
 namespace vlmzoo::models {
@@ -14,21 +15,18 @@ const config::Schema<IdentityConfig>& identity_schema() {
 
 class IdentityAbstractor : public Abstractor {
  public:
-  explicit IdentityAbstractor(int64_t tokens) : tokens_(tokens) {}
+  IdentityAbstractor(int64_t tokens, int64_t width) : tokens_(tokens), width_(width) {}
   int64_t output_tokens() const override { return tokens_; }
+  int64_t output_width() const override { return width_; }
   torch::Tensor forward(const torch::Tensor& features, const AbstractorText&) override { return features; }
   double flops(int64_t) const override { return 0; }
 
  private:
-  int64_t tokens_;
+  int64_t tokens_, width_;
 };
 
 std::shared_ptr<Abstractor> build_identity(const IdentityConfig&, const BuildContext& b) {
-  if (b.input_width != 0 && b.input_width != b.llm_hidden) {
-    throw ConfigError("abstractor.kind: \"identity\" needs vision features as wide as llm.hidden " +
-                      std::to_string(b.llm_hidden) + ", got " + std::to_string(b.input_width));
-  }
-  return std::make_shared<IdentityAbstractor>(b.input_tokens);
+  return std::make_shared<IdentityAbstractor>(b.input_tokens, b.input_width);
 }
 
 const bool identity_registered =

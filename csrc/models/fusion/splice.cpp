@@ -57,6 +57,12 @@ class SpliceFusion : public Fusion {
 };
 
 std::shared_ptr<Fusion> build_splice(const SpliceConfig& c, const BuildContext& b) {
+  if (b.visual_width != 0 && b.visual_width != b.llm_hidden) {
+    throw ConfigError("abstractor: fusion \"splice\" places the visual tokens in the text, so they must be as wide "
+                      "as llm.hidden " + std::to_string(b.llm_hidden) + "; the abstractor gives " +
+                      std::to_string(b.visual_width) + " (abstractor.kind \"identity\" needs vision features that wide; "
+                      "\"perceiver\" needs \"project\": true)");
+  }
   if (c.image_token_id >= b.llm_vocab) {
     throw ConfigError("fusion.image_token_id: " + std::to_string(c.image_token_id) +
                       " is outside the vocabulary [0, llm.vocab " + std::to_string(b.llm_vocab) + ")");

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from vlmzoo.config.presets import families
-from vlmzoo.families import blip2, clip, fuyu, llava
+from vlmzoo.families import blip2, clip, flamingo, fuyu, llava
 from vlmzoo.families.common.bert import BEYOND, convert_bert_as_qformer
 from vlmzoo.families.clip.open_clip import is_open_clip_folder, read_open_clip_folder
 from vlmzoo.families.common.llama import convert_llama
@@ -20,6 +20,7 @@ FAMILY_FOLDERS: dict[str, FamilyParts] = {parts.name: parts for parts in [
     clip.CLIP,
     clip.SIGLIP,
     fuyu.FAMILY,
+    flamingo.FAMILY,
 ]}
 
 # Checkpoint folders in a layout other than Hugging Face's config.json: (is it one, read it), tried first.

@@ -16,6 +16,19 @@ from vlmzoo.models.assembly import AssemblyModule, OutputFields, cpp_forward
 from vlmzoo.models.image_patches import concatenated_patches
 
 
+def flatten_images(pixel_values: torch.Tensor | None, image_attention_mask: torch.Tensor | None
+                   ) -> torch.Tensor | None:
+    """IDEFICS's pixel_values [batch, images, C, H, W] -> [batch * images, C, H, W] (the image axis must
+    match image_attention_mask's last); 4-d pixel_values pass as they are."""
+    if pixel_values is None or pixel_values.dim() != 5:
+        return pixel_values
+    if image_attention_mask is not None and pixel_values.size(1) != image_attention_mask.size(-1):
+        raise ValueError(f"pixel_values: {pixel_values.size(1)} images per row (shape {tuple(pixel_values.shape)}) but "
+                         f"image_attention_mask has {image_attention_mask.size(-1)} image columns "
+                         f"(shape {tuple(image_attention_mask.shape)})")
+    return pixel_values.flatten(0, 1)
+
+
 @dataclass
 class ModelOutput(OutputFields):
     """transformers' CausalLMOutput names: `.logits` [batch, tokens, vocab] over every position of
@@ -69,6 +82,7 @@ class Model(AssemblyModule):
         labels: torch.Tensor | None = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
+        image_attention_mask: torch.Tensor | None = None,
         image_patches: Any = None,
         image_patches_indices: torch.Tensor | None = None,
     ) -> ModelOutput:
@@ -76,11 +90,14 @@ class Model(AssemblyModule):
         pixel_values [images, channels, height, width], attention_mask [batch, tokens];
         InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens];
         Fuyu reads image_patches [total patches, patch width] (or per sample with image_patches_indices,
-        see vlmzoo/models/image_patches.py) in place of pixel_values.
+        see vlmzoo/models/image_patches.py) in place of pixel_values;
+        Flamingo / IDEFICS take pixel_values [batch, images, C, H, W] and image_attention_mask
+        [batch, tokens, images] (which images each token reads; without it, the latest image token's).
         Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
         pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
+        pixel_values = flatten_images(pixel_values, image_attention_mask)
         logits = cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
-                             qformer_input_ids, qformer_attention_mask)
+                             qformer_input_ids, qformer_attention_mask, image_attention_mask)
         loss = causal_lm_loss(logits, labels, fused=self.fused) if labels is not None else None
         return ModelOutput(loss=loss, logits=logits)
 
@@ -105,6 +122,7 @@ class Model(AssemblyModule):
         streamer: Any = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
+        image_attention_mask: torch.Tensor | None = None,
         image_patches: Any = None,
         image_patches_indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -129,12 +147,13 @@ class Model(AssemblyModule):
             eos_ids = list(eos_token_id)
         pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
         pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
+        pixel_values = flatten_images(pixel_values, image_attention_mask)
         try:
             return self._module.generate(
                 input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask,
                 int(max_new_tokens), int(min_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
                 float(top_p), float(repetition_penalty), eos_ids, int(pad), int(seed), int(no_repeat_ngram_size or 0),
-                streamer.put if streamer is not None else None,
+                streamer.put if streamer is not None else None, image_attention_mask,
             )
         finally:
             if streamer is not None:

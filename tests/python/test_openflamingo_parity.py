@@ -1,0 +1,141 @@
+"""OpenFlamingo parity: open-flamingo 2.0.1's own PerceiverResampler and FlamingoLMMixin (its helpers and
+flamingo_lm modules, loaded from the installed package without its open_clip factory) around a transformers
+Llama, with the same weights as a vlmzoo flamingo-tiny, give the same latents and logits."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import vlmzoo
+from vlmzoo.families.flamingo.openflamingo import convert_openflamingo
+
+pytest.importorskip("einops")
+pytest.importorskip("einops_exts")
+transformers = pytest.importorskip("transformers")
+
+IMAGE_TOKEN = 4
+# flamingo-tiny with OpenFlamingo's block shape (8 heads x 64, ff_mult 4 over the LM width 256).
+CONFIG = dict(fusion={"heads": 8, "head_dim": 64, "mlp": 1024})
+
+
+def open_flamingo_src():
+    """open_flamingo/src as a package of its own: its __init__ imports open_clip, which is not installed."""
+    spec = importlib.util.find_spec("open_flamingo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("open-flamingo is not installed")
+    src = Path(list(spec.submodule_search_locations)[0]) / "src"
+    if "_open_flamingo_src" not in sys.modules:
+        package = types.ModuleType("_open_flamingo_src")
+        package.__path__ = [str(src)]
+        sys.modules["_open_flamingo_src"] = package
+    return (importlib.import_module("_open_flamingo_src.helpers"), importlib.import_module("_open_flamingo_src.flamingo_lm"),
+            importlib.import_module("_open_flamingo_src.utils"))
+
+
+def hf_llama_from(model: vlmzoo.Model):
+    """A transformers LlamaForCausalLM holding the vlmzoo model's LM weights."""
+    from vlmzoo.families.common.llama import llama_text_config
+    from vlmzoo.families.llava.export import llava_hf_state_dict
+
+    config = transformers.LlamaConfig(**{k: v for k, v in llama_text_config(model.config["llm"]).items() if k != "model_type"})
+    llama = transformers.LlamaForCausalLM(config).eval()
+    llm_state = {k: v for k, v in model.state_dict().items() if k.startswith("llm.")}
+    renamed = {k.removeprefix("language_model."): v for k, v in llava_hf_state_dict(llm_state, model.config).items()
+               if k.startswith("language_model.")}
+    missing, unexpected = llama.load_state_dict(renamed, strict=False)
+    assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+    return llama
+
+
+@pytest.fixture(scope="module")
+def pair():
+    helpers, flamingo_lm, utils = open_flamingo_src()
+    torch.manual_seed(0)
+    model = vlmzoo.build("flamingo-tiny", **CONFIG).eval()
+    abstractor, llm = model.config["abstractor"], model.config["llm"]
+    width = model.config["vision"]["hidden"]
+    perceiver = helpers.PerceiverResampler(dim=width, depth=abstractor["layers"], dim_head=abstractor["head_dim"],
+                                           heads=abstractor["heads"], num_latents=abstractor["latents"]).eval()
+    lang = hf_llama_from(model)
+    utils.extend_instance(lang, flamingo_lm.FlamingoLMMixin)
+    lang.set_decoder_layers_attr_name("model.layers")
+    lang.init_flamingo(media_token_id=IMAGE_TOKEN, lang_hidden_size=llm["hidden"], vis_hidden_size=width,
+                       cross_attn_every_n_layers=model.config["fusion"]["every"], gradient_checkpointing=False)
+    with torch.no_grad():  # open the gates and move the norms off their identity
+        for name, p in [*perceiver.named_parameters(), *lang.gated_cross_attn_layers.named_parameters()]:
+            if "gate" in name or "norm" in name or re.search(r"(^|\.)(0|ff\.0)\.(weight|bias)$", name):
+                p.add_(torch.randn_like(p) * 0.5)
+    state = {f"perceiver.{k}": v for k, v in perceiver.state_dict().items()}
+    state.update({f"lang_encoder.gated_cross_attn_layers.{k}": v
+                  for k, v in lang.gated_cross_attn_layers.state_dict().items()})
+    mapped, others = convert_openflamingo(state, model.config)
+    assert others == []
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    assert not unexpected and not [k for k in missing if k.startswith(("abstractor.", "fusion."))], (missing, unexpected)
+    features = vlmzoo.build("flamingo-tiny", **CONFIG, abstractor={"kind": "identity"}).eval()
+    features.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith("vision.")}, strict=False)
+    return model, features, perceiver, lang
+
+
+def batch(seed: int):
+    """Two rows, no padding: text, image, text, image, text; pixel_values [2, 2, C, H, W]."""
+    g = torch.Generator().manual_seed(seed)
+    text = lambda n: torch.randint(5, 500, (n,), generator=g).tolist()  # noqa: E731
+    rows = [[1] + text(2) + [IMAGE_TOKEN] + text(4) + [IMAGE_TOKEN] + text(3),
+            [1] + text(3) + [IMAGE_TOKEN] + text(6) + [IMAGE_TOKEN] + text(0)]
+    return torch.tensor(rows), torch.randn(2, 2, 3, 64, 64, generator=g)
+
+
+def test_perceiver_latents_match_open_flamingo(pair):
+    model, features, perceiver, _ = pair
+    _, pixels = batch(1)
+    with torch.no_grad():
+        media = features.encode_images(pixels.flatten(0, 1))  # [4, P, W]: the tower's patch tokens
+        expected = perceiver(media.view(2, 2, 1, *media.shape[1:]))  # [b, T, latents, W]
+        actual = model.encode_images(pixels.flatten(0, 1)).view(expected.shape)
+    assert (actual - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference-kernels"])
+def test_logits_match_open_flamingo_around_the_same_llama(pair, fused):
+    model, features, perceiver, lang = pair
+    model.fused = fused
+    input_ids, pixels = batch(2)
+    with torch.no_grad():
+        media = features.encode_images(pixels.flatten(0, 1))
+        latents = perceiver(media.view(2, 2, 1, *media.shape[1:]))
+        for layer in lang._get_decoder_layers():
+            layer.condition_vis_x(latents)
+        expected = lang(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits
+        lang.clear_conditioned_layers()
+        actual = model(input_ids=input_ids, pixel_values=pixels).logits
+    model.fused = True
+    assert expected.abs().max() > 0.1
+    assert (actual - expected).abs().max().item() <= 1e-4
+
+
+def test_greedy_generate_gives_open_flamingo_tokens(pair):
+    model, features, perceiver, lang = pair
+    input_ids, pixels = batch(3)
+    with torch.no_grad():
+        media = features.encode_images(pixels.flatten(0, 1))
+        latents = perceiver(media.view(2, 2, 1, *media.shape[1:]))
+    # Greedy decoding of OpenFlamingo's forward (the whole sequence each step: the installed transformers'
+    # generate no longer passes the attention_mask FlamingoLMMixin.forward requires).
+    for layer in lang._get_decoder_layers():
+        layer.condition_vis_x(latents)
+    expected = input_ids
+    with torch.no_grad():
+        for _ in range(16):
+            logits = lang(input_ids=expected, attention_mask=torch.ones_like(expected)).logits
+            expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    lang.clear_conditioned_layers()
+    actual = model.generate(input_ids=input_ids, pixel_values=pixels, max_new_tokens=16, eos_token_id=[])
+    assert torch.equal(actual, expected)
