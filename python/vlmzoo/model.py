@@ -116,6 +116,10 @@ class Model(nn.Module):
 
             if is_dual_encoder(config, **kwargs):
                 return DualEncoderModel(config, *args, **kwargs)
+            from .multiway_encoder import MultiwayEncoderModel, is_multiway_encoder
+
+            if is_multiway_encoder(config, **kwargs):
+                return MultiwayEncoderModel(config, *args, **kwargs)
         return super().__new__(cls)
 
     def __init__(self, config: str | Mapping[str, Any], *, device: str | torch.device = "cpu",
