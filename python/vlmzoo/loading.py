@@ -57,6 +57,10 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None) -> Mod
         model = Model(read_json_object(folder / VLMZOO_CONFIG), dtype=dtype, initialize=False)
         model.load_state_dict(_float_tensors(read_safetensors_folder(folder), model.dtype))
         return model
+    from .families.beit3 import is_torchscale_folder, load_torchscale_folder  # BEiT-3's torchscale .pth layout
+
+    if is_torchscale_folder(folder):
+        return load_torchscale_folder(folder, dtype)
     if (folder / "config.json").is_file():
         return _load_hf(folder, dtype)
     raise FileNotFoundError(f"{folder}: neither {VLMZOO_CONFIG} nor a Hugging Face config.json")
