@@ -52,6 +52,10 @@ class AutoProcessor:
         path = Path(folder)
         if not path.is_dir() or (path / VLMZOO_CONFIG).is_file():
             return WordProcessor.from_pretrained(folder)
+        from ..families.beit3 import Beit3Processor, is_torchscale_folder  # BEiT-3: config.json of EncoderConfig
+
+        if is_torchscale_folder(path):
+            return Beit3Processor.from_pretrained(path)
         name, where = _declared_processor(path)
         if name is None:
             raise FileNotFoundError(f"{path}: no {PROCESSOR_CONFIG}, {PREPROCESSOR_CONFIG}, config.json or {VLMZOO_CONFIG}")
