@@ -111,8 +111,14 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
     import torch
 
     from .evaluate import evaluate
+    from .multiway_encoder import is_multiway_encoder
     from .recipes import train_for_task
 
+    if is_multiway_encoder(config):  # BEiT-3: VQA classification over the answer set (families/beit3/study.py)
+        from .families.beit3.study import train_and_evaluate as train_and_evaluate_beit3
+
+        return train_and_evaluate_beit3(name, config, task, budget, seed, recipe, options, progress, threads, keep,
+                                        curve_points, curve_examples)
     if threads:
         torch.set_num_threads(threads)
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -70,3 +70,19 @@ def test_tiny_presets_build_and_fit_the_shapes_task(preset, shapes):
     batch = next(vqa_batches(shapes, "val", 2, image_size=model.config["vision"]["image_size"]))
     out = model(**batch)
     assert out.logits.shape == (2, len(shapes.answers)) and torch.isfinite(out.loss)
+
+
+def test_beit3_micro_runs_in_compare_beside_a_llava_at_the_same_budget(tmp_path):
+    from vlmzoo.compare import compare
+
+    task = make_task("shapes", image_size=64, n_train=64, n_val=0, n_test=16)
+    comparison = compare(["beit3-micro", "llava-1.5-micro"], task=task, budget="2e10flops", out=tmp_path, seeds=1,
+                         batch_size=4, curve_points=1, progress=False, print_table=False)
+    table = comparison[0].set_index("model")
+    assert table.loc["beit3-micro", "family"] == "beit3"
+    assert 0.0 <= table.loc["beit3-micro", "accuracy"] <= 1.0
+    # the same FLOPs budget: each trained as many steps as its FLOPs per step allow, no more
+    for name in ("beit3-micro", "llava-1.5-micro"):
+        assert table.loc[name, "train_gflops"] <= 20.0
+        assert table.loc[name, "train_gflops"] * (1 + 1 / table.loc[name, "steps"]) > 20.0
+    assert "beit3-micro" in (tmp_path / "report.md").read_text()
