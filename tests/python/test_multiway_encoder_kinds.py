@@ -151,3 +151,64 @@ def test_model_pickles_deep_copies_and_saves(tmp_path):
     loaded = vlmzoo.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits, expected)
+
+
+def test_quantized_linears_stay_close_and_refuse_training():
+    model = vlmzoo.build("beit3-tiny").eval()
+    ids, mask, pixels = beit3_batch()
+    with torch.no_grad():
+        expected = model(input_ids=ids, pixel_values=pixels, attention_mask=mask).last_hidden_state
+        model.quantize("bf16")
+        got = model(input_ids=ids, pixel_values=pixels, attention_mask=mask).last_hidden_state
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    with pytest.raises(RuntimeError, match="quantised \\(bf16\\) for inference: it cannot be trained"):
+        model.train()
+
+
+# ---- DistributedDataParallel, gloo, 2 processes on this machine
+
+def _ddp_worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300))
+    model = vlmzoo.from_pretrained(folder).train()
+    model.vision.mask_token.requires_grad_(False)  # pretraining's token: unused here
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    ids, mask, pixels = beit3_batch(batch=4)
+    labels = torch.arange(4) % 16
+    s = slice(rank * 2, (rank + 1) * 2)
+    ddp(input_ids=ids[s], pixel_values=pixels[s], attention_mask=mask[s], labels=labels[s]).loss.backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ddp_gradients_equal_the_single_process_average(tmp_path):
+    import os
+
+    import torch.multiprocessing as mp
+
+    model = vlmzoo.build("beit3-tiny").train()
+    model.save_pretrained(str(tmp_path / "model"))
+    ids, mask, pixels = beit3_batch(batch=4)
+    labels = torch.arange(4) % 16
+    expected = {}
+    for half in range(2):
+        model.zero_grad()
+        s = slice(half * 2, (half + 1) * 2)
+        model(input_ids=ids[s], pixel_values=pixels[s], attention_mask=mask[s], labels=labels[s]).loss.backward()
+        for n, p in model.named_parameters():
+            if p.grad is not None:
+                expected[n] = expected.get(n, 0) + p.grad / 2
+    port = 29500 + (os.getpid() + 500) % 1000
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "model"), str(tmp_path / "grads.pt")), nprocs=2)
+    grads = torch.load(tmp_path / "grads.pt")
+    assert set(grads) == set(expected) - {"vision.mask_token"} and len(grads) > 0
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
