@@ -147,13 +147,15 @@ def encoder_config_of(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_pth(path: Path) -> dict[str, torch.Tensor]:
-    """A .pth holding {"model": state_dict} (or the state dict itself), without unpickling code."""
+    """A .pth holding {"model": state_dict} ({"module": ...}, or the state dict itself), without unpickling code."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever the reader trips on, named
         raise ValueError(f"{path}: not a readable torch checkpoint of tensors ({type(e).__name__}: {e})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
+    for key in ("model", "module"):  # unilm's loader reads either (model_key='model|module')
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected {{'model': state_dict}} or a state dict of tensors")
     return obj
