@@ -129,3 +129,13 @@ def test_a_config_torchscale_builds_otherwise_is_refused_by_field(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(dict(config, rel_pos_buckets=32, max_rel_pos=128)))
     with pytest.raises(ValueError, match=r"config.json: rel_pos_buckets is 32"):
         vlmzoo.from_pretrained(tmp_path)
+
+
+def test_a_pth_that_needs_unpickling_code_is_refused(tmp_path):
+    import collections
+
+    make_beit3(tmp_path, head="vqa")
+    path = next(tmp_path.glob("*.pth"))
+    torch.save({"model": collections.Counter(a=1)}, path)  # not tensors: weights_only refuses or the check does
+    with pytest.raises(ValueError, match=str(path.name)):
+        vlmzoo.from_pretrained(tmp_path)
