@@ -7,14 +7,12 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .task import answer_set, task_overrides, vqa_batches
-
-SLOTS = ("vision", "llm", "head")
-
+from .task import answer_set, task_overrides, vqa_batch, vqa_batches
 
 def _mean_question_tokens(task: Any) -> int:
     examples = task.train
@@ -39,8 +37,6 @@ def evaluate_vqa(model: Any, task: Any, split: str = "test", max_examples: int |
     image_size = model.config["vision"]["image_size"]
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        from .task import vqa_batch
-
         batch = vqa_batch(chunk, task, image_size, answers)
         batch.pop("labels")
         for example, index in zip(chunk, model(**batch).logits.argmax(-1).tolist()):
@@ -138,8 +134,8 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Any, budget: int
     points = [{"task": task.name, "model": name, "seed": seed, "step": s, "gflops": s * flops_per_step / 1e9,
                "accuracy": a, "examples": min(curve_examples, len(task.test))} for s, a in sorted(measured.items())]
     kept: Any = None
-    if isinstance(keep, str):
-        kept = str(_save_model(model, task, __import__("pathlib").Path(keep)))
+    if isinstance(keep, (str, Path)):
+        kept = str(_save_model(model, task, Path(keep)))
     elif keep:
         kept = {"config": model.config, "state_dict": dict(model.state_dict())}
     return {"row": row, "curve": curve, "points": points, "config": model.config, "model": kept}
