@@ -14,6 +14,13 @@ import torch
 
 from .task import answer_set, task_overrides, vqa_batch, vqa_batches
 
+# The learning rate of a BEiT-3 row unless compare is given one (the LLaVA recipes' 1e-3 is not it). Measured
+# 2026-12-06 on beit3-micro, shapes, compare's default budget (3.5e12 FLOPs: 831 steps of 32), seed 0, one
+# run each, under load: lr 1e-3 -> 39.5% (chance 42.75%; the loss reaches the question-only prior and stays);
+# lr 3e-4 -> 52.0% (colour 41%, count 64%); patch 8 (65 visual tokens, 282 steps) at 1e-3 -> 41.0%.
+BEIT3_LR = 3e-4
+
+
 def _mean_question_tokens(task: Any) -> int:
     examples = task.train
     return round(sum(2 + len(task.tokenizer.encode(e.question)) for e in examples) / max(1, len(examples)))
@@ -57,8 +64,9 @@ def evaluate_vqa(model: Any, task: Any, split: str = "test", max_examples: int |
 def train_and_evaluate(name: str, config: dict[str, Any], task: Any, budget: int | str, seed: int, recipe: Any,
                        options: Mapping[str, Any], progress: bool = True, threads: int | None = None,
                        keep: Any = False, curve_points: int = 0, curve_examples: int = 64) -> dict[str, Any]:
-    """compare.train_and_evaluate for a BEiT-3: AdamW (betas 0.9 / 0.95), linear warmup then cosine decay
-    as the recipe says, every slot trained from an N(0, 0.02) init drawn from the seed."""
+    """compare.train_and_evaluate for a BEiT-3: AdamW (betas 0.9 / 0.95) at BEIT3_LR (or options' lr), the
+    recipe's batch size, warmup, cosine decay and clipping, every slot trained from an N(0, 0.02) init
+    drawn from the seed."""
     from ...compare import _peak_rss_mib, _save_model, curve_steps
     from ...multiway_encoder import MultiwayEncoderModel
     from ...train import lr_at, parse_budget
@@ -73,7 +81,7 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Any, budget: int
     model = MultiwayEncoderModel(config, name=name, **overrides)
     model._module.initialize_weights(0.02, seed)
     batch_size = int(options.get("batch_size", recipe.batch_size))
-    lr = float(options.get("lr", recipe.lr))
+    lr = float(options.get("lr", BEIT3_LR))
     flops_per_example = train_flops_per_example(model, task)
     steps = parse_budget(budget, flops_per_step=flops_per_example * batch_size)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
