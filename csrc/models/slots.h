@@ -11,6 +11,7 @@
 #include "nn/functional.h"
 
 #include <any>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -124,6 +125,23 @@ class TextEncoder : public LanguageModel {
   }
 };
 
+// One bidirectional encoder over [vision; text] with a modality expert per token (BEiT-3's multiway
+// transformer): the llm slot of the multiway_encoder assembly (models/multiway_encoder.h). It owns the
+// text embeddings, the layers and the final norms; the vision slot embeds the image. As a plain
+// LanguageModel its layers run in text-only mode (split 0).
+class MultiwayTransformer : public LanguageModel {
+ public:
+  // input_ids: [B, T] -> token + text position embeddings [B, T, hidden] (positions start at 2).
+  virtual torch::Tensor embed_text(const torch::Tensor& input_ids) = 0;
+  // x: [B, S, hidden], tokens [0, split) vision and [split, S) text; allowed: bool [B, 1, 1, S] or
+  // undefined; joint: both modalities in this pass. -> hidden after the final norm [B, S, hidden].
+  virtual torch::Tensor encode(const torch::Tensor& x, int64_t split, const torch::Tensor& allowed, bool joint) = 0;
+  torch::Tensor logits(const torch::Tensor&) override {
+    TORCH_CHECK_VALUE(false, "this llm kind is a multiway encoder: it has no language-model logits");
+    return {};
+  }
+};
+
 // How visual tokens meet the text.
 struct FusedInputs {
   torch::Tensor embeds;          // [B, T', hidden]
@@ -177,6 +195,29 @@ class SimilarityHead : public Head {
   // The temperature (and bias) start at the reference's constants, not at a random draw.
   virtual void initialize_constants() = 0;
   virtual double flops(int64_t texts, int64_t images) const = 0;
+};
+
+// Which modalities a multiway-encoder pass holds.
+enum class EncoderMode { kVision, kText, kVisionLanguage };
+
+// A head of the multiway_encoder assembly (BEiT-3's retrieval, VQA and image-classification heads):
+// named outputs from a pass's final hidden states.
+class EncoderHead : public Head {
+ public:
+  torch::Tensor forward(const torch::Tensor&, LanguageModel&) override {
+    TORCH_CHECK_VALUE(false, "this head kind reads a multiway encoder; it runs in the multiway_encoder assembly");
+    return {};
+  }
+  // hidden: [B, S, hidden] of one pass in `mode` -> the outputs that pass gives (none when the head
+  // needs another mode), e.g. {"logits": [B, classes]}.
+  virtual std::map<std::string, torch::Tensor> outputs(const torch::Tensor& hidden, EncoderMode mode) = 0;
+  // Retrieval encodes each modality alone, even when both are given; the others read one pass.
+  virtual bool separate_passes() const { return false; }
+  // After separate passes: outputs that need both (logits_per_text), from the merged outputs.
+  virtual void pair(std::map<std::string, torch::Tensor>& outputs) {}
+  // Constants that start at the reference's values (a temperature), not at a random draw.
+  virtual void initialize_constants() {}
+  virtual double flops(int64_t batch) const = 0;  // one forward of `batch` examples
 };
 
 }  // namespace vlmzoo::models

@@ -168,11 +168,12 @@ def main() -> None:
             return
         # The family's assembly picks the C++ model class, as vlmzoo.Model does.
         family = json.loads(_C.family_json(resolved["family"]))
-        dual = family.get("assembly", "decoder") == "dual_encoder"
+        assembly = family.get("assembly", "decoder")
         try:
-            (_C.DualEncoderModel if dual else _C.VlmModel)(text)
+            {"dual_encoder": _C.DualEncoderModel, "multiway_encoder": _C.MultiwayEncoderModel}.get(
+                assembly, _C.VlmModel)(text)
             stats["built"] += 1
-            stats["built dual_encoder" if dual else "built decoder"] += 1
+            stats[f"built {assembly}"] += 1
             for slot, part in resolved.items():
                 if isinstance(part, dict) and "kind" in part:
                     built_kinds.add(f"{slot}={part['kind']}")

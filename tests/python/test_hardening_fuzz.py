@@ -70,6 +70,7 @@ def test_config_fuzzing_gives_a_config_or_a_value_error(tmp_path):
     # each assembly, with every registered kind among the models built.
     assert outcomes["resolved"] > 0 and outcomes["ValueError"] > 0
     assert outcomes.get("built decoder", 0) > 0 and outcomes.get("built dual_encoder", 0) > 0
+    assert outcomes.get("built multiway_encoder", 0) > 0
     assert every_registered_kind() - set(report["built_kinds"]) == set()
 
 

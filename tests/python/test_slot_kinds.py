@@ -9,6 +9,7 @@ import torch
 
 import vlmzoo
 from dual_kind_cases import DUAL_KIND_CASES
+from multiway_kind_cases import MULTIWAY_KIND_CASES
 
 TINY = "llava-1.5-tiny"
 # Per slot: kind -> overrides on the tiny LLaVA that put that kind in the slot.
@@ -85,10 +86,12 @@ def batch_for(model: vlmzoo.Model, batch: int = 2, text: int = 5, seed: int = 0)
 
 @pytest.mark.parametrize("slot", list(KIND_OVERRIDES))
 def test_every_registered_kind_has_a_tiny_case_here(slot):
-    cases = list(KIND_OVERRIDES[slot]) + list(DUAL_KIND_CASES.get(slot, {}))  # dual encoders: own suite
+    # dual and multiway encoders: their own suites
+    cases = [*KIND_OVERRIDES[slot], *DUAL_KIND_CASES.get(slot, {}), *MULTIWAY_KIND_CASES.get(slot, {})]
     assert set(vlmzoo.kinds(slot)) == {case.split("-", 1)[0] for case in cases}, (
         f"kinds registered for {slot}: {vlmzoo.kinds(slot)}; add the new ones to KIND_OVERRIDES "
-        "(or, for dual-encoder kinds, to dual_kind_cases.DUAL_KIND_CASES)")
+        "(or, for dual-encoder kinds, to dual_kind_cases.DUAL_KIND_CASES; multiway-encoder kinds: "
+        "multiway_kind_cases.MULTIWAY_KIND_CASES)")
 
 
 @pytest.mark.parametrize("slot,kind", CASES, ids=[f"{s}-{k}" for s, k in CASES])

@@ -9,7 +9,7 @@ from vlmzoo.families.loading import local_folder
 from vlmzoo.families.processing.base import Processor
 from vlmzoo.families.processing.image_processor import PREPROCESSOR_CONFIG, PROCESSOR_CONFIG
 from vlmzoo.families.processing.word import WordProcessor
-from vlmzoo.families.registry import MODEL_TYPE_PROCESSORS, PROCESSOR_CLASSES
+from vlmzoo.families.registry import MODEL_TYPE_PROCESSORS, PROCESSOR_CLASSES, folder_processor
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG
 
 
@@ -42,6 +42,9 @@ class AutoProcessor:
             path = folder = local_folder(folder, revision)
         if not path.is_dir() or (path / VLMZOO_CONFIG).is_file():
             return WordProcessor.from_pretrained(folder)
+        by_files = folder_processor(path)  # a layout known by its files (BEiT-3: config.json of EncoderConfig)
+        if by_files is not None:
+            return by_files(path)
         name, where = _declared_processor(path)
         if name is None:
             raise FileNotFoundError(f"{path}: no {PROCESSOR_CONFIG}, {PREPROCESSOR_CONFIG}, config.json or {VLMZOO_CONFIG}")

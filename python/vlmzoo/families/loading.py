@@ -9,7 +9,7 @@ import torch
 
 from vlmzoo.config.sources import HUB_ID
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG, read_json_object, read_safetensors_folder
-from vlmzoo.families.registry import converter_for, folder_layout
+from vlmzoo.families.registry import converter_for, folder_layout, folder_loader
 from vlmzoo.models.validate import check_finite
 from vlmzoo.models.model import Model
 
@@ -84,6 +84,9 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None, revisi
         model = Model(read_json_object(folder / VLMZOO_CONFIG), dtype=dtype, initialize=False)
         model.load_state_dict(_float_tensors(read_safetensors_folder(folder), model.dtype))
         return model
+    load = folder_loader(folder)
+    if load is not None:  # torchscale's BEiT-3
+        return load(folder, dtype)
     layout = folder_layout(folder)
     if layout is not None:  # open_clip's
         config, mapped, unknown = layout(folder)

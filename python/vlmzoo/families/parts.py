@@ -23,3 +23,7 @@ class FamilyParts:
     processors: Mapping[str, Callable[[Path], Any]] = field(default_factory=dict)  # processor class name -> loader
     model_type_processors: Mapping[str, str] = field(default_factory=dict)  # model_type -> processor class name
     processor_exporter: Callable[[Any, Path, Any], Any] | None = None  # writes a processor beside the export
+    # A layout known by its files rather than a model_type (torchscale's BEiT-3 folder): (is it one, loader),
+    # the loader taking (folder, dtype) and returning the model; and (is it one, processor loader).
+    folder_loader: tuple[Callable[[Path], bool], Callable[..., Any]] | None = None
+    folder_processor: tuple[Callable[[Path], bool], Callable[[Path], Any]] | None = None

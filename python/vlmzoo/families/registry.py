@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from vlmzoo.config.presets import families
-from vlmzoo.families import blip2, clip, flamingo, fuyu, llava
+from vlmzoo.families import beit3, blip2, clip, flamingo, fuyu, llava
 from vlmzoo.families.common.bert import BEYOND, convert_bert_as_qformer
 from vlmzoo.families.clip.open_clip import is_open_clip_folder, read_open_clip_folder
 from vlmzoo.families.common.llama import convert_llama
@@ -21,6 +21,7 @@ FAMILY_FOLDERS: dict[str, FamilyParts] = {parts.name: parts for parts in [
     clip.SIGLIP,
     fuyu.FAMILY,
     flamingo.FAMILY,
+    beit3.FAMILY,
 ]}
 
 # Checkpoint folders in a layout other than Hugging Face's config.json: (is it one, read it), tried first.
@@ -28,6 +29,18 @@ FAMILY_FOLDERS: dict[str, FamilyParts] = {parts.name: parts for parts in [
 FOLDER_LAYOUTS: list[tuple[Callable[[Any], bool], Callable[..., Any]]] = [
     (is_open_clip_folder, read_open_clip_folder),
 ]
+
+
+def folder_loader(folder: Any) -> Callable[..., Any] | None:
+    """The loader (folder, dtype) -> model of a folder a family recognises by its files, or None."""
+    return next((load for parts in FAMILY_FOLDERS.values() if parts.folder_loader
+                 for is_one, load in [parts.folder_loader] if is_one(folder)), None)
+
+
+def folder_processor(folder: Any) -> Callable[..., Any] | None:
+    """The processor loader of a folder a family recognises by its files, or None."""
+    return next((load for parts in FAMILY_FOLDERS.values() if parts.folder_processor
+                 for is_one, load in [parts.folder_processor] if is_one(folder)), None)
 
 
 def folder_layout(folder: Any) -> Callable[..., Any] | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,14 +19,15 @@ from rich.console import Console
 from rich.table import Table
 
 from vlmzoo.config.budget import parse_budget
-from vlmzoo.config.presets import resolve_config
+from vlmzoo.config.presets import assembly_of, resolve_config
 from vlmzoo.data import Task, make_task
-from vlmzoo.families.processing.word import TOKENIZER_FILE
 from vlmzoo.models.model import Model
 from vlmzoo.storage.atomic import atomic_path, atomic_write_text
+from vlmzoo.study.measure import _peak_rss_mib, _save_model, curve_steps
 from vlmzoo.study.plots import study_figures
 from vlmzoo.study.report import summarize, write_report
 from vlmzoo.study.run_store import load_run, run_key, run_path, save_run
+from vlmzoo.study.vqa_row import train_and_evaluate_vqa
 from vlmzoo.training.evaluate import evaluate
 from vlmzoo.training.pretraining import pretraining_flops as tower_pretraining_flops
 from vlmzoo.training.recipes import Recipe, recipe_for
@@ -94,29 +94,6 @@ def _named_configs(configs: Sequence[str | Mapping[str, Any]]) -> list[tuple[str
     return named
 
 
-def _peak_rss_mib() -> float:
-    """The process's resident-set high-water mark in MiB, C++ allocations included: /proc's VmHWM (of this
-    process's own memory map) where there is one. Not ru_maxrss first: Linux carries the parent's high-water
-    mark into a child started by fork + exec, so every worker reported the parent's peak (1,352 MiB for
-    each model of the default run, measured 2026-12-05, when the parent had pretrained a tower)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
-
-
-def curve_steps(total_steps: int, points: int) -> list[int]:
-    """The steps after which a learning curve is measured: `points` evenly spaced in steps (so in
-    training FLOPs, which grow by the same amount every step), the last one the end of training."""
-    if points < 1:
-        return []
-    return sorted({max(1, round(k * total_steps / points)) for k in range(1, points + 1)})
-
-
 def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: int | str, seed: int,
                        recipe: Recipe, options: Mapping[str, Any], progress: bool = True, threads: int | None = None,
                        keep: bool | str = False, curve_points: int = 0, curve_examples: int = 64) -> dict[str, Any]:
@@ -124,6 +101,9 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
     initialise and train as the recipe says, `options` overriding it), then evaluate. keep: True returns the trained
     weights, a folder path saves the model (and its tokenizer) there. curve_points > 0 measures accuracy on the
     first `curve_examples` test questions at curve_steps(total, curve_points) (the last from the final evaluation)."""
+    if assembly_of(config) == "multiway_encoder":  # BEiT-3: VQA classification over the answer set
+        return train_and_evaluate_vqa(name, config, task, budget, seed, recipe, options, progress, threads, keep,
+                                      curve_points, curve_examples)
     if threads:
         torch.set_num_threads(threads)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -181,13 +161,6 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
     elif keep:
         kept = {"config": model.config, "state_dict": dict(model.state_dict())}
     return {"row": row, "curve": curve, "points": points, "config": model.config, "model": kept}
-
-
-def _save_model(model, task: Task, folder: Path) -> Path:
-    """A folder vlmzoo.from_pretrained, AutoProcessor and `vlmzoo generate` read: weights, config, tokenizer."""
-    model.save_pretrained(str(folder))
-    (folder / TOKENIZER_FILE).write_text(json.dumps(task.tokenizer.to_dict()))
-    return folder
 
 
 def _safe_name(name: str) -> str:
