@@ -9,7 +9,9 @@ import torch
 
 import vlmzoo
 from vlmzoo.data import make_task
+from vlmzoo.config.towers import SLOTS
 from vlmzoo.models.initialize import init_weights
+from vlmzoo.training.recipes import recipe_for
 from vlmzoo.training.train import FAMILY_TRAINABLE, task_overrides, train
 
 
@@ -27,7 +29,8 @@ def fresh(task, name="fuyu-tiny"):
 
 def test_fuyu_tiny_loss_falls_in_30_steps_trained_end_to_end(task):
     model = fresh(task)
-    assert FAMILY_TRAINABLE["fuyu"] == ("vision", "llm")
+    assert FAMILY_TRAINABLE["fuyu"] == SLOTS  # end to end, so the scratch recipe trains the patch projection too
+    assert recipe_for("fuyu", "scratch").trainable == SLOTS
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     result = train(model, task, 30, batch_size=4, lr=3e-3, trainable="family", progress=False)
     assert result.steps == 30
