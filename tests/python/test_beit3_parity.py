@@ -107,7 +107,7 @@ def test_a_text_longer_than_the_position_table_is_a_clear_error(vqa_pair):
 
 def test_an_image_of_the_wrong_size_is_a_clear_error(vqa_pair):
     _, model = vqa_pair
-    with pytest.raises(ValueError, match=r"pixel_values: expected \[images, 3, 32, 32\] \(vision.image_size 32\)"):
+    with pytest.raises(ValueError, match=r"pixel_values: expected \[num_images, 3, 32, 32\] \(vision.channels, vision.image_size\)"):
         model(pixel_values=torch.randn(1, 3, 48, 48))
 
 

@@ -18,7 +18,8 @@ BOUND_MIB = 4.0
 CALLS = {"llava-1.5-tiny": (1000, 100), "blip2-opt-tiny": (1000, 100), "instructblip-tiny": (200, 50),
          "clip-tiny": (200, 0), "siglip-tiny": (200, 0), "llava-1.5-micro": (500, 50), "blip2-opt-micro": (500, 50),
          "fuyu-tiny": (500, 50), "fuyu-micro": (500, 50),
-         "idefics-tiny": (500, 50), "flamingo-tiny": (500, 50), "flamingo-micro": (500, 50)}
+         "idefics-tiny": (500, 50), "flamingo-tiny": (500, 50), "flamingo-micro": (500, 50),
+         "beit3-tiny": (500, 0), "beit3-micro": (500, 0)}
 
 
 def rss_mib() -> float:
@@ -44,8 +45,9 @@ def model_and_inputs(name):
     model = vlmzoo.build(name).eval()
     size = model.config["vision"]["image_size"]
     pixels = torch.randn(1, 3, size, size)
-    if not hasattr(model, "generate"):  # a dual encoder: texts and images
-        return model, (torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]]), torch.randn(2, 3, size, size)), {}
+    if not hasattr(model, "generate"):  # a dual or multiway encoder: texts and images
+        mask = {"attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])}
+        return model, (torch.tensor([[1, 5, 6, 7, 2], [1, 8, 9, 2, 0]]), torch.randn(2, 3, size, size)), mask
     ids = torch.tensor([[1] + [model.image_token_id] * model.visual_tokens_per_image + [5, 6, 7]])
     extra = {"qformer_input_ids": torch.tensor([[1, 5, 6]])} if model.config["abstractor"].get("instruction") else {}
     return model, (ids, pixels), extra

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import vlmzoo
+from vlmzoo.models.multiway_encoder import MultiwayEncoderModel
 
 THREADS = 4
 CALLS_PER_THREAD = 2
@@ -94,6 +95,11 @@ OTHER_FAMILIES = [n for n in vlmzoo.presets("tiny") if n != "llava-1.5-tiny"]
 def family_call(model, i):
     g = torch.Generator().manual_seed(i)
     size = model.config["vision"]["image_size"]
+    if isinstance(model, MultiwayEncoderModel):  # BEiT-3: 2 (image, text) pairs in one joint pass
+        ids = torch.randint(5, 60, (2, 4 + i % 3), generator=g)
+        with torch.no_grad():
+            out = model(ids, torch.randn(2, 3, size, size, generator=g))
+        return out.logits if out.logits is not None else out.last_hidden_state
     if not hasattr(model, "generate"):  # a dual encoder: 3 texts against 2 images
         ids = torch.randint(5, 500, (3, 4 + i % 3), generator=g)
         with torch.no_grad():

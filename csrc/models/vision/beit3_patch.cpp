@@ -6,6 +6,7 @@
 //   pixel_values [N, C, S, S] -> embeddings [N, 1 + (S/p)^2, hidden]
 #include "models/registry.h"
 #include "nn/linear.h"
+#include "nn/vit.h"
 
 namespace vlmzoo::models {
 namespace {
@@ -47,11 +48,8 @@ class Beit3Patch : public VisionEncoder {
 
   torch::Tensor forward(const torch::Tensor& pixel_values) override {
     const auto& p = pixel_values;
-    TORCH_CHECK_VALUE(p.dim() == 4 && p.size(1) == c_.channels && p.size(2) == c_.image_size &&
-                          p.size(3) == c_.image_size,
-                      "pixel_values: expected [images, ", c_.channels, ", ", c_.image_size, ", ", c_.image_size,
-                      "] (vision.image_size ", c_.image_size, "), got ", p.sizes());
-    TORCH_CHECK_VALUE(p.is_floating_point(), "pixel_values: expected floating point, got ", p.scalar_type());
+    // float, finite, [N, channels, size, size]: the same checks and messages as the other vision kinds
+    nn::check_pixel_values(p, c_.channels, c_.image_size, c_.image_size, "vision.channels, vision.image_size");
     auto patches = proj(p.to(cls_token.scalar_type())).flatten(2).transpose(1, 2);  // [N, P, hidden]
     auto x = torch::cat({cls_token.expand({p.size(0), 1, hidden_}), patches}, 1);
     return x + embed_positions->weight.narrow(0, 2, x.size(1)).unsqueeze(0);
