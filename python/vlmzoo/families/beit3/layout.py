@@ -7,6 +7,7 @@ torchscale's EncoderConfig fields under their own names (encoder_embed_dim, enco
 img_size, patch_size, vocab_size, ...). Converters are pure: (config, tensors) in, (config, tensors) out."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -167,8 +168,6 @@ def read_pth(path: Path) -> dict[str, torch.Tensor]:
 
 def is_torchscale_folder(folder: Path) -> bool:
     """A folder with one .pth and a config.json of EncoderConfig fields."""
-    import json
-
     config = folder / "config.json"
     if not config.is_file() or not list(folder.glob("*.pth")):
         return False
