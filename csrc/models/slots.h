@@ -90,6 +90,10 @@ struct DecoderContext {
   std::any lm_state;     // the LM's per-call tables (rotary cos/sin), set in LanguageModel::begin
 };
 
+// Every id of input_ids in [0, vocab), or a ValueError naming llm.vocab and the ids' range (one check for
+// every LM kind; skipped on meta tensors and empty ids).
+void check_token_range(const torch::Tensor& input_ids, int64_t vocab);
+
 class LanguageModel : public Slot {
  public:
   virtual int64_t hidden_size() const = 0;

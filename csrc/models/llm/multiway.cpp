@@ -70,11 +70,7 @@ class Multiway : public MultiwayTransformer {
     TORCH_CHECK_VALUE(input_ids.dim() == 2, "input_ids: expected [batch, tokens], got ", input_ids.sizes());
     TORCH_CHECK_VALUE(!input_ids.is_floating_point() && !input_ids.is_complex(),
                       "input_ids: expected integer token ids, got ", input_ids.scalar_type());
-    if (input_ids.device().type() != torch::kMeta && input_ids.numel() > 0) {
-      auto low = input_ids.min().item<int64_t>(), high = input_ids.max().item<int64_t>();
-      TORCH_CHECK_VALUE(low >= 0 && high < c_.vocab, "input_ids: token ids must lie in [0, llm.vocab ", c_.vocab,
-                        "), got values from ", low, " to ", high);
-    }
+    check_token_range(input_ids, c_.vocab);
     return text_embed(input_ids);
   }
 

@@ -98,7 +98,7 @@ class OptLM : public LanguageModel {
   int64_t num_layers() const override { return c_.layers; }
 
   torch::Tensor embed_tokens(const torch::Tensor& input_ids) override {
-    check_ids(input_ids);
+    check_token_range(input_ids, c_.vocab);
     return embed(input_ids);
   }
   // OPT counts positions over real tokens only: cumsum(mask) * mask - 1, so padding sits at -1.
@@ -144,13 +144,6 @@ class OptLM : public LanguageModel {
   static torch::Tensor mask_positions(const torch::Tensor& attention_mask) {
     auto mask = attention_mask.to(torch::kLong);
     return mask.cumsum(-1) * mask - 1;
-  }
-  void check_ids(const torch::Tensor& input_ids) const {
-    if (input_ids.numel() == 0 || input_ids.device().type() == torch::kMeta) return;
-    auto [low, high] = torch::aminmax(input_ids);
-    TORCH_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < c_.vocab,
-                      "input_ids: token ids must lie in [0, llm.vocab ", c_.vocab, "), got [", low.item<int64_t>(),
-                      ", ", high.item<int64_t>(), "]");
   }
   void check_positions(const torch::Tensor& pos) const {
     if (pos.numel() == 0 || pos.device().type() == torch::kMeta) return;

@@ -144,7 +144,7 @@ class PersimmonLM : public LanguageModel {
   int64_t num_layers() const override { return c_.layers; }
 
   torch::Tensor embed_tokens(const torch::Tensor& input_ids) override {
-    check_ids(input_ids);
+    check_token_range(input_ids, c_.vocab);
     return embed(input_ids);
   }
   torch::Tensor begin(const torch::Tensor& x, DecoderContext& ctx) override {
@@ -174,13 +174,6 @@ class PersimmonLM : public LanguageModel {
   nn::Linear lm_head{nullptr};  // null when tied to embed_tokens
 
  private:
-  void check_ids(const torch::Tensor& input_ids) const {
-    if (input_ids.numel() == 0 || input_ids.device().type() == torch::kMeta) return;
-    auto [low, high] = torch::aminmax(input_ids);
-    TORCH_CHECK_VALUE(low.item<int64_t>() >= 0 && high.item<int64_t>() < c_.vocab,
-                      "input_ids: token ids must lie in [0, llm.vocab ", c_.vocab, "), got [", low.item<int64_t>(),
-                      ", ", high.item<int64_t>(), "]");
-  }
   // Rotary embedding has no table to run off, but the model was trained on max_positions positions.
   void check_positions(const torch::Tensor& pos) const {
     if (pos.numel() == 0 || pos.device().type() == torch::kMeta) return;
