@@ -15,11 +15,11 @@ import copy
 import datetime
 import os
 import platform
-import subprocess
 import tempfile
 import time
 
 import torch
+from timing import commit, report  # bench/timing.py: what the benchmarks share
 
 import vlmzoo
 
@@ -104,18 +104,7 @@ def main() -> None:
                      f"{decode_tok_s / base_decode:.2f}x |")
     lines.append("\nspeed-up = against transformers' float32 (sdpa) in the same process, rounds interleaved.")
     text = "\n".join(lines)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text + "\n")
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
+    report(text, args.results)
 
 
 if __name__ == "__main__":

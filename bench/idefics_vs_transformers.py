@@ -13,11 +13,11 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import tempfile
 import time
 
 import torch
+from timing import commit, report  # bench/timing.py: what the benchmarks share
 
 import vlmzoo
 
@@ -126,18 +126,7 @@ def main() -> None:
                      f"{base['prefill_ms'] / r['prefill_ms']:.2f}x | {r['decode_tok_s'] / base['decode_tok_s']:.2f}x |")
     lines.append("\nTargets (issue 19): prefill >= 1.2x and decode >= 1.5x transformers float32.")
     text = "\n".join(lines)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text + "\n")
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
+    report(text, args.results)
 
 
 if __name__ == "__main__":

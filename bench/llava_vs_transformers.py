@@ -15,11 +15,11 @@ import multiprocessing
 import datetime
 import os
 import platform
-import subprocess
 import tempfile
 import time
 
 import torch
+from timing import commit, report  # bench/timing.py: what the benchmarks share
 
 import vlmzoo
 
@@ -267,18 +267,7 @@ def main() -> None:
     lines.append("\nspeed-up = how much faster vlmzoo is than that row (1.00x on vlmzoo's own rows); "
                  "below 1 on the floor row is how far vlmzoo is from it.")
     text = "\n".join(lines)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + text + "\n")
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
+    report(text, args.results)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What the CPU benchmarks share (ops_cpu.py, linear_cpu.py): the timing harness (interleaved rounds, the best
+"""What the CPU benchmarks share (ops_cpu.py, linear_cpu.py, the *_vs_transformers.py end-to-end benchmarks): the timing harness (interleaved rounds, the best
 round of each candidate, calls per round sized so that a round takes about `min_time`) and the machine and
 commit their RESULTS.md headers name."""
 from __future__ import annotations
@@ -59,3 +59,11 @@ def commit() -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def report(text: str, results: str | None) -> None:
+    """Print a benchmark's table and, when given a RESULTS.md path, append it there."""
+    print(text)
+    if results:
+        with open(results, "a") as f:
+            f.write("\n" + text + "\n")
