@@ -5,6 +5,7 @@ import torch
 
 import vlmzoo
 from vlmzoo.study.compare import DEFAULT_PRESET, TABLE_COLUMNS, compare, default_configs
+from vlmzoo.study.design import image_path, trained_slots
 from vlmzoo.data import make_task
 from vlmzoo.training.evaluate import evaluate
 from vlmzoo.training.train import task_overrides
@@ -64,18 +65,31 @@ def test_the_default_set_is_the_micro_llava_and_variants_differing_in_one_slot()
         assert len(differing) == 1, (variant["name"], differing)
 
 
-def test_the_default_set_includes_the_micro_blip2_and_full_adds_the_tiny_presets():
-    assert [c["name"] for c in default_configs() if c["family"] == "blip2"] == ["blip2-opt-micro"]
+def test_the_default_set_holds_one_micro_preset_of_every_other_family_and_full_adds_the_tiny_presets():
+    others = {c["family"]: c["name"] for c in default_configs() if c["family"] != "llava"}
+    assert others == {"blip2": "blip2-opt-micro", "flamingo": "flamingo-micro", "fuyu": "fuyu-micro",
+                      "beit3": "beit3-micro"}
+    assert {image_path(c) for c in default_configs()} == {
+        "visual tokens in the sequence", "cross-attention", "patches in the sequence", "joint encoder"}
     full = [c["name"] for c in default_configs(full=True)]
     assert full[: len(default_configs())] == [c["name"] for c in default_configs()]
     assert {"llava-1.5-tiny", "blip2-opt-tiny"} <= set(full)
 
 
 def test_the_micro_presets_share_one_language_model_size():
-    # The families are compared at equal LM width and depth, so the abstractor is what differs.
-    llava, blip2 = vlmzoo.resolve_config("llava-1.5-micro"), vlmzoo.resolve_config("blip2-opt-micro")
-    assert (llava["llm"]["hidden"], llava["llm"]["layers"]) == (blip2["llm"]["hidden"], blip2["llm"]["layers"])
-    assert vlmzoo.visual_tokens_per_image(llava) == vlmzoo.visual_tokens_per_image(blip2) == 16
+    # The decoder families are compared at equal LM width and depth and 16 visual tokens per image, so the
+    # way the image gets in is what differs (BEiT-3's one encoder is as wide, deeper: it is vision and LM at once).
+    llava = vlmzoo.resolve_config("llava-1.5-micro")
+    for name in ("blip2-opt-micro", "flamingo-micro", "fuyu-micro"):
+        other = vlmzoo.resolve_config(name)
+        assert (other["llm"]["hidden"], other["llm"]["layers"]) == (llava["llm"]["hidden"], llava["llm"]["layers"])
+        assert vlmzoo.visual_tokens_per_image(other) == vlmzoo.visual_tokens_per_image(llava) == 16, name
+    assert vlmzoo.resolve_config("beit3-micro")["llm"]["hidden"] == llava["llm"]["hidden"]
+
+
+def test_a_row_names_how_the_model_sees_the_image_and_the_slots_that_held_trained_weights():
+    assert trained_slots(["vision.w", "abstractor.w", "llm.w"], ("abstractor", "fusion", "llm")) == "abstractor+llm"
+    assert trained_slots(["vision.w"], ("llm",)) == "none"
 
 
 def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):

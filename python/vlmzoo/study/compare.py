@@ -23,6 +23,7 @@ from vlmzoo.config.presets import assembly_of, resolve_config
 from vlmzoo.data import Task, make_task
 from vlmzoo.models.model import Model
 from vlmzoo.storage.atomic import atomic_path, atomic_write_text
+from vlmzoo.study.design import image_path, trained_slots
 from vlmzoo.study.measure import _peak_rss_mib, _save_model, curve_steps
 from vlmzoo.study.plots import study_figures
 from vlmzoo.study.report import summarize, write_report
@@ -49,7 +50,7 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
     "llava-micro/clip-pretrained": {"vision": {"from": "clip-tiny-shapes"}},
 }
 # Other families' presets, run beside the LLaVA set: BLIP-2 with the same micro language model width and depth.
-DEFAULT_OTHER_PRESETS = ["blip2-opt-micro"]
+DEFAULT_OTHER_PRESETS = ["blip2-opt-micro", "flamingo-micro", "fuyu-micro", "beit3-micro"]
 # `--full` adds the tiny presets (a 4-layer, 256-wide language model) to show what the budget does to them.
 FULL_OTHER_PRESETS = ["llava-1.5-tiny", "blip2-opt-tiny"]
 # The default run: 5 models x DEFAULT_SEEDS seeds on one task, two 1-thread workers; `--full` runs FULL_TASKS
@@ -68,7 +69,8 @@ DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 # The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
 TABLE_COLUMNS = {
-    "model": "model", "family": "family", "params_total": "params", "params_trainable": "trainable",
+    "model": "model", "family": "family", "image_path": "sees the image by", "trained": "trained",
+    "params_total": "params", "params_trainable": "trainable",
     "visual_tokens_per_image": "vis tok/img", "train_gflops": "train GFLOPs", "pretrain_gflops": "pretrain GFLOPs",
     "steps": "steps", "train_examples_per_s": "ex/s", "seeds": "seeds", "accuracy": "accuracy",
     "accuracy_min": "range", "chance_accuracy": "chance", "peak_rss_mib": "peak RSS MiB", "wall_time_s": "wall s",
@@ -131,6 +133,8 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         "seed": seed,
         "family": model.config["family"],
         "recipe": result.extra["recipe"]["name"],
+        "image_path": image_path(model.config),
+        "trained": trained_slots((n for n, _ in model.named_parameters()), result.trainable_slots),
         "params_total": model.num_parameters(),
         "params_trainable": model.num_parameters(trainable_only=True),
         "visual_tokens_per_image": model.visual_tokens_per_image,

@@ -19,7 +19,7 @@ from vlmzoo.storage.atomic import atomic_write_text
 SPREAD = "sample std over seeds (ddof=1)"
 RULE = "A is ahead of B when mean(A) - mean(B) > std(A) + std(B) (accuracy over seeds, sample std); otherwise not separable"
 # Columns that are the same for every seed of a model (design facts) or averaged (costs).
-_FIRST = ("family", "recipe", "params_total", "params_trainable", "visual_tokens_per_image", "steps", "train_gflops",
+_FIRST = ("family", "image_path", "trained", "recipe", "params_total", "params_trainable", "visual_tokens_per_image", "steps", "train_gflops",
           "pretrain_gflops", "chance_accuracy")
 _MEAN = ("train_examples_per_s", "peak_rss_mib", "wall_time_s", "cpu_time_s", "final_loss")
 
@@ -65,11 +65,12 @@ def _percent(value: float) -> str:
 
 def summary_markdown(summary) -> str:
     """The summary as a Markdown table (accuracy in percent)."""
-    lines = ["| model | vis tok/img | train GFLOPs | pretrain GFLOPs | steps | seeds | accuracy % (mean ± std) "
-             "| min-max % | chance % |", "|" + "---|" * 9]
+    lines = ["| model | sees the image by | trained | vis tok/img | train GFLOPs | pretrain GFLOPs | steps | seeds "
+             "| accuracy % (mean ± std) | min-max % | chance % |", "|" + "---|" * 11]
     for r in summary.itertuples(index=False):
         lines.append(
-            f"| {r.model} | {int(r.visual_tokens_per_image)} | {r.train_gflops:,.0f} | "
+            f"| {r.model} | {getattr(r, 'image_path', '')} | {getattr(r, 'trained', '')} | "
+            f"{int(r.visual_tokens_per_image)} | {r.train_gflops:,.0f} | "
             f"{getattr(r, 'pretrain_gflops', 0.0):,.0f} | {int(r.steps)} | {int(r.seeds)} | "
             f"{_percent(r.accuracy)} ± {_percent(r.accuracy_std)} | "
             f"{_percent(r.accuracy_min)}-{_percent(r.accuracy_max)} | {_percent(r.chance_accuracy)} |")

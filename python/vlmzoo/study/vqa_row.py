@@ -14,6 +14,7 @@ import torch
 
 from vlmzoo.config.budget import parse_budget
 from vlmzoo.models.multiway_encoder import MultiwayEncoderModel
+from vlmzoo.study.design import image_path, trained_slots
 from vlmzoo.study.measure import _peak_rss_mib, _save_model, curve_steps
 from vlmzoo.training.train import lr_at
 from vlmzoo.training.vqa import answer_set, task_overrides, vqa_batch, vqa_batches
@@ -124,6 +125,8 @@ def train_and_evaluate_vqa(name: str, config: dict[str, Any], task: Any, budget:
     flops_per_step = flops_per_example * batch_size
     row = {
         "task": task.name, "model": name, "seed": seed, "family": model.config["family"], "recipe": "beit3-vqa-scratch",
+        "image_path": image_path(model.config),
+        "trained": trained_slots(n for n, p in model.named_parameters() if p.requires_grad),
         "params_total": model.num_parameters(), "params_trainable": model.num_parameters(trainable_only=True),
         "visual_tokens_per_image": model.visual_tokens_per_image,
         "train_gflops": steps * flops_per_step / 1e9, "pretrain_gflops": 0.0, "steps": steps,
