@@ -18,7 +18,7 @@ class Job:
 class Executor(Protocol):
     """Runs jobs and yields (job, result) as each finishes, in whatever order they finish, so the caller
     can store each result at once (that is what makes `resume` work after an interruption).
-    An exception from a run propagates from the iterator, with the run's label in a note."""
+    An exception from a run propagates from the iterator (noted with the run where the executor can)."""
 
     # Torch threads each run uses (None: torch's default), passed to the run by the caller.
     threads: int | None
@@ -40,8 +40,3 @@ class Executor(Protocol):
 class MissingExtraError(ImportError):
     """An optional dependency is absent; the message names the pip extra that brings it."""
 
-
-def failed_in(error: BaseException, job: Job, where: str) -> BaseException:
-    """The run's error, noted with which run failed and where, ready to re-raise."""
-    error.add_note(f"while running {job.label} {where}")
-    return error
