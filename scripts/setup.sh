@@ -25,3 +25,6 @@ python3 -m pip install -q --no-deps open-flamingo==2.0.1 einops einops-exts
 # wheel beside our torch) and its fairscale is only for activation checkpointing / FSDP, neither of which
 # BEiT3 inference uses; the tests give those two imports tiny stand-ins (tests/python/beit3_fixtures.py).
 python3 -m pip install -q --no-deps "torchscale==0.3.0"
+# Ray 2.60.0 for `vlmzoo compare --executor ray` and tests/python/test_compare_ray.py (a local 2-CPU cluster).
+# Its own dependencies only (click, filelock, jsonschema, msgpack, packaging, protobuf, pyyaml, requests): no torch.
+python3 -m pip install -q "ray==2.60.0"

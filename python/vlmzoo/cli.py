@@ -21,8 +21,8 @@ from vlmzoo.families import AutoProcessor, LlavaProcessor, from_pretrained, load
 from vlmzoo.models.info import info
 from vlmzoo.study import compare as study  # called through the module: a test stands in for compare
 from vlmzoo.study.compare import (DEFAULT_BUDGET, DEFAULT_CURVE_POINTS, DEFAULT_SEEDS, DEFAULT_TASK,
-                                  DEFAULT_TASK_SIZES, DEFAULT_WORKERS, FULL_SEEDS, FULL_TASKS, default_configs,
-                                  wide_console)
+                                  DEFAULT_TASK_SIZES, FULL_SEEDS, FULL_TASKS, default_configs, wide_console)
+from vlmzoo.study.executors import DEFAULT_WORKERS, EXECUTORS, MissingExtraError
 from vlmzoo.training.pretraining import pretrain
 from vlmzoo.training.recipes import DEFAULT_RECIPE, RECIPES
 from vlmzoo.training.rows import build
@@ -72,7 +72,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                out=args.out, seed=args.seed, seeds=seeds, task_sizes=sizes, recipe=args.recipe,
                                batch_size=args.batch_size, trainable=args.trainable, curve_points=args.curve_points,
                                count_pretraining=args.count_pretraining, resume=args.resume, workers=args.workers,
-                               threads=args.threads, progress=not args.quiet)
+                               threads=args.threads, executor=args.executor, address=args.address,
+                               progress=not args.quiet)
     attrs = comparison.table.attrs
     print(f"{attrs['runs_trained']} runs trained, {attrs['runs_reused']} reused, {attrs['wall_time_s']:.0f} s; "
           f"wrote report.md, results.csv (per seed), summary.csv, learning_curves.csv and PNGs to {args.out}")
@@ -197,10 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="charge each model's tower pretraining FLOPs to its budget (it trains fewer steps)")
     compare.add_argument("--resume", action="store_true",
                          help="reuse the runs already finished in --out (same settings), train the rest")
-    compare.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                         help=f"models trained at once, one process each with --threads threads (default {DEFAULT_WORKERS})")
+    compare.add_argument("--executor", choices=EXECUTORS, default="local",
+                         help="where runs run: local worker processes, or one Ray task per run (pip install "
+                              "'vlmzoo[ray]'); results, files and --resume are the same")
+    compare.add_argument("--address", default=None, metavar="ADDR",
+                         help="with --executor ray: the cluster to join ('auto', 'HEAD:6379', 'ray://HEAD:10001'); "
+                              "default RAY_ADDRESS, else Ray starts on this machine")
+    compare.add_argument("--workers", type=int, default=None,
+                         help=f"local: models trained at once, one process each with --threads threads (default "
+                              f"{DEFAULT_WORKERS}); ray: runs submitted at once (default all)")
     compare.add_argument("--threads", type=int, default=None,
-                         help="torch threads per worker (default: the CPU cores shared out between the workers)")
+                         help="torch threads per worker (default: the CPU cores shared out between the workers); "
+                              "ray: the CPUs each run asks for (default 1)")
     compare.add_argument("--budget", default=DEFAULT_BUDGET,
                          help=f"steps (300, 300steps) or training FLOPs (default {DEFAULT_BUDGET})")
     compare.add_argument("--out", default="vlmzoo-compare", help="folder for results.csv and the PNGs")
@@ -252,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
+    except (ValueError, FileNotFoundError, KeyError, MissingExtraError) as error:
         if os.environ.get("VLMZOO_DEBUG"):
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -2,14 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
 import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,6 +17,7 @@ from vlmzoo.data import Task, make_task
 from vlmzoo.models.model import Model
 from vlmzoo.storage.atomic import atomic_path, atomic_write_text
 from vlmzoo.study.design import image_path, trained_slots
+from vlmzoo.study.executors import Executor, Job, make_executor
 from vlmzoo.study.measure import _peak_rss_mib, _save_model, curve_steps
 from vlmzoo.study.plots import study_figures
 from vlmzoo.study.report import summarize, write_report
@@ -62,10 +56,8 @@ DEFAULT_SEEDS, FULL_SEEDS = 3, 5
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
 DEFAULT_BUDGET = "3.5e12flops"  # 826 steps of 32 for the micro preset
 DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 4, 48
-# Two 1-thread worker processes beat one 2-thread process on 2 cores: bench/compare_workers.py on an idle
-# machine (2026-12-05, the default set's first two models, 200 steps each, 2 interleaved rounds): 28.2 s vs
-# 34.8 s wall (0.81x); under load ~24 from other jobs (10 steps of the tiny preset) 295 s vs 881 s.
-DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+# The local pool's DEFAULT_WORKERS (two 1-thread worker processes on 2 cores, bench/compare_workers.py) lives
+# in vlmzoo/study/executors/local.py.
 # The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
 # Columns the printed table shows, with their headers.
 TABLE_COLUMNS = {
@@ -171,45 +163,6 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _isolated_worker(request: str, response: str) -> None:
-    """Entry point of the fresh interpreter `_run_isolated` starts: unpickle, run, pickle the outcome."""
-    args = pickle.loads(Path(request).read_bytes())
-    try:
-        outcome: dict[str, Any] = {"result": train_and_evaluate(*args), "error": None}
-    except BaseException as error:  # noqa: BLE001  (handed to the parent, which re-raises it)
-        outcome = {"result": None, "error": error, "traceback": traceback.format_exc()}
-    try:
-        payload = pickle.dumps(outcome)
-    except Exception:  # an exception that does not pickle travels as its text
-        payload = pickle.dumps({"result": None, "error": RuntimeError(outcome.get("traceback")), "traceback": ""})
-    Path(response).write_bytes(payload)
-
-
-def _run_isolated(args: tuple) -> dict[str, Any]:
-    """train_and_evaluate(*args) in a fresh Python process, so its peak RSS is its own.
-
-    A plain subprocess, not multiprocessing: multiprocessing's spawn re-imports the caller's main
-    script in the child, which re-runs a top-level `compare(...)` without an
-    `if __name__ == "__main__":` guard and breaks the pool. This child imports only vlmzoo."""
-    with tempfile.TemporaryDirectory(prefix="vlmzoo-compare-") as tmp:
-        request, response = Path(tmp) / "request.pkl", Path(tmp) / "response.pkl"
-        request.write_bytes(pickle.dumps(args))
-        # The child finds vlmzoo (and anything the caller imported) where the caller does.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])}
-        code = "import sys; from vlmzoo.study.compare import _isolated_worker; _isolated_worker(sys.argv[1], sys.argv[2])"
-        process = subprocess.run([sys.executable, "-c", code, str(request), str(response)], env=env)
-        if not response.is_file():
-            raise RuntimeError(f"compare: the process training {args[0]!r} exited with code {process.returncode} "
-                               "before returning a result (killed for memory?)")
-        outcome = pickle.loads(response.read_bytes())
-    if outcome["error"] is not None:
-        error = outcome["error"]
-        if outcome.get("traceback"):
-            error.add_note(f"in the process training {args[0]!r}:\n{outcome['traceback']}")
-        raise error
-    return outcome["result"]
-
-
 class Comparison(tuple):
     """(table, figures), as `table, figures = compare(...)` unpacks it: `table` holds one row per
     (task, model, seed). More attributes: summary (one row per task and model: accuracy mean, std,
@@ -292,6 +245,8 @@ def compare(
     workers: int | None = None,
     threads: int | None = None,
     isolate: bool = True,
+    executor: str | Executor = "local",
+    address: str | None = None,
     keep_models: bool | str | Path = False,
     progress: bool = True,
     print_table: bool = True,
@@ -317,9 +272,13 @@ def compare(
     resume: with `out`, reuse the (task, model, seed) runs already stored under out/runs/ with the
       same settings (each is written atomically as it ends), train the others, and redo the table,
       plots and report.
-    workers: models trained at once, each in its own process with `threads` torch threads
+    executor: where the runs run (vlmzoo/study/executors): "local", this machine's worker pool, or "ray",
+      one Ray task per run on the cluster at `address` (None: RAY_ADDRESS, or Ray started on this machine;
+      `pip install vlmzoo[ray]`), or an Executor. Results, files and `resume` are the same either way.
+    workers: local: models trained at once, each in its own process with `threads` torch threads
       (default: the CPU cores shared out); None: DEFAULT_WORKERS (1 without isolate). isolate: one fresh Python process per run (its peak RSS
       is its own; works from a script without a main guard); workers > 1 needs it.
+      ray: runs submitted at once (None: all), each asking for `threads` CPUs (default 1).
     keep_models: True keeps the first seed's trained models in memory, a folder saves each there.
     Returns a Comparison that unpacks as (per-seed DataFrame, {name: matplotlib Figure}) with
     .summary, .points and .report; with `out`, writes results.csv (per seed), summary.csv,
@@ -331,9 +290,8 @@ def compare(
     seed_list = _seed_list(seeds, seed)
     if resume and out is None:
         raise ValueError("resume=True needs out= (the folder holding the finished runs)")
-    workers = (DEFAULT_WORKERS if isolate else 1) if workers is None else workers
-    if workers < 1 or (workers > 1 and not isolate):
-        raise ValueError(f"workers must be >= 1 and needs isolate=True when > 1, got workers={workers}")
+    runner = make_executor(executor, workers=workers, threads=threads, isolate=isolate, address=address)
+    threads = runner.threads
     recipes = {name: recipe_for(config, recipe) for name, config in named}  # None: each config's default
     pretrain = {name: pretraining_flops(config) for name, config in named}
     budgets = {name: _training_budget(name, budget, pretrain[name], count_pretraining) for name, _ in named}
@@ -345,8 +303,6 @@ def compare(
     for t in ([task] if isinstance(task, (str, Task)) else list(task)):
         t = make_task(t, seed=data_seed, image_size=image_size, **sizes) if isinstance(t, str) else t
         tasks[t.name] = t
-    if threads is None and workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
 
     started = time.perf_counter()
     runs, done, todo = [], {}, []
@@ -365,26 +321,25 @@ def compare(
                 else:
                     keep = (str(Path(keep_models) / _safe_name(name)) if isinstance(keep_models, (str, Path))
                             else bool(keep_models)) if s == seed_list[0] and task_name == next(iter(tasks)) else False
-                    args = (name, config, t, budgets[name], s, recipes[name], options, progress, threads, keep,
-                            curve_points, curve_examples)
-                    todo.append(((task_name, name, s), args, key, path))
+                    args = (name, config, t, budgets[name], s, recipes[name], options,
+                            progress and runner.shows_run_output, threads, keep, curve_points, curve_examples)
+                    label = f"{name!r} seed {s}" + (f" on {task_name}" if len(tasks) > 1 else "")
+                    todo.append((Job((task_name, name, s), label, args), key, path))
     reused = len(done)
+    stores = {job.run: (key, path) for job, key, path in todo}
 
-    def finish(run, result, key, path) -> None:
-        result["row"]["pretrain_gflops"] = pretrain[run[1]] / 1e9
+    # Each run is stored as it ends, so an interrupted study resumes from there. The run function is looked up
+    # here, at call time: the executor takes it by name (a worker process imports it).
+    for finished, (job, result) in enumerate(runner.run(train_and_evaluate, [job for job, _, _ in todo]), 1):
+        result["row"]["pretrain_gflops"] = pretrain[job.run[1]] / 1e9
+        key, path = stores[job.run]
         if path is not None:
             save_run(path, key, result)
-        done[run] = result
-
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on the worker processes
-            futures = {pool.submit(_run_isolated, args): (run, key, path) for run, args, key, path in todo}
-            for future in as_completed(futures):
-                run, key, path = futures[future]
-                finish(run, future.result(), key, path)
-    else:
-        for run, args, key, path in todo:
-            finish(run, _run_isolated(args) if isolate else train_and_evaluate(*args), key, path)
+        done[job.run] = result
+        if progress:
+            row = result["row"]
+            print(f"[{finished}/{len(todo)}] {job.label}: accuracy {100 * row['accuracy']:.1f}% in "
+                  f"{row['wall_time_s']:.0f} s" + (f" ({reused} runs reused)" if reused else ""), flush=True)
     results = [done[run] for run in runs]
 
     table = pd.DataFrame([r["row"] for r in results])
@@ -398,8 +353,7 @@ def compare(
     table.attrs["seeds"] = seed_list
     table.attrs["runs_trained"], table.attrs["runs_reused"] = len(todo), reused
     table.attrs["wall_time_s"] = time.perf_counter() - started
-    table.attrs["peak_memory"] = "resident high-water mark (VmHWM) of the process that trained the model" + (
-        " (one fresh process per run)" if isolate else " (shared process: a running maximum)")
+    table.attrs["peak_memory"] = runner.peak_memory_note()
     summary.attrs.update(table.attrs)
     figures: dict[str, Any] = {}
     for task_name, t in tasks.items():
@@ -417,7 +371,7 @@ def compare(
                  "learning curves": f"{curve_points} points evenly spaced in training FLOPs, on the first "
                                     f"{curve_examples} test questions",
                  "runs": f"{len(todo)} trained, {reused} reused from {out}/runs",
-                 "workers": f"{workers} (torch threads per worker: {threads or 'default'})",
+                 "workers": runner.describe(),
                  "wall time": f"{table.attrs['wall_time_s']:.0f} s"}
         report = write_report(out, summary, figures, notes)
     if print_table:
