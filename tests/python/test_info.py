@@ -46,3 +46,12 @@ def test_idefics_9b_count_matches_the_published_model():
     # the config built on the meta device is checked in test_idefics_parity.py)
     assert vlmzoo.info("idefics-9b")["parameters"]["total"] == 8_929_675_280
     assert vlmzoo.info("idefics-9b")["visual_tokens_per_image"] == 64
+
+
+def test_openflamingo_9b_count_matches_the_published_model():
+    # open_flamingo's Flamingo for openflamingo/OpenFlamingo-9B (v1: open_clip ViT-L/14 openai, LLaMA-7B with 3
+    # added tokens, a gated block every 4th layer; "9B" on the model card, 8,221,241,360 counted; the reference
+    # built on the meta device is checked in test_openflamingo_parity.py)
+    info = vlmzoo.info("openflamingo-9b")
+    assert info["parameters"]["total"] == 8_221_241_360
+    assert info["visual_tokens_per_image"] == 64

@@ -139,3 +139,65 @@ def test_greedy_generate_gives_open_flamingo_tokens(pair):
     lang.clear_conditioned_layers()
     actual = model.generate(input_ids=input_ids, pixel_values=pixels, max_new_tokens=16, eos_token_id=[])
     assert torch.equal(actual, expected)
+
+
+def test_vit_proj_holds_open_clips_visual_proj_and_leaves_the_features_alone(pair):
+    model, _, _, _ = pair
+    width = model.config["vision"]["hidden"]
+    held = vlmzoo.build("flamingo-tiny", **CONFIG, vision={"proj": 32}).eval()
+    assert dict(held.named_parameters())["vision.proj"].shape == (width, 32)
+    assert held.num_parameters("vision") == model.num_parameters("vision") + width * 32
+    missing, unexpected = held.load_state_dict(model.state_dict(), strict=False)
+    assert missing == ["vision.proj"] and not unexpected
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(held.encode_images(pixels), model.encode_images(pixels))
+    with pytest.raises(ValueError, match=r"vision\.proj: is held only for a tower read for its tokens; with "
+                                         r"vision\.pool \"class\" the projection is the head's"):
+        vlmzoo.resolve_config("clip-tiny", vision={"proj": 8})
+
+
+def test_openflamingo_9b_preset_counts_what_open_flamingo_builds():
+    """OpenFlamingo-9B v1 (openflamingo/OpenFlamingo-9B; "9B" on its model card): open_flamingo's Flamingo built
+    as factory.create_model_and_transforms("ViT-L-14", "openai", LLaMA-7B, cross_attn_every_n_layers=4) builds
+    it, on the meta device. The factory's open_clip import is avoided (open_clip is not installed), so the vision
+    module is transformers' CLIPVisionModel of open_clip ViT-L/14's exact shape (conv1 without bias, class and
+    positional embeddings, ln_pre, 24 blocks, ln_post: 303,179,776) plus open_clip's `visual.proj` [1024, 768]
+    (vlmzoo's vision.proj). The tokenizer gains <|endofchunk|> 32000, <image> 32001 and <PAD> 32002 (LLaMA's has
+    no pad token), and the factory resizes the untied embeddings and head to 32003 rows. PerceiverResampler(dim
+    1024) with its defaults (depth 6, 8 x 64 heads, 64 latents, ff_mult 4; Flamingo sets no max_num_media or
+    max_num_frames, so no media/frame embeddings); a GatedCrossAttentionBlock (8 x 64, ff_mult 4, to_kv from
+    1024) before LM layers 3, 7, ..., 31. The exact count is 8,221,241,360."""
+    _, flamingo_lm, utils = open_flamingo_src()
+    flamingo = importlib.import_module("_open_flamingo_src.flamingo")
+
+    class Visual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tower = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(
+                hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                image_size=224, patch_size=14, hidden_act="quick_gelu"))
+            self.proj = torch.nn.Parameter(torch.empty(1024, 768))
+
+    class OpenClip(torch.nn.Module):  # Flamingo keeps only `.visual` of the open_clip model it is given
+        def __init__(self):
+            super().__init__()
+            self.visual = Visual()
+
+    with torch.device("meta"):
+        lang = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+            rms_norm_eps=1e-6, max_position_embeddings=2048))
+        utils.extend_instance(lang, flamingo_lm.FlamingoLMMixin)
+        lang.set_decoder_layers_attr_name("model.layers")
+        lang.resize_token_embeddings(32003, mean_resizing=False)
+        reference = flamingo.Flamingo(OpenClip(), lang, eoc_token_id=32000, media_token_id=32001, vis_dim=1024,
+                                      cross_attn_every_n_layers=4)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    blocks = reference.lang_encoder.gated_cross_attn_layers
+    assert sum(block is not None for block in blocks) == 8
+    expected = {"vision": count(reference.vision_encoder), "abstractor": count(reference.perceiver),
+                "fusion": count(blocks), "llm": count(reference.lang_encoder) - count(blocks)}
+    expected["total"] = count(reference)
+    assert vlmzoo.info("openflamingo-9b")["parameters"] == expected
+    assert expected["total"] == 8_221_241_360 and expected["vision"] == 303_179_776 + 1024 * 768

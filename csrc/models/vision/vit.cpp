@@ -7,6 +7,9 @@
 // "class" = post_norm(class token) (CLIPVisionModel), "map" = the attention-pooling head over
 // post_norm(tokens) (SiglipVisionModel's SiglipMultiheadAttentionPoolingHead).
 //   pixel_values [N, C, S, S] -> pooled [N, 1, hidden]
+// `proj` > 0 holds open_clip's VisionTransformer.proj [hidden, proj] (no bias): open_clip multiplies only its
+// pooled class token by it, which a tower read for its tokens (OpenFlamingo's vision_encoder(x)[1]) never
+// uses; the parameter is there so the tower holds what the reference holds.
 #include "models/registry.h"
 #include "nn/attention_pool.h"
 #include "nn/vit.h"
@@ -27,6 +30,7 @@ struct VitConfig : SlotConfig {
   bool class_token = true, pre_norm = true;
   bool post_norm = true;  // the parameter exists (checkpoints hold it); applied only for siglip
   bool patch_bias = false;
+  int proj = 0;  // 0: none; else open_clip's visual.proj [hidden, proj], held, never applied (see top)
   std::vector<int> feature_layers = {-2};
   // "default" drops the first token (the class token; transformers drops it even without one).
   std::string select = "default";
@@ -71,6 +75,10 @@ void check_vit(JsonReader& r, VitConfig& c) {
     if (c.pool == "class" && !c.class_token) {
       r.fail("pool", "\"class\" needs a class token (" + r.path_of("class_token") + " is false)");
     }
+    if (c.proj > 0) {
+      r.fail("proj", "is held only for a tower read for its tokens; with " + r.path_of("pool") + " \"" + c.pool +
+                         "\" the projection is the head's (head.projection)");
+    }
     if (!c.post_norm) r.fail("pool", "\"" + c.pool + "\" applies post_norm, but " + r.path_of("post_norm") + " is false");
   }
   for (int layer : c.feature_layers) {
@@ -99,6 +107,7 @@ const Schema<VitConfig>& vit_schema() {
                                  .boolean("pre_norm", &VitConfig::pre_norm)
                                  .boolean("post_norm", &VitConfig::post_norm)
                                  .boolean("patch_bias", &VitConfig::patch_bias)
+                                 .integer("proj", &VitConfig::proj, {0, config::kWidth.max})
                                  .int_list("feature_layers", &VitConfig::feature_layers, IntRange{-4097, 4096})
                                  .choice("select", &VitConfig::select, {"default", "full"})
                                  .choice("pool", &VitConfig::pool, {"none", "class", "map"})
@@ -118,6 +127,7 @@ class VitEncoder : public VisionEncoder {
     nn::VitOptions layer{c.hidden, c.heads, c.mlp, c.act, c.eps};
     for (int i = 0; i < c.layers; ++i) layers->push_back(nn::VitLayer(layer, b.policy, o));
     if (c.post_norm) post_norm = register_module("post_norm", nn::LayerNorm(c.hidden, c.eps, b.policy, o));
+    if (c.proj > 0) proj = register_parameter("proj", torch::empty({c.hidden, c.proj}, o));
     if (c.pool == "map") {
       pool_head = register_module("pool_head", nn::AttentionPool(c.hidden, c.heads, c.mlp, c.act, c.eps, b.policy, o));
     }
@@ -154,7 +164,7 @@ class VitEncoder : public VisionEncoder {
   }
 
   nn::PatchConv patch_embed{nullptr};
-  torch::Tensor class_embed;
+  torch::Tensor class_embed, proj;
   nn::Embedding position_embed{nullptr};
   nn::LayerNorm pre_norm{nullptr}, post_norm{nullptr};
   torch::nn::ModuleList layers;
