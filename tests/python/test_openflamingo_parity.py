@@ -167,7 +167,12 @@ def test_openflamingo_9b_preset_counts_what_open_flamingo_builds():
     no pad token), and the factory resizes the untied embeddings and head to 32003 rows. PerceiverResampler(dim
     1024) with its defaults (depth 6, 8 x 64 heads, 64 latents, ff_mult 4; Flamingo sets no max_num_media or
     max_num_frames, so no media/frame embeddings); a GatedCrossAttentionBlock (8 x 64, ff_mult 4, to_kv from
-    1024) before LM layers 3, 7, ..., 31. The exact count is 8,221,241,360."""
+    1024) before LM layers 3, 7, ..., 31. The exact count is 8,221,241,360.
+    The features are Flamingo's vision_encoder(x)[1]: open_clip's tokens without the class token, 256 x 1024,
+    which the preset reads as feature_layers [-1], select "default". open_clip 2.16.0 (the least open-flamingo
+    2.0.1 accepts, current when OpenFlamingo-9B was trained) leaves them without ln_post; open_clip 2.24.0
+    applies ln_post to all tokens before pooling (final_ln_after_pool False), which vit's clip style does not.
+    <|endofchunk|> (32000) is the preset's eos: Flamingo.generate stops there by default."""
     _, flamingo_lm, utils = open_flamingo_src()
     flamingo = importlib.import_module("_open_flamingo_src.flamingo")
 
