@@ -21,7 +21,8 @@ from vlmzoo.families import AutoProcessor, LlavaProcessor, from_pretrained, load
 from vlmzoo.models.info import info
 from vlmzoo.study import compare as study  # called through the module: a test stands in for compare
 from vlmzoo.study.compare import (DEFAULT_BUDGET, DEFAULT_CURVE_POINTS, DEFAULT_SEEDS, DEFAULT_TASK,
-                                  DEFAULT_TASK_SIZES, FULL_SEEDS, FULL_TASKS, default_configs, wide_console)
+                                  DEFAULT_TASK_SIZES, FULL_BUDGET, FULL_SEEDS, FULL_TASKS, default_configs,
+                                  wide_console)
 from vlmzoo.study.executors import DEFAULT_WORKERS, EXECUTORS, MissingExtraError
 from vlmzoo.training.pretraining import pretrain
 from vlmzoo.training.recipes import DEFAULT_RECIPE, RECIPES
@@ -68,7 +69,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
     seeds = args.seeds if args.seeds is not None else (FULL_SEEDS if args.full else DEFAULT_SEEDS)
     configs = args.configs or (default_configs(full=True) if args.full else None)
-    comparison = study.compare(configs, task=list(FULL_TASKS) if args.full else args.task, budget=args.budget,
+    budget = args.budget or (FULL_BUDGET if args.full else DEFAULT_BUDGET)
+    comparison = study.compare(configs, task=list(FULL_TASKS) if args.full else args.task, budget=budget,
                                out=args.out, seed=args.seed, seeds=seeds, task_sizes=sizes, recipe=args.recipe,
                                batch_size=args.batch_size, trainable=args.trainable, curve_points=args.curve_points,
                                count_pretraining=args.count_pretraining, resume=args.resume, workers=args.workers,
@@ -210,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--threads", type=int, default=None,
                          help="torch threads per worker (default: the CPU cores shared out between the workers); "
                               "ray: the CPUs each run asks for (default 1)")
-    compare.add_argument("--budget", default=DEFAULT_BUDGET,
-                         help=f"steps (300, 300steps) or training FLOPs (default {DEFAULT_BUDGET})")
+    compare.add_argument("--budget", default=None,
+                         help=f"steps (300, 300steps) or training FLOPs (default {DEFAULT_BUDGET}; {FULL_BUDGET} with --full)")
     compare.add_argument("--out", default="vlmzoo-compare", help="folder for results.csv and the PNGs")
     compare.add_argument("--seed", type=int, default=0, help="first seed")
     compare.add_argument("--recipe", default=None,

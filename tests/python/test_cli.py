@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vlmzoo.cli import main
+from vlmzoo.cli import main, study
 
 PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
 
@@ -181,3 +181,17 @@ def test_compare_writes_its_results_where_asked(tmp_path, capsys):
     assert code == 0
     assert list(pd.read_csv(tmp_path / "results.csv")["model"]) == ["llava-1.5-tiny"]
     assert "llava-1.5-tiny" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, budget", [([], "1e12flops"), (["--full"], "3.5e12flops"), (["--budget", "7"], "7")])
+def test_compare_takes_the_default_budget_the_full_study_its_own_and_an_explicit_one_over_both(monkeypatch, flags, budget):
+    seen = {}
+
+    def stand_in(configs, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(study, "compare", stand_in)
+    with pytest.raises(SystemExit):
+        main(["compare", "--quiet", *flags])
+    assert seen["budget"] == budget

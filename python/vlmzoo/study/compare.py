@@ -30,7 +30,7 @@ from vlmzoo.training.rows import train_for_task
 
 DEFAULT_PRESET = "llava-1.5-micro"
 # The micro LLaVA preset and variants that each differ from it in one slot. Why micro and not tiny: at a
-# budget that fits the default run (3.5e12 FLOPs per model), the tiny LLaVA (4-layer, 256-wide Llama,
+# budget of 3.5e12 FLOPs per model (FULL_BUDGET), the tiny LLaVA (4-layer, 256-wide Llama,
 # 64 visual tokens) trains 72 steps and stays at chance (pool-2 variant: 44.0%, chance 42.8%), while the
 # micro one (2-layer, 128-wide, 16 tokens) trains 826 steps of 32 and reaches 63.2% +- 1.5 (3 seeds; the
 # experiments are in the issue-9 note of 2026-12-05): under a small budget a smaller model trained longer wins.
@@ -47,14 +47,18 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
 DEFAULT_OTHER_PRESETS = ["blip2-opt-micro", "flamingo-micro", "fuyu-micro", "beit3-micro"]
 # `--full` adds the tiny presets (a 4-layer, 256-wide language model) to show what the budget does to them.
 FULL_OTHER_PRESETS = ["llava-1.5-tiny", "blip2-opt-tiny"]
-# The default run: 5 models x DEFAULT_SEEDS seeds on one task, two 1-thread workers; `--full` runs FULL_TASKS
-# with FULL_SEEDS and FULL_OTHER_PRESETS. The budget is what fits 10 minutes on 2 idle cores (about a minute a
-# run; the first run also pretrains the CLIP tower once, cached after).
+# The default run: 8 models x DEFAULT_SEEDS seeds on one task, two 1-thread workers; `--full` runs FULL_TASKS
+# with FULL_SEEDS and FULL_OTHER_PRESETS at FULL_BUDGET. The default budget is the lever that keeps the run
+# under 10 minutes on 2 idle cores with all five families in it, the CLIP tower's pretraining (5.7 TFLOPs, once,
+# cached after) included: at 3.5e12 FLOPs a model the 24 runs take ~21 minutes on a 2-core AMD EPYC (2026-12-06:
+# llava-micro 81 s a run, flamingo-micro, fuyu-micro and beit3-micro 1.5-1.9x that), so 1e12 (236 steps of 32 for
+# the micro LLaVA). What the smaller budget does to each row against 3.5e12 is in bench/RESULTS.md.
 DEFAULT_TASK = "shapes"
 FULL_TASKS = ("shapes", "digits")
 DEFAULT_SEEDS, FULL_SEEDS = 3, 5
 DEFAULT_TASK_SIZES = {"n_train": 6000, "n_val": 0, "n_test": 400}
-DEFAULT_BUDGET = "3.5e12flops"  # 826 steps of 32 for the micro preset
+DEFAULT_BUDGET = "1e12flops"  # 236 steps of 32 for the micro LLaVA
+FULL_BUDGET = "3.5e12flops"  # 826 steps of 32 for the micro LLaVA
 DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 4, 48
 # The local pool's DEFAULT_WORKERS (two 1-thread worker processes on 2 cores, bench/compare_workers.py) lives
 # in vlmzoo/study/executors/local.py.
