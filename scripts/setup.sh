@@ -26,6 +26,5 @@ python3 -m pip install -q --no-deps open-flamingo==2.0.1 einops einops-exts
 # BEiT3 inference uses; the tests give those two imports tiny stand-ins (tests/python/beit3_fixtures.py).
 python3 -m pip install -q --no-deps "torchscale==0.3.0"
 # peft (LoRA on the model's Linear views: tests/python/test_peft_lora.py) and accelerate, which it imports:
-# --no-deps so neither pulls another torch; their other requirements (transformers, safetensors,
-# huggingface_hub, psutil, pyyaml) are installed above.
+# --no-deps so neither pulls another torch (`import peft` needs nothing else that is missing here).
 python3 -m pip install -q --no-deps "peft>=0.21" accelerate
