@@ -162,7 +162,8 @@ def view_class(path: str, cpp_type: str, blocks: "Blocks | None") -> type[CppMod
 
 def callable_blocks(blocks: "Blocks | None") -> str:
     names = list(blocks.POINTS) if blocks is not None else []
-    return ", ".join(names + ["every Linear"])
+    names += ["every Linear"] if blocks is None or blocks.LINEARS else []
+    return ", ".join(names) or "none (in this assembly)"
 
 
 class Blocks:
@@ -172,6 +173,7 @@ class Blocks:
 
     VIEWS: dict[str, type[CppModule]] = {}
     POINTS: dict[str, str] = {}
+    LINEARS = True  # whether every C++ Linear runs through Linear::forward (where the override lives)
 
     def __init__(self, model: nn.Module):
         self._model = weakref.ref(model)  # weak: C++ holds the callbacks that hold this
@@ -225,7 +227,7 @@ class Blocks:
             self._walk(child, path, wanted)
 
     def _point(self, path: str, view: CppModule, why: str) -> CppModule:
-        if isinstance(view, LinearView) or any(re.fullmatch(p, path) for p in self.POINTS):
+        if (self.LINEARS and isinstance(view, LinearView)) or any(re.fullmatch(p, path) for p in self.POINTS):
             return view
         raise NotImplementedError(f"{path} ({view._cpp_type}) is {why}, but it runs inside the C++ forward, which "
                                   f"can call back into Python only at {callable_blocks(self)}; put the hook or "
