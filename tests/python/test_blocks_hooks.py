@@ -86,7 +86,7 @@ def test_gradients_through_a_layer_view_match_finite_differences():
     model = build(dtype=torch.float64)
     hidden = torch.randn(1, 4, 128, dtype=torch.float64, requires_grad=True)
     layer = model.llm.layers[0]
-    assert torch.autograd.gradcheck(lambda h: layer(h).sum(-1), (hidden,), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(lambda h: layer(h), (hidden,), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def test_gradients_through_vision_view_reach_pixels_and_weights_as_finite_differences():
@@ -309,3 +309,32 @@ def test_family_hooks_on_every_callable_block_keep_the_logits_and_a_zeroing_hook
         features = model.vision(inputs["pixel_values"])
         assert (model.abstractor(features, *(inputs[k] for k in ("qformer_input_ids",) if k in inputs))
                 - model.encode_images(inputs["pixel_values"])).abs().max() <= 1e-5
+
+
+# ---- the other assemblies
+def test_dual_encoder_runs_a_hooked_linear_view_and_refuses_a_hooked_tower():
+    from test_dual_encoder_kinds import batch_for as dual_batch
+    torch.manual_seed(0)
+    model = vlmzoo.build("clip-tiny").eval()
+    inputs = dual_batch(model)
+    with torch.no_grad():
+        before = model(**inputs).text_embeds
+    name, linear = next((n, m) for n, m in model.named_modules()
+                        if n.startswith("llm.") and isinstance(m, torch.nn.Linear))
+    handle = linear.register_forward_hook(lambda m, args, out: out * 0.0)
+    with torch.no_grad():
+        zeroed = model(**inputs).text_embeds
+    handle.remove()
+    assert (zeroed - before).abs().max().item() > 1e-3, name
+    model.vision.register_forward_hook(lambda m, args, out: out)
+    with pytest.raises(NotImplementedError, match="vision .*hooked"):
+        model(**inputs)
+
+
+def test_multiway_encoder_refuses_any_hook_rather_than_ignoring_it():
+    torch.manual_seed(0)
+    model = vlmzoo.build("beit3-micro").eval()
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda m, args, out: out * 0.0)
+    with pytest.raises(NotImplementedError, match="cannot|none"):
+        model(input_ids=torch.randint(5, 60, (1, 4)))

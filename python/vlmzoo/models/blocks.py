@@ -141,6 +141,9 @@ class ModuleListView(CppModule):
         items = list(self._modules.values())
         return items[index]
 
+    def __setitem__(self, index: int, module: nn.Module) -> None:
+        setattr(self, list(self._modules)[index], module)  # a replaced layer runs in the C++ forward
+
     def __len__(self) -> int:
         return len(self._modules)
 
