@@ -193,9 +193,12 @@ def test_hooks_fire_in_generate_at_prefill_and_each_decode_step():
 def test_a_hook_changing_a_layer_output_changes_generated_tokens_consistently_with_forward():
     model = build()
     inputs = batch_for(model)
-    model.llm.layers[1].register_forward_hook(lambda m, args, out: out * 3.0)
+    before = logits(model, inputs)
+    model.llm.layers[1].register_forward_hook(lambda m, args, out: out.flip(-1))
     tokens = model.generate(**inputs, max_new_tokens=1, eos_token_id=[])
-    assert torch.equal(tokens[:, -1], logits(model, inputs)[:, -1].argmax(-1))
+    hooked = logits(model, inputs)
+    assert (hooked - before).abs().max().item() > 1e-2
+    assert torch.equal(tokens[:, -1], hooked[:, -1].argmax(-1))
 
 
 # ---- replacement
@@ -302,7 +305,8 @@ def test_family_hooks_on_every_callable_block_keep_the_logits_and_a_zeroing_hook
     fired = set(calls)
     assert {"vision", "abstractor", "llm.layers.0", "llm.layers.1"} <= fired
     assert any(n.startswith("llm.layers.0.") for n in fired)  # the layers' Linears
-    handle = model.abstractor.register_forward_hook(lambda m, args, out: torch.zeros_like(out))
+    # not zeros: Flamingo's bias-free cross-attention over zero visual tokens adds nothing
+    handle = model.abstractor.register_forward_hook(lambda m, args, out: out * 2.0 + 1.0)
     assert (logits(model, inputs) - fused).abs().max().item() > 1e-4
     handle.remove()
     with torch.no_grad():

@@ -127,6 +127,11 @@ class LinearView(CppModule, nn.Linear):
         else:  # packed (quantised): the bias or the scales know the output width only
             self.out_features = self.in_features = -1
 
+    def mirror(self, cpp_module: Any) -> None:
+        super().mirror(cpp_module)
+        if "bias" not in self._parameters:
+            self._parameters["bias"] = None  # nn.Linear's habit: bias=None when there is none
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return _C.linear_forward(self._cpp, input)
 
@@ -187,7 +192,7 @@ class Blocks:
 
     @property
     def cpp(self) -> Any:
-        return self._model()._module
+        return self._model()._module.cpp_module  # torch's ModuleWrapper holds the pybind11 object
 
     def register_views(self) -> None:
         """Remembers the original view at each path (a replaced one is found by comparing)."""
