@@ -60,6 +60,8 @@ def main() -> None:
         hooked = timeit({"prefill hooked": model_prefill, "generate hooked": model_generate}, max(3, args.rounds // 3))
         for h in handles:
             h.remove()
+        model._blocks.sync()
+        sync = timeit({"sync": model._blocks.sync}, 5, min_time=0.05)["sync"]  # what a call adds in Python
     print(f"{args.preset} float32, batch {args.batch}, {input_ids.shape[1]} prompt tokens, {n} new tokens "
           f"(best of {args.rounds} interleaved rounds; {torch.get_num_threads()} threads)")
     print("| call | C++ direct (ms) | model(...) no hooks (ms) | overhead | identity hooks everywhere (ms) |")
@@ -68,6 +70,8 @@ def main() -> None:
         cpp, py = times[f"{what} cpp"], times[f"{what} model"]
         print(f"| {what} | {cpp * 1e3:.2f} | {py * 1e3:.2f} | {100 * (py / cpp - 1):+.2f}% | "
               f"{hooked[f'{what} hooked'] * 1e3:.2f} ({hooked[f'{what} hooked'] / cpp:.2f}x) |")
+    print(f"The hook check a call adds with no hook: {sync * 1e9:.0f} ns, {100 * sync / times['prefill cpp']:.4f}% of a "
+          f"prefill.")
 
 
 if __name__ == "__main__":
