@@ -342,3 +342,17 @@ def test_multiway_encoder_refuses_any_hook_rather_than_ignoring_it():
     linear.register_forward_hook(lambda m, args, out: out * 0.0)
     with pytest.raises(NotImplementedError, match="cannot|none"):
         model(input_ids=torch.randint(5, 60, (1, 4)))
+
+
+def test_a_hooked_model_is_freed_when_dropped():
+    import gc
+    import weakref
+    model = build()
+    model.llm.layers[0].attn.q_proj.register_forward_hook(lambda m, args, out: out)
+    model.llm.layers[1].register_forward_hook(lambda m, args, out: out)
+    logits(model, batch_for(model))
+    assert model._blocks.installed
+    ref = weakref.ref(model._blocks)
+    del model
+    gc.collect()
+    assert ref() is None  # no cycle through the C++ callbacks

@@ -248,8 +248,10 @@ class Blocks:
             self.install_point(path, on)
 
     def _calling(self, path: str) -> Callable[..., torch.Tensor]:
+        blocks = weakref.ref(self)  # weak: C++ keeps the callback, and this object keeps the views
+
         def call(*args: Any) -> torch.Tensor:
-            return self.module_at(path)(*args)
+            return blocks().module_at(path)(*args)
         return call
 
     def install_point(self, path: str, on: bool) -> None:

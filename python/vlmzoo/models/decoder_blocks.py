@@ -5,6 +5,7 @@ Flamingo, IDEFICS): `model.vision(pixel_values)`, `model.abstractor(features)`,
 forward and generate (vision, abstractor, each LM layer, every Linear; see blocks.py)."""
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -60,19 +61,24 @@ class DecoderBlocks(Blocks):
 
     def _calling_optional(self, path: str) -> Any:
         # The abstractor's text arguments are passed only when given: a replacement may take features only.
+        blocks = weakref.ref(self)  # weak: C++ keeps the callback, and this object keeps the views
+
         def call(first: torch.Tensor, *optional: Any) -> torch.Tensor:
-            given = [a for a in optional if a is not None]
-            return self.module_at(path)(first, *optional) if given else self.module_at(path)(first)
+            module = blocks().module_at(path)
+            return module(first, *optional) if any(a is not None for a in optional) else module(first)
         return call
 
     def _calling_layer(self, path: str) -> Any:
+        blocks = weakref.ref(self)
+
         def call(index: int, hidden: torch.Tensor, context: Any) -> torch.Tensor:
-            self.active.append(context)
+            active = blocks().active
+            active.append(context)
             try:
-                return self.module_at(path)(hidden, attention_mask=context.attention_mask,
-                                            position_ids=context.positions)
+                return blocks().module_at(path)(hidden, attention_mask=context.attention_mask,
+                                                position_ids=context.positions)
             finally:
-                self.active.pop()
+                active.pop()
         return call
 
     def after_install(self) -> None:
