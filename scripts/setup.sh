@@ -28,3 +28,6 @@ python3 -m pip install -q --no-deps "torchscale==0.3.0"
 # Ray 2.60.0 for `vlmzoo compare --executor ray` and tests/python/test_compare_ray.py (a local 2-CPU cluster).
 # Its own dependencies only (click, filelock, jsonschema, msgpack, packaging, protobuf, pyyaml, requests): no torch.
 python3 -m pip install -q "ray==2.60.0"
+# peft (LoRA on the model's Linear views: tests/python/test_peft_lora.py) and accelerate, which it imports:
+# --no-deps so neither pulls another torch (`import peft` needs nothing else that is missing here).
+python3 -m pip install -q --no-deps "peft>=0.21" accelerate

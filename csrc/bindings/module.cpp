@@ -34,6 +34,7 @@ VlmInputs inputs(const torch::Tensor& input_ids, const std::optional<torch::Tens
 
 namespace vlmzoo::bindings {
 void bind_bert(py::module_& m);  // bindings/bert.cpp
+void bind_blocks(py::module_& m);  // bindings/blocks.cpp
 void bind_dual_encoder(py::module_& m);  // bindings/dual_encoder.cpp
 void bind_multiway_encoder(py::module_& m);  // bindings/multiway_encoder.cpp
 void bind_weight_formats(py::module_& m);  // bindings/weight_formats.cpp
@@ -53,6 +54,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("registered_kinds", &vlmzoo::models::registered_kinds, py::arg("slot"));
   m.def("slot_names", &vlmzoo::models::slot_names);
   vlmzoo::bindings::bind_bert(m);
+  vlmzoo::bindings::bind_blocks(m);
   vlmzoo::bindings::bind_dual_encoder(m);
   vlmzoo::bindings::bind_multiway_encoder(m);
   vlmzoo::bindings::bind_weight_formats(m);

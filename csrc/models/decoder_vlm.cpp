@@ -52,11 +52,11 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
   // qformer_input_ids row count that disagrees with it. A frozen tower (no parameter that trains, pixels
   // without gradient) records no graph: nothing upstream of the abstractor can receive a gradient.
   const auto params = vision->parameters();
-  const bool frozen = !pixel_values.requires_grad() &&
+  const bool frozen = !pixel_values.requires_grad() && !overrides.vision && !overrides.python_in_vision &&
                       std::none_of(params.begin(), params.end(), [](const auto& p) { return p.requires_grad(); });
   std::optional<torch::NoGradGuard> no_grad;
   if (frozen) no_grad.emplace();
-  const auto features = vision->forward(pixel_values);
+  const auto features = overrides.vision ? overrides.vision(pixel_values) : vision->forward(pixel_values);
   no_grad.reset();
   const auto& ids = text.input_ids;
   if (ids.defined()) {
@@ -68,7 +68,7 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
                       "qformer_attention_mask: expected the shape of qformer_input_ids ", ids.sizes(), ", got ",
                       text.attention_mask.sizes());
   }
-  return abstractor->forward(features, text);
+  return overrides.abstractor ? overrides.abstractor(features, text) : abstractor->forward(features, text);
 }
 
 void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {
@@ -95,9 +95,10 @@ torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx) {
   ctx.allowed = ctx.mask_mode == MaskMode::kCausal ? nn::causal_mask(x.size(1), ctx.past, ctx.attention_mask, x.device())
                                                   : nn::padding_mask(x.size(1), ctx.past, ctx.attention_mask, x.device());
   x = llm->begin(x, ctx);
+  const bool overridden = !overrides.layers.empty();
   for (int64_t i = 0; i < llm->num_layers(); ++i) {
     x = fusion->before_layer(i, x, ctx);
-    x = llm->layer(i, x, ctx);
+    x = overridden && overrides.layers[i] ? overrides.layers[i](i, x, ctx) : llm->layer(i, x, ctx);
   }
   return llm->finish(x);
 }

@@ -36,6 +36,18 @@ struct GenerateOptions {
   std::function<void(const torch::Tensor&)> on_tokens;
 };
 
+// Blocks hooked or replaced from Python (vlmzoo/models/blocks.py) run through these in place of the C++
+// block, in forward and in generate. All unset (the usual case), the forward pays one test per block.
+struct BlockOverrides {
+  std::function<torch::Tensor(const torch::Tensor&)> vision;  // pixel_values -> features
+  std::function<torch::Tensor(const torch::Tensor&, const AbstractorText&)> abstractor;  // features -> visual
+  // Empty, or one per LM layer (unset entries run the C++ layer): (index, hidden, context) -> hidden.
+  std::vector<std::function<torch::Tensor(int64_t, const torch::Tensor&, DecoderContext&)>> layers;
+  // A block inside the vision tower runs Python (a hooked or replaced Linear): its parameters are not the
+  // tower's, so a tower whose own parameters are frozen still records a graph.
+  bool python_in_vision = false;
+};
+
 class DecoderVlmImpl : public torch::nn::Module {
  public:
   // options: device and dtype of the parameters (meta builds the shapes only, for counting).
@@ -72,6 +84,19 @@ class DecoderVlmImpl : public torch::nn::Module {
   std::shared_ptr<Fusion> fusion;
   std::shared_ptr<LanguageModel> llm;
   std::shared_ptr<Head> head;
+  BlockOverrides overrides;
+
+  // One block at a time (models/decoder_blocks.cpp), what the Python views call; never overridden.
+  // pixel_values [N, C, H, W] -> features [N, P, Dv]
+  torch::Tensor run_vision(const torch::Tensor& pixel_values);
+  // features [N, P, Dv] -> visual tokens [N, V, D]
+  torch::Tensor run_abstractor(const torch::Tensor& features, const AbstractorText& text);
+  // The context a decoder layer reads, for hidden [B, T, hidden] run outside a forward: a causal mask
+  // over attention_mask [B, T] (or none), positions [B, T] (or the LM's defaults), the LM's tables.
+  DecoderContext layer_context(const torch::Tensor& hidden, const torch::Tensor& attention_mask,
+                               const torch::Tensor& position_ids);
+  // LM layer `index` on hidden [B, T, hidden] -> [B, T, hidden].
+  torch::Tensor run_layer(int64_t index, const torch::Tensor& hidden, DecoderContext& ctx);
 
  private:
   torch::Tensor run_layers(torch::Tensor x, DecoderContext& ctx);

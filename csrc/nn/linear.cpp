@@ -25,7 +25,9 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool bias, const torch::TensorOp
   if (bias) this->bias = register_parameter("bias", torch::empty({out}, options));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return forward_with_bias(x, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  return override_forward ? override_forward(x) : forward_with_bias(x, bias);
+}
 
 torch::Tensor LinearImpl::forward_with_bias(const torch::Tensor& x, const torch::Tensor& b) {
   const std::optional<at::Tensor> optional_bias = b.defined() ? std::optional<at::Tensor>(b) : std::nullopt;

@@ -4,6 +4,7 @@
 // are drawn later, once, by models::initialize_weights when a model is trained from scratch.
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 
 namespace vlmzoo::nn {
@@ -29,6 +30,8 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // [..., in] -> [..., out]
   // The same with another bias ([out] or undefined) in place of the module's own (EVA's q/0/v bias).
   torch::Tensor forward_with_bias(const torch::Tensor& x, const torch::Tensor& bias);
+  // The block's own computation, whatever override_forward says (what a Python view of it runs).
+  torch::Tensor forward_own(const torch::Tensor& x) { return forward_with_bias(x, bias); }
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
 
@@ -39,6 +42,9 @@ class LinearImpl : public torch::nn::Module {
   void train(bool on = true) override;
 
   torch::Tensor weight, bias;
+  // Set while the block is hooked or replaced from Python (vlmzoo/models/blocks.py): forward runs it
+  // in place of the weights. Unset, forward pays one test.
+  std::function<torch::Tensor(const torch::Tensor&)> override_forward;
   torch::Tensor weight_bf16;                                  // kBf16
   torch::Tensor weight_int8, weight_scales, weight_col_sums;  // kInt8
 

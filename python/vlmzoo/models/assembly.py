@@ -2,8 +2,9 @@
 a `torch.nn.Module` over a C++ assembly whose parameters are the C++ tensors themselves.
 
 The C++ tree (vision, abstractor, fusion, llm, head and their blocks) is mirrored by `CppModule`
-views: each holds its block's C++ parameters (the same TensorImpls, re-classed as `nn.Parameter`),
-so `state_dict`, `.to`, `named_modules`, optimizers, hooks on the model and DDP reach them, and
+views (vlmzoo.models.blocks; callable where the assembly can run the block alone, and when hooked or
+replaced the C++ forward calls back into them): each holds its block's C++ parameters (the same
+TensorImpls, re-classed as `nn.Parameter`), so `state_dict`, `.to`, `named_modules`, optimizers, hooks on the model and DDP reach them, and
 the C++ forward sees every change. Written once here: the parameter views, the slot filter and
 freezing, `.train`, `state_dict` loading checked whole, pickling, quantisation and saving.
 
@@ -13,7 +14,6 @@ family names."""
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from dataclasses import fields
 from typing import Any, Callable, Iterator, Mapping
@@ -24,6 +24,7 @@ from torch import nn
 from vlmzoo.config.presets import assembly_of, resolve_config
 from vlmzoo.config.sources import without_sources
 from vlmzoo.models import quantize as quantization
+from vlmzoo.models.blocks import Blocks, view_class, watch
 from vlmzoo.models.checkpoint import save_model
 from vlmzoo.models.sources import attach_sources
 from vlmzoo.models.validate import load_into
@@ -59,42 +60,6 @@ def cpp_forward(module: Any, *args: Any) -> Any:
     return module.forward(*args)
 
 
-def _type_name(cpp_module: Any) -> str:
-    # "vlmzoo::models::(anonymous namespace)::VitEncoder" -> "VitEncoder"; "...::LlamaLayerImpl" -> "LlamaLayer"
-    first_line = str(cpp_module).splitlines()[0].replace("(anonymous namespace)", "")
-    name = first_line.split("(", 1)[0].strip().split("::")[-1]
-    return re.sub(r"Impl$", "", name) or "Module"
-
-
-class CppModule(nn.Module):
-    """A view of one C++ block: its parameters are the block's C++ tensors; its children are views too.
-    Blocks run inside the C++ forward; calling one from Python is not supported."""
-
-    def __init__(self, cpp_module: Any):
-        super().__init__()
-        self._cpp_type = _type_name(cpp_module)
-        self.mirror(cpp_module)
-
-    def mirror(self, cpp_module: Any) -> None:
-        """(Re)reads the block's parameters from C++: at construction, and after quantize() repacked them."""
-        self._parameters.clear()
-        for name, tensor in cpp_module.named_parameters(recurse=False).items():
-            if not isinstance(tensor, nn.Parameter):
-                tensor.__class__ = nn.Parameter  # same TensorImpl, so gradients and optimizers reach C++
-            self._parameters[name] = tensor
-        for name, child in cpp_module.named_children().items():
-            if name in self._modules:
-                self._modules[name].mirror(child)
-            else:
-                self._modules[name] = CppModule(child)
-
-    def _get_name(self) -> str:
-        return self._cpp_type
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"{self._cpp_type} runs inside the model's C++ forward; call the whole model instead")
-
-
 class AssemblyModule(nn.Module):
     """The torch module over one C++ assembly. Subclasses set SLOTS (the slots it has, in order),
     ASSEMBLY (the family data's name for it) and cpp_class (the `vlmzoo._C` class that builds it), and
@@ -103,6 +68,7 @@ class AssemblyModule(nn.Module):
 
     SLOTS: tuple[str, ...] = ()
     ASSEMBLY = ""
+    BLOCKS: type[Blocks] = Blocks  # the views it can call and the blocks it can call back into
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,8 +101,12 @@ class AssemblyModule(nn.Module):
                              bool(initialize))
         object.__setattr__(self, "_module", cpp)  # not a submodule: the views below own the parameters
         object.__setattr__(self, "_config", json.loads(cpp.config_json()))
+        blocks = self.BLOCKS(self)
+        object.__setattr__(self, "_blocks", blocks)
         for name, child in cpp.named_children().items():
-            self._modules[name] = CppModule(child)
+            self._modules[name] = view_class(name, "", blocks)(child, name, blocks)
+        watch(self)  # a slot replaced from Python (model.abstractor = ...) runs in the C++ forward
+        blocks.register_views()
         attach_sources(self, resolved, initialize)  # slots {"from": SOURCE}: their sources' weights
 
     # ---- identity

@@ -70,6 +70,7 @@ class DualEncoderModel(AssemblyModule):
                 attention_mask: torch.Tensor | None = None, return_loss: bool = False) -> DualEncoderOutput:
         """input_ids [texts, tokens], pixel_values [images, channels, height, width], attention_mask
         [texts, tokens]. return_loss: the family's loss (head.loss) with text i paired to image i."""
+        self._blocks.sync()  # hooked or replaced Linear views run inside the C++ forward
         logits_per_image, logits_per_text, image_embeds, text_embeds = cpp_forward(
             self._module, input_ids, pixel_values, attention_mask)
         loss = None
@@ -83,10 +84,12 @@ class DualEncoderModel(AssemblyModule):
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Unit-norm image embeddings [images, embed_dim]."""
+        self._blocks.sync()
         return self._module.encode_images(pixel_values)
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Unit-norm text embeddings [texts, embed_dim]."""
+        self._blocks.sync()
         return self._module.encode_texts(input_ids, attention_mask)
 
     def _unknown_slot(self, slot: str) -> str:

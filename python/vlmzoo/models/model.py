@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from vlmzoo.extension import _C
 from vlmzoo.config.towers import SLOTS
 from vlmzoo.models.assembly import AssemblyModule, OutputFields, cpp_forward
+from vlmzoo.models.decoder_blocks import DecoderBlocks
 from vlmzoo.models.image_patches import concatenated_patches
 
 
@@ -61,6 +62,7 @@ class Model(AssemblyModule):
 
     SLOTS = SLOTS
     ASSEMBLY = "decoder"
+    BLOCKS = DecoderBlocks
     cpp_class = staticmethod(_C.VlmModel)
 
     # ---- identity
@@ -96,6 +98,7 @@ class Model(AssemblyModule):
         Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
         pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
         pixel_values = flatten_images(pixel_values, image_attention_mask)
+        self._blocks.sync()  # hooks and replacements made since the last call take effect
         logits = cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
                              qformer_input_ids, qformer_attention_mask, image_attention_mask)
         loss = causal_lm_loss(logits, labels, fused=self.fused) if labels is not None else None
@@ -148,6 +151,7 @@ class Model(AssemblyModule):
         pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
         pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
         pixel_values = flatten_images(pixel_values, image_attention_mask)
+        self._blocks.sync()
         try:
             return self._module.generate(
                 input_ids, pixel_values, attention_mask, qformer_input_ids, qformer_attention_mask,

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from vlmzoo.extension import _C
 from vlmzoo.models.assembly import AssemblyModule, cpp_forward
+from vlmzoo.models.blocks import Blocks
 from vlmzoo.models.dual_encoder import DualEncoderOutput, softmax_contrastive_loss
 
 
@@ -26,11 +27,18 @@ class MultiwayEncoderOutput(DualEncoderOutput):
     logits: torch.Tensor | None = None
 
 
+class MultiwayBlocks(Blocks):
+    # The multiway layers route their A/B Linears through vlmzoo::multiway_linear, not Linear::forward: no
+    # block can call back into Python yet, so every hook or replacement raises rather than being ignored.
+    LINEARS = False
+
+
 class MultiwayEncoderModel(AssemblyModule):
     """BEiT-3: one multiway transformer over [image; text] and a task head, blocks in C++."""
 
     SLOTS = ("vision", "llm", "head")
     ASSEMBLY = "multiway_encoder"
+    BLOCKS = MultiwayBlocks
     cpp_class = staticmethod(_C.MultiwayEncoderModel)
 
     @property
@@ -48,6 +56,7 @@ class MultiwayEncoderModel(AssemblyModule):
         attention_mask [batch, tokens] (1 = real token); either modality may be left out. labels: answer
         ids [batch] (cross-entropy) or answer scores [batch, classes] (VQA's binary cross-entropy, as
         BEiT-3's fine-tuning, times the classes); return_loss: retrieval's contrastive loss."""
+        self._blocks.sync()
         hidden, outputs = cpp_forward(self._module, input_ids, pixel_values, attention_mask)
         out = MultiwayEncoderOutput(last_hidden_state=hidden, **outputs)
         if labels is not None:
