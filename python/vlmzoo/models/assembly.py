@@ -59,6 +59,12 @@ def cpp_forward(module: Any, *args: Any) -> Any:
     return module.forward(*args)
 
 
+@torch.compiler.disable
+def cpp_forward_outputs(module: Any, *args: Any) -> Any:
+    # The decoder's full call (hidden states, attentions, inputs_embeds): eager under torch.compile too.
+    return module.forward_outputs(*args)
+
+
 def _type_name(cpp_module: Any) -> str:
     # "vlmzoo::models::(anonymous namespace)::VitEncoder" -> "VitEncoder"; "...::LlamaLayerImpl" -> "LlamaLayer"
     first_line = str(cpp_module).splitlines()[0].replace("(anonymous namespace)", "")
