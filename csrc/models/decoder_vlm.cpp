@@ -17,16 +17,17 @@ std::shared_ptr<Module> build_slot(const std::shared_ptr<const SlotConfig>& c, c
   return Registry<Module>::instance().find(c->kind)->build(*c, context);
 }
 
-// Holds what a checkpointed layer needs to run again in backward: the layer call with its context.
+// Holds what a checkpointed block needs to run again in backward: the call with its context.
 struct LayerRun : torch::CustomClassHolder {
   std::function<torch::Tensor(const torch::Tensor&)> run;
-  std::vector<torch::Tensor> params;  // the layer's parameters that train
+  std::vector<torch::Tensor> params;  // the block's parameters that train
+  bool input_grad = false;            // whether the block's input needs a gradient
 };
 
-// Gradient checkpointing of one LM layer (torch.utils.checkpoint's recomputation): forward runs the layer
-// without a graph and keeps only its input; backward runs it again with a graph and differentiates that.
+// Gradient checkpointing of one block (torch.utils.checkpoint's recomputation): forward runs it without a
+// graph and keeps only its input; backward runs it again with a graph and differentiates that.
 struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
-  // x: [B, T, hidden]; params: the layer's trainable parameters, so their gradients flow through this node.
+  // x: the block's input; params: its trainable parameters, so their gradients flow through this node.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const c10::intrusive_ptr<LayerRun>& layer, const at::TensorList&) {
     ctx->save_for_backward({x});
@@ -39,17 +40,33 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     torch::autograd::variable_list out(2 + layer->params.size());
     if (!grads[0].defined()) return out;
     torch::AutoGradMode enable(true);
-    auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto x = ctx->get_saved_variables()[0].detach();
+    if (layer->input_grad) x.requires_grad_(true);
     auto y = layer->run(x);
-    torch::autograd::variable_list inputs = {x};
+    torch::autograd::variable_list inputs;
+    if (layer->input_grad) inputs.push_back(x);
     inputs.insert(inputs.end(), layer->params.begin(), layer->params.end());
     auto g = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false,
                                    /*allow_unused=*/true);
-    out[0] = g[0];
-    for (size_t i = 0; i < layer->params.size(); ++i) out[2 + i] = g[1 + i];
+    const size_t first = layer->input_grad ? 1 : 0;
+    if (layer->input_grad) out[0] = g[0];
+    for (size_t i = 0; i < layer->params.size(); ++i) out[2 + i] = g[first + i];
     return out;
   }
 };
+
+// run(x), checkpointed when something in it trains: `block`'s parameters or x itself.
+torch::Tensor checkpointed(const torch::nn::Module& block, std::function<torch::Tensor(const torch::Tensor&)> run,
+                           const torch::Tensor& x) {
+  auto layer = c10::make_intrusive<LayerRun>();
+  for (const auto& p : block.parameters()) {
+    if (p.requires_grad()) layer->params.push_back(p);
+  }
+  layer->input_grad = x.requires_grad();
+  if (!layer->input_grad && layer->params.empty()) return run(x);
+  layer->run = std::move(run);
+  return CheckpointedLayer::apply(x, layer, at::TensorList(layer->params));
+}
 
 }  // namespace
 
@@ -91,8 +108,15 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
                       std::none_of(params.begin(), params.end(), [](const auto& p) { return p.requires_grad(); });
   std::optional<torch::NoGradGuard> no_grad;
   if (frozen) no_grad.emplace();
-  const auto features = vision_hidden_states ? vision->forward_hidden_states(pixel_values, *vision_hidden_states)
-                                             : vision->forward(pixel_values);
+  torch::Tensor features;
+  if (vision_hidden_states) {
+    features = vision->forward_hidden_states(pixel_values, *vision_hidden_states);
+  } else if (!frozen && checkpointing()) {  // the tower as one checkpointed block: only the pixels are kept
+    features = checkpointed(*vision, [tower = vision](const torch::Tensor& px) { return tower->forward(px); },
+                            pixel_values);
+  } else {
+    features = vision->forward(pixel_values);
+  }
   no_grad.reset();
   const auto& ids = text.input_ids;
   if (ids.defined()) {
@@ -162,21 +186,13 @@ torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx, V
 }
 
 torch::Tensor DecoderVlmImpl::run_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) {
-  if (!gradient_checkpointing_ || !is_training() || !torch::GradMode::is_enabled() || ctx.self_caches) {
-    return llm->layer(index, x, ctx);
-  }
-  auto layer = c10::make_intrusive<LayerRun>();
-  auto layers = llm->named_children();
-  const auto& block = layers.contains("layers") ? *layers["layers"]->children().at(index) : *llm;
-  for (const auto& p : block.parameters()) {
-    if (p.requires_grad()) layer->params.push_back(p);
-  }
-  if (!x.requires_grad() && layer->params.empty()) return llm->layer(index, x, ctx);
+  if (!checkpointing() || ctx.self_caches) return llm->layer(index, x, ctx);
+  auto children = llm->named_children();
+  const auto& block = children.contains("layers") ? *children["layers"]->children().at(index) : *llm;
   // A copy of the context (positions, mask, rotary tables): backward runs after this call returned.
-  layer->run = [lm = llm, index, context = ctx](const torch::Tensor& input) mutable {
+  return checkpointed(block, [lm = llm, index, context = ctx](const torch::Tensor& input) mutable {
     return lm->layer(index, input, context);
-  };
-  return CheckpointedLayer::apply(x, layer, at::TensorList(layer->params));
+  }, x);
 }
 
 torch::Tensor DecoderVlmImpl::placeholder_ids(const torch::Tensor& inputs_embeds) {

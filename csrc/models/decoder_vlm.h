@@ -71,8 +71,9 @@ class DecoderVlmImpl : public torch::nn::Module {
   torch::Tensor forward(const VlmInputs& inputs);
   // The logits and what `request` asks for.
   VlmOutputs forward_outputs(const VlmInputs& inputs, const OutputRequest& request);
-  // Gradient checkpointing: in training with grad enabled, each LM layer runs without keeping its
-  // activations and runs again in backward (transformers' gradient_checkpointing_enable).
+  // Gradient checkpointing: in training with grad enabled, each LM layer (and a vision tower that trains,
+  // as one block) runs without keeping its activations and runs again in backward
+  // (transformers' gradient_checkpointing_enable).
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   bool gradient_checkpointing() const { return gradient_checkpointing_; }
   // resize_token_embeddings: the LM's word embeddings become `embed` [n, hidden] and its untied head
@@ -110,6 +111,9 @@ class DecoderVlmImpl : public torch::nn::Module {
   torch::Tensor run_layers(torch::Tensor x, DecoderContext& ctx, VlmOutputs* out = nullptr,
                            const OutputRequest& request = {});
   torch::Tensor run_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx);
+  bool checkpointing() const {
+    return gradient_checkpointing_ && is_training() && torch::GradMode::is_enabled();
+  }
   torch::Tensor placeholder_ids(const torch::Tensor& inputs_embeds);
   void check_inputs(const VlmInputs& inputs) const;
 
