@@ -50,7 +50,8 @@ def test_llava_hidden_states_match_transformers(llava, fused):
     vision = expected.image_outputs.hidden_states
     assert len(actual.vision_hidden_states) == len(vision) == model.config["vision"]["layers"] + 1
     assert states_max_diff(actual.vision_hidden_states, vision) <= TOLERANCE
-    assert states_max_diff([actual.image_hidden_states], [expected.image_outputs.pooler_output]) <= TOLERANCE
+    projected = torch.stack(list(expected.image_outputs.pooler_output))  # transformers 5: one [V, D] per image
+    assert states_max_diff([actual.image_hidden_states], [projected]) <= TOLERANCE
 
 
 def test_llava_attentions_match_transformers_eager(llava):
@@ -105,7 +106,8 @@ def test_return_dict_false_gives_transformers_tuple_order(llava):
     assert len(vision_hidden) == len(out.vision_hidden_states)
     with torch.no_grad():
         plain = model(input_ids=input_ids, pixel_values=pixels, attention_mask=mask, return_dict=False)
-    assert isinstance(plain, tuple) and len(plain) == 1 and torch.equal(plain[0], out.logits)
+    # (out ran the reference attention for its attentions: the same logits up to float rounding)
+    assert isinstance(plain, tuple) and len(plain) == 1 and torch.allclose(plain[0], out.logits, atol=1e-4)
 
 
 def test_gradients_flow_through_hidden_states(llava):
@@ -134,10 +136,11 @@ def test_blip2_opt_hidden_states_match_transformers(tmp_path, fused):
     with torch.no_grad():
         expected = reference(input_ids=input_ids, attention_mask=mask, pixel_values=pixels, output_hidden_states=True)
         actual = model(input_ids=input_ids, attention_mask=mask, pixel_values=pixels, output_hidden_states=True)
+        # transformers 5.24's Blip2ForConditionalGeneration leaves vision_outputs.hidden_states None: its tower's own
+        vision = reference.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
     lm = expected.language_model_outputs.hidden_states
     assert len(actual.hidden_states) == len(lm) == model.config["llm"]["layers"] + 1
     assert states_max_diff(actual.hidden_states, lm, mask) <= TOLERANCE
-    vision = expected.vision_outputs.hidden_states
     assert len(actual.vision_hidden_states) == len(vision) == model.config["vision"]["layers"] + 1
     assert states_max_diff(actual.vision_hidden_states, vision) <= TOLERANCE
 
