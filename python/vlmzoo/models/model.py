@@ -117,7 +117,7 @@ class Model(TransformersApi, AssemblyModule):
         pixel_values = flatten_images(pixel_values, image_attention_mask)
         # ---- transformers' full call (issue 24): the plain call keeps its one C++ entry point
         extras: dict[str, Any] = {}
-        if inputs_embeds is None and not output_hidden_states and not output_attentions:
+        if input_ids is not None and inputs_embeds is None and not output_hidden_states and not output_attentions:
             logits = cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
                                  qformer_input_ids, qformer_attention_mask, image_attention_mask)
         else:
