@@ -1,10 +1,12 @@
 """Peak memory of one training step (forward, loss, backward) with and without gradient_checkpointing_enable(),
 on a preset (default: the small LLaVA, configs/small/llava-1.5-small.json). Each mode runs in its own fresh
 process; two measures:
-- saved: the bytes autograd keeps for backward during the forward (torch's saved-tensor hooks see the C++
-  nodes too), the part checkpointing removes;
+- saved: the bytes of activations autograd keeps for backward during the forward (torch's saved-tensor
+  hooks see the C++ nodes too; parameters saved by the linears are not counted), the part checkpointing
+  removes;
 - peak RSS growth: the process's resident-set high-water mark after the step minus before it (what the
-  machine had to hold; glibc may keep freed pages, so this is an upper bound).
+  machine had to hold; glibc may keep freed pages, so this is an upper bound). It includes the parameters'
+  gradients (4 bytes per parameter), which checkpointing does not change: at small batches they dominate.
 
     PYTHONPATH=python python3 bench/gradient_checkpointing_memory.py [--preset llava-1.5-small] [--batch 2]
 Memory does not depend on load, but the step time printed beside it does (say "under load")."""
@@ -33,10 +35,12 @@ def step(preset: str, batch: int, text: int, checkpointing: bool) -> dict:
     ids[:, 1:1 + visual] = image_token
     pixels = torch.randn(batch, vision["channels"], vision["image_size"], vision["image_size"])
     saved = 0
+    weights = {p.data_ptr() for p in model.parameters()}
 
     def pack(t):
         nonlocal saved
-        saved += t.numel() * t.element_size()
+        if t.data_ptr() not in weights:
+            saved += t.numel() * t.element_size()
         return t
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
