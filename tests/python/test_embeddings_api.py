@@ -95,6 +95,15 @@ def test_fuyu_inputs_embeds_give_the_input_ids_logits(tmp_path):
     assert torch.equal(from_ids, from_embeds)
 
 
+def test_fuyu_image_patches_need_input_ids_to_be_placed(tmp_path):
+    make_hf_fuyu(tmp_path)
+    model = vlmzoo.from_pretrained(tmp_path)
+    input_ids, mask, _, patches, _ = fuyu_batch()
+    with pytest.raises(ValueError, match="with inputs_embeds pass the concatenated patches as pixel_values"):
+        model(inputs_embeds=model.get_input_embeddings()(input_ids), image_patches=torch.cat(patches),
+              attention_mask=mask)
+
+
 # ---- get / set input embeddings
 def test_get_input_embeddings_is_an_embedding_sharing_the_cpp_weight(llava):
     folder, _ = llava

@@ -201,6 +201,9 @@ class Model(TransformersApi, AssemblyModule):
             raise ValueError("pixel_values and image_patches: pass one of them (both hold the images)")
         if image_patches is None:
             raise ValueError("image_patches_indices: given without image_patches")
+        if input_ids is None:
+            raise ValueError("image_patches: placed by the image tokens of input_ids; with inputs_embeds pass the "
+                             "concatenated patches as pixel_values")
         vision = self._config.get("vision") or {}
         width = vision["patch_size"] ** 2 * vision["channels"] if vision.get("kind") == "patch_linear" else None
         return concatenated_patches(input_ids, image_patches, image_patches_indices, self.image_token_id, width)
