@@ -82,6 +82,40 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            py::arg("input_ids"), py::arg("pixel_values") = py::none(), py::arg("attention_mask") = py::none(),
            py::arg("position_ids") = py::none(), py::arg("qformer_input_ids") = py::none(),
            py::arg("qformer_attention_mask") = py::none(), py::arg("image_attention_mask") = py::none())
+      // transformers' full call: (logits, hidden_states, attentions, vision_hidden_states, visual tokens);
+      // the lists are empty unless asked for.
+      .def("forward_outputs",
+           [](DecoderVlmImpl& self, const std::optional<torch::Tensor>& input_ids,
+              const std::optional<torch::Tensor>& pixel_values, const std::optional<torch::Tensor>& attention_mask,
+              const std::optional<torch::Tensor>& position_ids, const std::optional<torch::Tensor>& qformer_input_ids,
+              const std::optional<torch::Tensor>& qformer_attention_mask,
+              const std::optional<torch::Tensor>& image_attention_mask,
+              const std::optional<torch::Tensor>& inputs_embeds, bool output_hidden_states, bool output_attentions) {
+             auto in = inputs(or_undefined(input_ids), pixel_values, attention_mask, position_ids, qformer_input_ids,
+                              qformer_attention_mask, image_attention_mask);
+             in.inputs_embeds = or_undefined(inputs_embeds);
+             vlmzoo::models::VlmOutputs out;
+             {
+               py::gil_scoped_release release;
+               out = self.forward_outputs(in, {output_hidden_states, output_attentions});
+             }
+             return py::make_tuple(out.logits, out.hidden_states, out.attentions, out.vision_hidden_states,
+                                   out.visual.defined() ? py::cast(out.visual) : py::none());
+           },
+           py::arg("input_ids"), py::arg("pixel_values") = py::none(), py::arg("attention_mask") = py::none(),
+           py::arg("position_ids") = py::none(), py::arg("qformer_input_ids") = py::none(),
+           py::arg("qformer_attention_mask") = py::none(), py::arg("image_attention_mask") = py::none(),
+           py::arg("inputs_embeds") = py::none(), py::arg("output_hidden_states") = false,
+           py::arg("output_attentions") = false)
+      .def("set_gradient_checkpointing", &DecoderVlmImpl::set_gradient_checkpointing, py::arg("on"))
+      .def("gradient_checkpointing", &DecoderVlmImpl::gradient_checkpointing)
+      .def("input_embeddings", [](DecoderVlmImpl& self) { return self.llm->input_embeddings(); })
+      .def("tied_embeddings", [](DecoderVlmImpl& self) { return self.llm->tied_embeddings(); })
+      .def("set_vocab",
+           [](DecoderVlmImpl& self, const torch::Tensor& embed, const std::optional<torch::Tensor>& head) {
+             self.set_vocab(embed, or_undefined(head));
+           },
+           py::arg("embed"), py::arg("head") = py::none())
       .def("encode_images",
            [](DecoderVlmImpl& self, const torch::Tensor& pixel_values, const std::optional<torch::Tensor>& qformer_input_ids,
               const std::optional<torch::Tensor>& qformer_attention_mask) {

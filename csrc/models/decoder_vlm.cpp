@@ -17,6 +17,57 @@ std::shared_ptr<Module> build_slot(const std::shared_ptr<const SlotConfig>& c, c
   return Registry<Module>::instance().find(c->kind)->build(*c, context);
 }
 
+// Holds what a checkpointed block needs to run again in backward: the call with its context.
+struct LayerRun : torch::CustomClassHolder {
+  std::function<torch::Tensor(const torch::Tensor&)> run;
+  std::vector<torch::Tensor> params;  // the block's parameters that train
+  bool input_grad = false;            // whether the block's input needs a gradient
+};
+
+// Gradient checkpointing of one block (torch.utils.checkpoint's recomputation): forward runs it without a
+// graph and keeps only its input; backward runs it again with a graph and differentiates that.
+struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  // x: the block's input; params: its trainable parameters, so their gradients flow through this node.
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const c10::intrusive_ptr<LayerRun>& layer, const at::TensorList&) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["layer"] = c10::IValue::make_capsule(layer);
+    return layer->run(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto layer = c10::static_intrusive_pointer_cast<LayerRun>(ctx->saved_data["layer"].toCapsule());
+    torch::autograd::variable_list out(2 + layer->params.size());
+    if (!grads[0].defined()) return out;
+    torch::AutoGradMode enable(true);
+    auto x = ctx->get_saved_variables()[0].detach();
+    if (layer->input_grad) x.requires_grad_(true);
+    auto y = layer->run(x);
+    torch::autograd::variable_list inputs;
+    if (layer->input_grad) inputs.push_back(x);
+    inputs.insert(inputs.end(), layer->params.begin(), layer->params.end());
+    auto g = torch::autograd::grad({y}, inputs, {grads[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                   /*allow_unused=*/true);
+    const size_t first = layer->input_grad ? 1 : 0;
+    if (layer->input_grad) out[0] = g[0];
+    for (size_t i = 0; i < layer->params.size(); ++i) out[2 + i] = g[first + i];
+    return out;
+  }
+};
+
+// run(x), checkpointed when something in it trains: `block`'s parameters or x itself.
+torch::Tensor checkpointed(const torch::nn::Module& block, std::function<torch::Tensor(const torch::Tensor&)> run,
+                           const torch::Tensor& x) {
+  auto layer = c10::make_intrusive<LayerRun>();
+  for (const auto& p : block.parameters()) {
+    if (p.requires_grad()) layer->params.push_back(p);
+  }
+  layer->input_grad = x.requires_grad();
+  if (!layer->input_grad && layer->params.empty()) return run(x);
+  layer->run = std::move(run);
+  return CheckpointedLayer::apply(x, layer, at::TensorList(layer->params));
+}
+
 }  // namespace
 
 DecoderVlmImpl::DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& options, bool initialize)
@@ -46,7 +97,8 @@ DecoderVlmImpl::DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& o
 
 void DecoderVlmImpl::initialize_weights(double std, int64_t seed) { initialize_by_name(*this, std, seed); }
 
-torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, const AbstractorText& text) {
+torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, const AbstractorText& text,
+                                           std::vector<torch::Tensor>* vision_hidden_states) {
   TORCH_CHECK_VALUE(vision, "pixel_values were given but this model has no vision encoder (vision.kind \"none\")");
   // The vision tower reads pixel_values first, so a malformed image batch is named as such, not as a
   // qformer_input_ids row count that disagrees with it. A frozen tower (no parameter that trains, pixels
@@ -56,7 +108,17 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
                       std::none_of(params.begin(), params.end(), [](const auto& p) { return p.requires_grad(); });
   std::optional<torch::NoGradGuard> no_grad;
   if (frozen) no_grad.emplace();
-  const auto features = overrides.vision ? overrides.vision(pixel_values) : vision->forward(pixel_values);
+  torch::Tensor features;
+  if (overrides.vision) {  // a Python hook or replacement on the vision view
+    features = overrides.vision(pixel_values);
+  } else if (vision_hidden_states) {
+    features = vision->forward_hidden_states(pixel_values, *vision_hidden_states);
+  } else if (!frozen && checkpointing()) {  // the tower as one checkpointed block: only the pixels are kept
+    features = checkpointed(*vision, [tower = vision](const torch::Tensor& px) { return tower->forward(px); },
+                            pixel_values);
+  } else {
+    features = vision->forward(pixel_values);
+  }
   no_grad.reset();
   const auto& ids = text.input_ids;
   if (ids.defined()) {
@@ -72,8 +134,20 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
 }
 
 void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {
-  TORCH_CHECK_VALUE(in.input_ids.defined() && in.input_ids.dim() == 2, "input_ids: expected [batch, tokens], got ",
-                    in.input_ids.defined() ? in.input_ids.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK_VALUE(in.input_ids.defined() != in.inputs_embeds.defined(),
+                    "input_ids, inputs_embeds: give exactly one of them (got ", in.input_ids.defined() ? "both" : "neither", ")");
+  if (in.inputs_embeds.defined()) {
+    const auto& e = in.inputs_embeds;
+    TORCH_CHECK_VALUE(e.dim() == 3 && e.size(2) == llm->hidden_size() && e.is_floating_point(),
+                      "inputs_embeds: expected floating [batch, tokens, llm hidden ", llm->hidden_size(), "], got ",
+                      e.sizes(), " ", e.scalar_type());
+    // The rest checks the [batch, tokens] shape the embeddings stand for.
+    VlmInputs shaped = in;
+    shaped.input_ids = torch::zeros({e.size(0), e.size(1)}, e.options().dtype(torch::kLong).device(torch::kMeta));
+    shaped.inputs_embeds = torch::Tensor();
+    return check_inputs(shaped);
+  }
+  TORCH_CHECK_VALUE(in.input_ids.dim() == 2, "input_ids: expected [batch, tokens], got ", in.input_ids.sizes());
   TORCH_CHECK_VALUE(!in.input_ids.is_floating_point() && !in.input_ids.is_complex() &&
                         in.input_ids.scalar_type() != torch::kBool,
                     "input_ids: dtype torch.", c10::getDtypeNames(in.input_ids.scalar_type()).first,
@@ -91,34 +165,86 @@ void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {
   TORCH_CHECK_VALUE(!media.defined() || in.pixel_values.defined(), "image_attention_mask: given without pixel_values");
 }
 
-torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx) {
+torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx, VlmOutputs* out,
+                                         const OutputRequest& request) {
   ctx.allowed = ctx.mask_mode == MaskMode::kCausal ? nn::causal_mask(x.size(1), ctx.past, ctx.attention_mask, x.device())
                                                   : nn::padding_mask(x.size(1), ctx.past, ctx.attention_mask, x.device());
   x = llm->begin(x, ctx);
-  const bool overridden = !overrides.layers.empty();
+  const bool states = out && request.hidden_states;
   for (int64_t i = 0; i < llm->num_layers(); ++i) {
     x = fusion->before_layer(i, x, ctx);
-    x = overridden && overrides.layers[i] ? overrides.layers[i](i, x, ctx) : llm->layer(i, x, ctx);
+    if (states && i == 0) out->hidden_states.push_back(x);  // what layer 0 reads (after a cross-attention block)
+    if (out && request.attentions) {
+      nn::AttentionCapture capture(&out->attentions);  // the LM layer's own attention only
+      x = run_layer(i, x, ctx);
+    } else {
+      x = run_layer(i, x, ctx);
+    }
+    if (states) out->hidden_states.push_back(x);
   }
-  return llm->finish(x);
+  x = llm->finish(x);
+  if (states && !out->hidden_states.empty()) out->hidden_states.back() = x;  // transformers ties the last to it
+  return x;
 }
 
-torch::Tensor DecoderVlmImpl::forward(const VlmInputs& in) {
+torch::Tensor DecoderVlmImpl::run_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) {
+  if (!overrides.layers.empty() && overrides.layers[index]) return overrides.layers[index](index, x, ctx);
+  if (!checkpointing() || ctx.self_caches) return llm->layer(index, x, ctx);
+  auto children = llm->named_children();
+  const auto& block = children.contains("layers") ? *children["layers"]->children().at(index) : *llm;
+  // A copy of the context (positions, mask, rotary tables): backward runs after this call returned.
+  return checkpointed(block, [lm = llm, index, context = ctx](const torch::Tensor& input) mutable {
+    return lm->layer(index, input, context);
+  }, x);
+}
+
+torch::Tensor DecoderVlmImpl::placeholder_ids(const torch::Tensor& inputs_embeds) {
+  // Stand-in input_ids for the fusion's masks: the image token where a row equals its embedding, else another id.
+  const int64_t token = fusion->image_token_id();
+  auto ids = torch::full({inputs_embeds.size(0), inputs_embeds.size(1)}, token == 0 ? 1 : 0,
+                         inputs_embeds.options().dtype(torch::kLong));
+  if (token < 0) return ids;
+  torch::NoGradGuard no_grad;
+  auto marker = llm->embed_tokens(torch::full({1}, token, ids.options())).to(inputs_embeds.scalar_type());
+  return ids.masked_fill((inputs_embeds == marker).all(-1), token);
+}
+
+torch::Tensor DecoderVlmImpl::forward(const VlmInputs& in) { return forward_outputs(in, {}).logits; }
+
+VlmOutputs DecoderVlmImpl::forward_outputs(const VlmInputs& in, const OutputRequest& request) {
   check_inputs(in);
+  VlmOutputs out;
   torch::Tensor visual;
-  if (in.pixel_values.defined()) visual = encode_images(in.pixel_values, in.abstractor_text);
-  auto fused = fusion->fuse(in.input_ids, in.attention_mask, in.position_ids, visual, *llm);
+  if (in.pixel_values.defined()) {
+    visual = encode_images(in.pixel_values, in.abstractor_text, request.hidden_states ? &out.vision_hidden_states : nullptr);
+  }
+  const bool embedded = in.inputs_embeds.defined();
+  const auto ids = embedded ? placeholder_ids(in.inputs_embeds) : in.input_ids;
+  const auto text_embeds = embedded ? in.inputs_embeds : llm->embed_tokens(ids);
+  auto fused = fusion->fuse(ids, text_embeds, in.attention_mask, in.position_ids, visual, *llm);
   DecoderContext ctx;
   ctx.attention_mask = fused.attention_mask;
   ctx.visual = visual;
-  ctx.media_mask = fusion->media_mask(in.input_ids, in.image_attention_mask, visual);
+  ctx.media_mask = fusion->media_mask(ids, in.image_attention_mask, visual);
   const int64_t batch = fused.embeds.size(0), tokens = fused.embeds.size(1);
   ctx.positions = fused.position_ids.defined()
                       ? fused.position_ids
                       : llm->default_positions(fused.attention_mask, batch, tokens, fused.embeds.device());
-  auto hidden = run_layers(fused.embeds, ctx);
+  auto hidden = run_layers(fused.embeds, ctx, &out, request);
   if (fused.prefix > 0) hidden = hidden.narrow(1, fused.prefix, tokens - fused.prefix);
-  return head->forward(hidden, *llm);
+  out.logits = head->forward(hidden, *llm);
+  out.visual = visual;
+  return out;
+}
+
+void DecoderVlmImpl::set_vocab(const torch::Tensor& embed, const torch::Tensor& head_weight) {
+  const int64_t token = fusion->image_token_id();
+  TORCH_CHECK_VALUE(token < embed.size(0), "resize_token_embeddings: fusion.image_token_id ", token,
+                    " would lie outside a vocabulary of ", embed.size(0));
+  llm->set_vocab(embed, head_weight);
+  auto json = to_json(config_);
+  json["llm"]["vocab"] = embed.size(0);
+  config_ = parse_model_config(json);
 }
 
 std::map<std::string, double> DecoderVlmImpl::forward_flops(int64_t text_tokens, int64_t images) const {

@@ -17,6 +17,27 @@ struct VlmInputs {
   torch::Tensor position_ids;    // [B, T] or undefined (the LM's defaults)
   AbstractorText abstractor_text;  // qformer_input_ids / qformer_attention_mask: [N, L]
   torch::Tensor image_attention_mask;  // [B, T, images per row] (IDEFICS) or undefined
+  // [B, T, llm hidden] in place of input_ids' word embeddings (then input_ids is undefined); the image
+  // placeholders are the rows equal to the image token's embedding, as transformers finds them.
+  torch::Tensor inputs_embeds;
+};
+
+// What forward_outputs collects besides the logits (transformers' output_hidden_states, output_attentions).
+struct OutputRequest {
+  bool hidden_states = false;
+  bool attentions = false;
+};
+
+// transformers' output fields. Vectors stay empty unless requested.
+struct VlmOutputs {
+  torch::Tensor logits;  // [B, T, vocab]
+  // LM: the input of layer 0, each layer's output, the last one after the final norm (and OPT's
+  // project_out), as transformers' capture_outputs returns them: layers + 1 of [B, T', hidden].
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;  // LM self-attention probabilities per layer, [B, heads, T', T']
+  // The vision tower's: its embeddings, then each layer's output (none for towers without layers).
+  std::vector<torch::Tensor> vision_hidden_states;
+  torch::Tensor visual;  // [N, V, hidden] visual tokens as the LM receives them (image_hidden_states)
 };
 
 struct GenerateOptions {
@@ -55,9 +76,21 @@ class DecoderVlmImpl : public torch::nn::Module {
   DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& options = {}, bool initialize = true);
 
   // pixel_values: [N, C, H, W] -> visual tokens [N, visual_tokens_per_image, llm hidden].
-  torch::Tensor encode_images(const torch::Tensor& pixel_values, const AbstractorText& text = {});
+  // vision_hidden_states: when given, the tower's hidden states are appended to it.
+  torch::Tensor encode_images(const torch::Tensor& pixel_values, const AbstractorText& text = {},
+                              std::vector<torch::Tensor>* vision_hidden_states = nullptr);
   // Logits [B, T, vocab] over every position of input_ids.
   torch::Tensor forward(const VlmInputs& inputs);
+  // The logits and what `request` asks for.
+  VlmOutputs forward_outputs(const VlmInputs& inputs, const OutputRequest& request);
+  // Gradient checkpointing: in training with grad enabled, each LM layer (and a vision tower that trains,
+  // as one block) runs without keeping its activations and runs again in backward
+  // (transformers' gradient_checkpointing_enable).
+  void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
+  bool gradient_checkpointing() const { return gradient_checkpointing_; }
+  // resize_token_embeddings: the LM's word embeddings become `embed` [n, hidden] and its untied head
+  // `head` [n, hidden] (undefined when tied); config().llm's vocab becomes n.
+  void set_vocab(const torch::Tensor& embed, const torch::Tensor& head);
   // [B, T + new]: the prompt, then the new tokens; rows that finished are padded with pad_token_id.
   torch::Tensor generate(const VlmInputs& inputs, const GenerateOptions& options);
 
@@ -99,11 +132,19 @@ class DecoderVlmImpl : public torch::nn::Module {
   torch::Tensor run_layer(int64_t index, const torch::Tensor& hidden, DecoderContext& ctx);
 
  private:
-  torch::Tensor run_layers(torch::Tensor x, DecoderContext& ctx);
+  // out: when given, the hidden states and attentions `request` asks for are appended to it.
+  torch::Tensor run_layers(torch::Tensor x, DecoderContext& ctx, VlmOutputs* out = nullptr,
+                           const OutputRequest& request = {});
+  torch::Tensor run_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx);
+  bool checkpointing() const {
+    return gradient_checkpointing_ && is_training() && torch::GradMode::is_enabled();
+  }
+  torch::Tensor placeholder_ids(const torch::Tensor& inputs_embeds);
   void check_inputs(const VlmInputs& inputs) const;
 
   ModelConfig config_;
   nn::KernelPolicyPtr policy_;
+  bool gradient_checkpointing_ = false;
 };
 TORCH_MODULE(DecoderVlm);
 

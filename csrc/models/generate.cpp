@@ -127,7 +127,7 @@ torch::Tensor DecoderVlmImpl::generate(const VlmInputs& in, const GenerateOption
   }
   torch::Tensor visual;
   if (in.pixel_values.defined()) visual = encode_images(in.pixel_values, in.abstractor_text);
-  auto fused = fusion->fuse(in.input_ids, mask, torch::Tensor(), visual, *llm);
+  auto fused = fusion->fuse(in.input_ids, llm->embed_tokens(in.input_ids), mask, torch::Tensor(), visual, *llm);
   mask = fused.attention_mask.defined() ? fused.attention_mask.to(torch::kLong) : mask;
 
   std::vector<nn::KVCache> caches(llm->num_layers());

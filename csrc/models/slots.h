@@ -50,6 +50,13 @@ class VisionEncoder : public Slot {
   virtual int64_t tokens_for_image(int64_t /*height*/, int64_t /*width*/) const { return output_tokens(); }
   // pixel_values: [N, channels, H, W] float -> features [N, output_tokens, output_width].
   virtual torch::Tensor forward(const torch::Tensor& pixel_values) = 0;
+  // forward, also appending the tower's hidden states to `hidden_states` as transformers' vision models
+  // return them (output_hidden_states: the embeddings, then each layer's output); kinds without layers
+  // (patch_linear) append nothing.
+  virtual torch::Tensor forward_hidden_states(const torch::Tensor& pixel_values,
+                                              std::vector<torch::Tensor>& hidden_states) {
+    return forward(pixel_values);
+  }
   virtual double flops(int64_t images) const = 0;  // multiply-adds x 2 of one forward
 };
 
@@ -94,6 +101,11 @@ struct DecoderContext {
 // every LM kind; skipped on meta tensors and empty ids).
 void check_token_range(const torch::Tensor& input_ids, int64_t vocab);
 
+// LanguageModel::set_vocab for kinds holding word embeddings and an LM head (null when tied): both take
+// the new weights, checked against the old widths.
+void replace_vocab_weights(nn::Embedding& embed, nn::Linear& head, const torch::Tensor& new_embed,
+                           const torch::Tensor& new_head);
+
 class LanguageModel : public Slot {
  public:
   virtual int64_t hidden_size() const = 0;
@@ -113,6 +125,14 @@ class LanguageModel : public Slot {
   virtual torch::Tensor finish(const torch::Tensor& x) = 0;  // the final norm
   virtual torch::Tensor logits(const torch::Tensor& hidden) = 0;  // [.., hidden] -> [.., vocab]
   virtual double flops(int64_t tokens) const = 0;  // one forward over a sequence of `tokens`, logits included
+  // The word embeddings [vocab, hidden] (get_input_embeddings), or undefined for kinds without one.
+  virtual torch::Tensor input_embeddings() const { return {}; }
+  // resize_token_embeddings: the word embeddings become `embed` [n, hidden] and an untied LM head `head`
+  // [n, hidden] (undefined when tied); the vocabulary is then n.
+  virtual void set_vocab(const torch::Tensor& embed, const torch::Tensor& head) {
+    TORCH_CHECK_VALUE(false, "resize_token_embeddings: this llm kind does not support it");
+  }
+  virtual bool tied_embeddings() const { return true; }
 };
 
 // A text tower pooled to one vector per text: the text side of the dual-encoder assembly
@@ -156,10 +176,13 @@ struct FusedInputs {
 
 class Fusion : public Slot {
  public:
-  // input_ids: [B, T]; attention_mask: [B, T] or undefined; position_ids: [B, T] or undefined;
-  // visual: [N, V, hidden] or undefined.
-  virtual FusedInputs fuse(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                           const torch::Tensor& position_ids, const torch::Tensor& visual, LanguageModel& lm) = 0;
+  // input_ids: [B, T]; text_embeds: [B, T, hidden] their word embeddings (or the caller's inputs_embeds);
+  // attention_mask: [B, T] or undefined; position_ids: [B, T] or undefined; visual: [N, V, hidden] or undefined.
+  virtual FusedInputs fuse(const torch::Tensor& input_ids, const torch::Tensor& text_embeds,
+                           const torch::Tensor& attention_mask, const torch::Tensor& position_ids,
+                           const torch::Tensor& visual, LanguageModel& lm) = 0;
+  // The placeholder token the visual tokens are tied to (-1: none): with inputs_embeds, its embedding marks them.
+  virtual int64_t image_token_id() const { return -1; }
   // Which images each token may read, for fusions that attend to the visual tokens: bool
   // [B, T, images per row] from the caller's image_attention_mask [B, T, images] or, without one, from
   // the image tokens of input_ids. visual: [N, V, D] or undefined. Undefined for the other fusions.

@@ -3,6 +3,8 @@
 #include "ops/ops.h"
 #include "ops/reference.h"
 
+#include <limits>
+
 namespace vlmzoo::nn {
 
 namespace {
@@ -49,8 +51,31 @@ torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k
   return ops::reference_attention(q, k, v, optional(allowed), scale);
 }
 
+namespace {
+thread_local std::vector<torch::Tensor>* attention_capture = nullptr;
+
+// attention_reference with its probabilities kept: [B, H, Tq, Tk].
+torch::Tensor captured_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                 const torch::Tensor& allowed, double scale, std::vector<torch::Tensor>& into) {
+  const int64_t groups = q.size(1) / k.size(1);
+  auto kk = groups > 1 ? k.repeat_interleave(groups, 1) : k;
+  auto vv = groups > 1 ? v.repeat_interleave(groups, 1) : v;
+  auto scores = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-1, -2)) * scale;
+  if (allowed.defined()) scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  auto probs = torch::nan_to_num(torch::softmax(scores, -1), 0.0).to(q.scalar_type());  // no key: zeros
+  into.push_back(probs);
+  return torch::matmul(probs, vv.to(probs.scalar_type()));
+}
+}  // namespace
+
+AttentionCapture::AttentionCapture(std::vector<torch::Tensor>* into) : previous_(attention_capture) {
+  attention_capture = into;
+}
+AttentionCapture::~AttentionCapture() { attention_capture = previous_; }
+
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& allowed, double scale, bool fused) {
+  if (attention_capture) return captured_attention(q, k, v, allowed, scale, *attention_capture);
   return fused ? ops::attention(q, k, v, optional(allowed), scale) : attention_reference(q, k, v, allowed, scale);
 }
 

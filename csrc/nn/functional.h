@@ -41,6 +41,20 @@ std::pair<torch::Tensor, torch::Tensor> apply_rope(const torch::Tensor& q, const
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& allowed, double scale, bool fused);
 
+// output_attentions: while an AttentionCapture lives, every nn::attention call on its thread appends its
+// probabilities [B, H, Tq, Tk] (float32 softmax, cast to q's dtype, as transformers returns them) to `into`
+// and runs the plain-ATen path. Calls outside one pay a thread-local read.
+class AttentionCapture {
+ public:
+  explicit AttentionCapture(std::vector<torch::Tensor>* into);
+  ~AttentionCapture();
+  AttentionCapture(const AttentionCapture&) = delete;
+  AttentionCapture& operator=(const AttentionCapture&) = delete;
+
+ private:
+  std::vector<torch::Tensor>* previous_;
+};
+
 // The plain-ATen attention: explicit scores, softmax in float32. The reference the others are tested against.
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                   const torch::Tensor& allowed, double scale);

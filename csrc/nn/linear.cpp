@@ -73,6 +73,23 @@ EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t dim, const torch::TensorOpti
 
 torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }
 
+void EmbeddingImpl::set_weight(const torch::Tensor& w) {
+  TORCH_CHECK_VALUE(w.dim() == 2 && w.size(1) == weight.size(1), "embedding weight: expected [count, ", weight.size(1),
+                    "], got ", w.sizes());
+  parameters_["weight"] = w;  // register_parameter refuses a name it holds
+  weight = w;
+}
+
+void LinearImpl::set_weight(const torch::Tensor& w) {
+  TORCH_CHECK_VALUE(format_ == WeightFormat::kFloat, "linear weight: packed as ", weight_format_name(format_),
+                    "; a quantised layer cannot be resized");
+  TORCH_CHECK_VALUE(w.dim() == 2 && w.size(1) == in_ && !bias.defined(), "linear weight: expected [rows, ", in_,
+                    "] without a bias, got ", w.sizes());
+  parameters_["weight"] = w;
+  weight = w;
+  out_ = w.size(0);
+}
+
 PatchConvImpl::PatchConvImpl(int64_t channels, int64_t out, int64_t patch, bool bias,
                              const torch::TensorOptions& options)
     : patch_(patch) {

@@ -38,6 +38,8 @@ class LinearImpl : public torch::nn::Module {
   WeightFormat weight_format() const { return format_; }
   // Packs `weight` into `format` and drops it; only from kFloat (a packed weight is not packed again).
   void set_weight_format(WeightFormat format);
+  // Replaces `weight` (float format only) by `w` [rows, in]: resize_token_embeddings grows an LM head.
+  void set_weight(const torch::Tensor& w);
   // Refuses training mode once the weights are packed (they get no gradient).
   void train(bool on = true) override;
 
@@ -59,6 +61,8 @@ class EmbeddingImpl : public torch::nn::Module {
  public:
   EmbeddingImpl(int64_t count, int64_t dim, const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& ids);
+  // Replaces `weight` by `w` [count, dim] (resize_token_embeddings): the parameter named "weight" is `w` itself.
+  void set_weight(const torch::Tensor& w);
 
   torch::Tensor weight;
 };

@@ -199,9 +199,10 @@ class CrossAttentionFusion : public Fusion {
     }
   }
 
-  FusedInputs fuse(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                   const torch::Tensor& position_ids, const torch::Tensor&, LanguageModel& lm) override {
-    auto embeds = lm.embed_tokens(input_ids);
+  int64_t image_token_id() const override { return c_.image_token_id; }
+
+  FusedInputs fuse(const torch::Tensor&, const torch::Tensor& embeds, const torch::Tensor& attention_mask,
+                   const torch::Tensor& position_ids, const torch::Tensor&, LanguageModel&) override {
     auto positions = position_ids;
     if (!positions.defined() && attention_mask.defined()) {
       // IDEFICS's forward: positions count the real tokens; padding sits at 1.

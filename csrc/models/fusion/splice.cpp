@@ -22,9 +22,12 @@ class SpliceFusion : public Fusion {
  public:
   explicit SpliceFusion(int64_t image_token_id) : image_token_id_(image_token_id) {}
 
-  FusedInputs fuse(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                   const torch::Tensor& position_ids, const torch::Tensor& visual, LanguageModel& lm) override {
-    auto embeds = lm.embed_tokens(input_ids);
+  int64_t image_token_id() const override { return image_token_id_; }
+
+  FusedInputs fuse(const torch::Tensor& input_ids, const torch::Tensor& text_embeds,
+                   const torch::Tensor& attention_mask, const torch::Tensor& position_ids, const torch::Tensor& visual,
+                   LanguageModel&) override {
+    const auto& embeds = text_embeds;
     if (image_token_id_ < 0) return prepend(embeds, attention_mask, position_ids, visual);
     auto image_positions = input_ids == image_token_id_;  // [B, T]
     const int64_t placeholders = image_positions.sum().item<int64_t>();

@@ -88,6 +88,12 @@ class LlamaLM : public LanguageModel {
   torch::Tensor logits(const torch::Tensor& hidden) override {
     return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed->weight.t());
   }
+  torch::Tensor input_embeddings() const override { return embed->weight; }
+  bool tied_embeddings() const override { return lm_head.is_empty(); }
+  void set_vocab(const torch::Tensor& new_embed, const torch::Tensor& new_head) override {
+    replace_vocab_weights(embed, lm_head, new_embed, new_head);
+    c_.vocab = static_cast<int>(new_embed.size(0));
+  }
   double flops(int64_t tokens) const override {
     const double h = c_.hidden, hd = c_.head_dim, seq = static_cast<double>(tokens);
     const double matmul_params = h * c_.heads * hd * 2 + h * c_.kv_heads * hd * 2 + 3 * h * c_.mlp;

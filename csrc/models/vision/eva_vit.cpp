@@ -120,6 +120,16 @@ class EvaVitEncoder : public VisionEncoder {
     for (const auto& layer : *layers) x = layer->as<EvaLayerImpl>()->forward(x);
     return post_norm(x);
   }
+  // Blip2VisionModel's hidden_states: the embeddings, then every layer's output (before post_layernorm).
+  torch::Tensor forward_hidden_states(const torch::Tensor& pixel_values, std::vector<torch::Tensor>& states) override {
+    nn::check_pixel_values(pixel_values, c_.channels, c_.image_size, c_.image_size,
+                           "vision.channels, vision.image_size");
+    auto dtype = patch_embed->weight.scalar_type();
+    auto patches = patch_embed(pixel_values.to(dtype)).flatten(2).transpose(1, 2);  // [N, P, D]
+    states.push_back(torch::cat({class_embed.expand({patches.size(0), 1, c_.hidden}), patches}, 1) + position_embed);
+    for (const auto& layer : *layers) states.push_back(layer->as<EvaLayerImpl>()->forward(states.back()));
+    return post_norm(states.back());
+  }
 
   double flops(int64_t images) const override {
     const double d = c_.hidden, m = c_.mlp, t = c_.tokens(), p = c_.patches();

@@ -142,15 +142,13 @@ class VitEncoder : public VisionEncoder {
   torch::Tensor forward(const torch::Tensor& pixel_values) override {
     if (c_.pool != "none") return pooled(pixel_values);
     auto indices = c_.resolved_feature_layers();
-    int64_t deepest = *std::max_element(indices.begin(), indices.end());
-    std::vector<torch::Tensor> states = {embed(pixel_values)};
-    for (int64_t i = 0; i < deepest; ++i) states.push_back(layers->ptr<nn::VitLayerImpl>(i)->forward(states.back()));
-    std::vector<torch::Tensor> selected;
-    for (int64_t index : indices) {
-      auto s = states[index];
-      selected.push_back(c_.select == "default" ? s.narrow(1, 1, s.size(1) - 1) : s);
-    }
-    return selected.size() == 1 ? selected[0] : torch::cat(selected, -1);
+    std::vector<torch::Tensor> states;
+    return features(pixel_values, *std::max_element(indices.begin(), indices.end()), states);
+  }
+  // CLIPVisionModel's hidden_states: pre-LN embeddings, then every layer's output (no post-LN).
+  torch::Tensor forward_hidden_states(const torch::Tensor& pixel_values, std::vector<torch::Tensor>& states) override {
+    if (c_.pool != "none") return pooled(pixel_values);
+    return features(pixel_values, c_.layers, states);
   }
 
   double flops(int64_t images) const override {
@@ -177,6 +175,20 @@ class VitEncoder : public VisionEncoder {
     for (const auto& layer : *layers) x = layer->as<nn::VitLayerImpl>()->forward(x);
     if (c_.pool == "class") return post_norm(x.select(1, 0)).unsqueeze(1);
     return pool_head(post_norm(x)).unsqueeze(1);
+  }
+
+  // Runs `depth` layers, appending the embeddings and each layer's output to `states` -> the features LLaVA
+  // reads (feature_layers of those states, CLS dropped for select "default"), [N, tokens, hidden x layers].
+  torch::Tensor features(const torch::Tensor& pixel_values, int64_t depth, std::vector<torch::Tensor>& states) {
+    const size_t first = states.size();
+    states.push_back(embed(pixel_values));
+    for (int64_t i = 0; i < depth; ++i) states.push_back(layers->ptr<nn::VitLayerImpl>(i)->forward(states.back()));
+    std::vector<torch::Tensor> selected;
+    for (int64_t index : c_.resolved_feature_layers()) {
+      auto s = states[first + index];
+      selected.push_back(c_.select == "default" ? s.narrow(1, 1, s.size(1) - 1) : s);
+    }
+    return selected.size() == 1 ? selected[0] : torch::cat(selected, -1);
   }
 
   // [N, C, S, S] -> [N, tokens, hidden]: patches, class token, positions, pre-LN.

@@ -10,7 +10,6 @@ from vlmzoo.config.presets import families
 from vlmzoo.families import beit3, blip2, clip, flamingo, fuyu, llava
 from vlmzoo.families.common.bert import BEYOND, convert_bert_as_qformer
 from vlmzoo.families.clip.open_clip import is_open_clip_folder, read_open_clip_folder
-from vlmzoo.families.common.llama import convert_llama
 from vlmzoo.families.parts import Converter, FamilyParts
 
 # Adding a family on the Python side: its folder under families/, and its line here.
@@ -83,13 +82,13 @@ MODEL_TYPE_PROCESSORS: dict[str, str] = {
 
 
 # Layouts read only as a part ({"from": FOLDER} in one slot), never as a whole model: no family lists them.
-PART_CONVERTERS: dict[str, Converter] = {"llama": convert_llama, "bert": convert_bert_as_qformer}
+PART_CONVERTERS: dict[str, Converter] = {"bert": convert_bert_as_qformer}
 # What such a part leaves to the host's initialisation, by model type: slot -> patterns over vlmzoo names.
 PART_LEAVES_TO_INIT: dict[str, dict[str, list[str]]] = BEYOND
 
 
 def part_converter_for(model_type: Any, where: str) -> Converter:
-    """The converter of a folder lending one slot: a whole-model layout, or a part-only one (a Llama)."""
+    """The converter of a folder lending one slot: a whole-model layout (a Llama, a CLIP), or a part-only one (a BERT)."""
     if model_type in PART_CONVERTERS:
         return PART_CONVERTERS[model_type]
     if model_type in HF_CONVERTERS:

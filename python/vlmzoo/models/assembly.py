@@ -60,6 +60,12 @@ def cpp_forward(module: Any, *args: Any) -> Any:
     return module.forward(*args)
 
 
+@torch.compiler.disable
+def cpp_forward_outputs(module: Any, *args: Any) -> Any:
+    # The decoder's full call (hidden states, attentions, inputs_embeds): eager under torch.compile too.
+    return module.forward_outputs(*args)
+
+
 class AssemblyModule(nn.Module):
     """The torch module over one C++ assembly. Subclasses set SLOTS (the slots it has, in order),
     ASSEMBLY (the family data's name for it) and cpp_class (the `vlmzoo._C` class that builds it), and

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from vlmzoo.extension import _C
 from vlmzoo.config.towers import SLOTS
-from vlmzoo.models.assembly import AssemblyModule, OutputFields, cpp_forward
+from vlmzoo.models.assembly import AssemblyModule, OutputFields, cpp_forward, cpp_forward_outputs
 from vlmzoo.models.decoder_blocks import DecoderBlocks
 from vlmzoo.models.image_patches import concatenated_patches
+from vlmzoo.models.transformers_api import TransformersApi
 
 
 def flatten_images(pixel_values: torch.Tensor | None, image_attention_mask: torch.Tensor | None
@@ -34,10 +35,21 @@ def flatten_images(pixel_values: torch.Tensor | None, image_attention_mask: torc
 class ModelOutput(OutputFields):
     """transformers' CausalLMOutput names: `.logits` [batch, tokens, vocab] over every position of
     input_ids, `.loss` when labels were given. Indexing and unpacking follow transformers: the fields
-    that are not None, loss first."""
+    that are not None, loss first.
+
+    With output_hidden_states: `.hidden_states` (the LM's, layers + 1 of [batch, tokens', hidden]: what
+    layer 0 reads, each layer's output, the last after the final norm, as transformers returns them),
+    `.image_hidden_states` [images, visual tokens, hidden] (the visual tokens the LM receives: LLaVA's
+    projected features) and `.vision_hidden_states` (the vision tower's: embeddings, then each layer's
+    output, as CLIPVisionModel / Blip2VisionModel return them; None for towers without layers).
+    With output_attentions: `.attentions`, the LM's attention probabilities per layer [batch, heads, T', T']."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    image_hidden_states: torch.Tensor | None = None
+    vision_hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, fused: bool = True) -> torch.Tensor:
@@ -54,7 +66,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, fused: bool = Tru
     return rows.sum() / (shifted_labels != -100).sum()  # the mean over named tokens (nan if none, as torch)
 
 
-class Model(AssemblyModule):
+class Model(TransformersApi, AssemblyModule):
     """A vision-language model whose blocks and kernels live in C++ (`vlmzoo._C`).
 
     device="meta" builds the shapes only (for counting); initialize=False leaves the weights
@@ -77,7 +89,7 @@ class Model(AssemblyModule):
     # ---- forward and generate
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
@@ -87,7 +99,11 @@ class Model(AssemblyModule):
         image_attention_mask: torch.Tensor | None = None,
         image_patches: Any = None,
         image_patches_indices: torch.Tensor | None = None,
-    ) -> ModelOutput:
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple[torch.Tensor, ...]:
         """input_ids [batch, tokens] (image placeholders where the family's processor puts them),
         pixel_values [images, channels, height, width], attention_mask [batch, tokens];
         InstructBLIP also reads qformer_input_ids / qformer_attention_mask [images, tokens];
@@ -95,14 +111,31 @@ class Model(AssemblyModule):
         see vlmzoo/models/image_patches.py) in place of pixel_values;
         Flamingo / IDEFICS take pixel_values [batch, images, C, H, W] and image_attention_mask
         [batch, tokens, images] (which images each token reads; without it, the latest image token's).
-        Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given."""
+        Returns `.logits` [batch, tokens, vocab] and `.loss` when labels are given.
+        transformers' options: inputs_embeds [batch, tokens, llm hidden] in place of input_ids (image
+        placeholders are the rows equal to the image token's embedding); output_hidden_states,
+        output_attentions (see ModelOutput); return_dict=False gives ModelOutput.to_tuple()."""
         pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
         pixel_values = flatten_images(pixel_values, image_attention_mask)
         self._blocks.sync()  # hooks and replacements made since the last call take effect
-        logits = cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
-                             qformer_input_ids, qformer_attention_mask, image_attention_mask)
+        # ---- transformers' full call (issue 24): the plain call keeps its one C++ entry point
+        extras: dict[str, Any] = {}
+        if input_ids is not None and inputs_embeds is None and not output_hidden_states and not output_attentions:
+            logits = cpp_forward(self._module, input_ids, pixel_values, attention_mask, position_ids,
+                                 qformer_input_ids, qformer_attention_mask, image_attention_mask)
+        else:
+            logits, hidden, attentions, vision_hidden, visual = cpp_forward_outputs(
+                self._module, input_ids, pixel_values, attention_mask, position_ids, qformer_input_ids,
+                qformer_attention_mask, image_attention_mask, inputs_embeds, bool(output_hidden_states),
+                bool(output_attentions))
+            if output_hidden_states:
+                extras.update(hidden_states=tuple(hidden), image_hidden_states=visual,
+                              vision_hidden_states=tuple(vision_hidden) or None)
+            if output_attentions:
+                extras["attentions"] = tuple(attentions)
         loss = causal_lm_loss(logits, labels, fused=self.fused) if labels is not None else None
-        return ModelOutput(loss=loss, logits=logits)
+        output = ModelOutput(loss=loss, logits=logits, **extras)
+        return output if return_dict is None or return_dict else output.to_tuple()
 
     def generate(
         self,
@@ -172,6 +205,9 @@ class Model(AssemblyModule):
             raise ValueError("pixel_values and image_patches: pass one of them (both hold the images)")
         if image_patches is None:
             raise ValueError("image_patches_indices: given without image_patches")
+        if input_ids is None:
+            raise ValueError("image_patches: placed by the image tokens of input_ids; with inputs_embeds pass the "
+                             "concatenated patches as pixel_values")
         vision = self._config.get("vision") or {}
         width = vision["patch_size"] ** 2 * vision["channels"] if vision.get("kind") == "patch_linear" else None
         return concatenated_patches(input_ids, image_patches, image_patches_indices, self.image_token_id, width)

@@ -92,7 +92,8 @@ def llama_text_config(llm: Mapping[str, Any]) -> dict[str, Any]:
 
 def convert_llama(hf_config: dict[str, Any], hf_tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """A text-only LlamaForCausalLM / LlamaModel folder: (vlmzoo config whose llm slot is the Llama, tensors
-    under vlmzoo names, unknown names). Read as a part ({"from": FOLDER} in an llm slot), not a whole model."""
+    under vlmzoo names, unknown names). Loads as a whole text-only model (vision "none", family llava), as plain
+    OPT folders do, and lends the llm slot ({"from": FOLDER})."""
     config = {"name": hf_config.get("_name_or_path") or "llama", "family": "llava", "vision": {"kind": "none"},
               "abstractor": {"kind": "identity"}, "fusion": {"kind": "splice", "image_token_id": -1},
               "llm": llama_llm_config(hf_config, hf_config, where="config.json")}

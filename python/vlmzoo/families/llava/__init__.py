@@ -1,4 +1,5 @@
-"""LLaVA (CLIP or SigLIP vision + projector + Llama): Hugging Face layout both ways, processor."""
+"""LLaVA (CLIP or SigLIP vision + projector + Llama), and Llama alone: Hugging Face layout both ways, processor."""
+from vlmzoo.families.common.llama import convert_llama
 from vlmzoo.families.llava.convert import convert_llava, llava_config, llava_state_dict
 from vlmzoo.families.llava.export import llava_hf_config, llava_hf_state_dict, save_llava_for_transformers
 from vlmzoo.families.llava.processor import LlavaProcessor
@@ -6,7 +7,7 @@ from vlmzoo.families.llava.processor_export import save_llava_processor_for_tran
 from vlmzoo.families.parts import FamilyParts
 
 FAMILY = FamilyParts(
-    "llava", converters={"llava": convert_llava}, exporter=save_llava_for_transformers,
+    "llava", converters={"llava": convert_llava, "llama": convert_llama}, exporter=save_llava_for_transformers,
     processors={"LlavaProcessor": LlavaProcessor.from_pretrained}, model_type_processors={"llava": "LlavaProcessor"},
     processor_exporter=save_llava_processor_for_transformers)
 
