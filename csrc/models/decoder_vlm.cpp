@@ -176,9 +176,9 @@ torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx, V
     if (states && i == 0) out->hidden_states.push_back(x);  // what layer 0 reads (after a cross-attention block)
     if (out && request.attentions) {
       nn::AttentionCapture capture(&out->attentions);  // the LM layer's own attention only
-      x = run_layer(i, x, ctx);
+      x = forward_layer(i, x, ctx);
     } else {
-      x = run_layer(i, x, ctx);
+      x = forward_layer(i, x, ctx);
     }
     if (states) out->hidden_states.push_back(x);
   }
@@ -187,7 +187,7 @@ torch::Tensor DecoderVlmImpl::run_layers(torch::Tensor x, DecoderContext& ctx, V
   return x;
 }
 
-torch::Tensor DecoderVlmImpl::run_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) {
+torch::Tensor DecoderVlmImpl::forward_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) {
   if (!overrides.layers.empty() && overrides.layers[index]) return overrides.layers[index](index, x, ctx);
   if (!checkpointing() || ctx.self_caches) return llm->layer(index, x, ctx);
   auto children = llm->named_children();

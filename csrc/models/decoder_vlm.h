@@ -135,7 +135,9 @@ class DecoderVlmImpl : public torch::nn::Module {
   // out: when given, the hidden states and attentions `request` asks for are appended to it.
   torch::Tensor run_layers(torch::Tensor x, DecoderContext& ctx, VlmOutputs* out = nullptr,
                            const OutputRequest& request = {});
-  torch::Tensor run_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx);
+  // Layer `index` inside a forward: a Python override when one is installed, else the C++ layer
+  // (recomputed in backward under gradient checkpointing).
+  torch::Tensor forward_layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx);
   bool checkpointing() const {
     return gradient_checkpointing_ && is_training() && torch::GradMode::is_enabled();
   }
