@@ -27,3 +27,13 @@ def test_the_readme_python_runs_as_written(tmp_path):
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_readme_prompts_use_only_words_of_the_built_in_vocabulary():
+    from vlmzoo.data import make_task
+
+    tokenizer = make_task("shapes", n_train=0, n_val=0, n_test=0).tokenizer
+    prompts = re.findall(r'text="([^"]*)"', "\n".join(python_blocks((ROOT / "README.md").read_text())))
+    assert prompts
+    for prompt in prompts:
+        assert tokenizer.covers(prompt), (prompt, [w for w in prompt.split() if not tokenizer.covers(w)])
