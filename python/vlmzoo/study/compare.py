@@ -387,9 +387,11 @@ def compare(
     points = pd.DataFrame([p for r in results for p in r.get("points", [])],
                           columns=["task", "model", "seed", "step", "gflops", "accuracy", "examples"])
     summary = summarize(table)
-    loss_curves = {(r["row"]["task"], r["row"]["model"]): r["curve"] for r in reversed(results)}  # first seed wins
+    loss_curves: dict[tuple[str, str], dict[str, Any]] = {}  # one run per model, its first seed, in run order
+    for r in results:
+        loss_curves.setdefault((r["row"]["task"], r["row"]["model"]), {**r["curve"], "seed": r["row"]["seed"]})
     table.attrs["loss_curves"] = {model if len(tasks) == 1 else f"{task_name}/{model}": curve
-                                  for (task_name, model), curve in reversed(loss_curves.items())}
+                                  for (task_name, model), curve in loss_curves.items()}
     table.attrs["task"] = ", ".join(tasks)
     table.attrs["seeds"] = seed_list
     table.attrs["runs_trained"], table.attrs["runs_reused"] = len(todo), reused
