@@ -32,6 +32,7 @@ from vlmzoo.training.evaluate import evaluate
 from vlmzoo.training.pretraining import pretraining_flops as tower_pretraining_flops
 from vlmzoo.training.recipes import Recipe, recipe_for
 from vlmzoo.training.rows import train_for_task
+from vlmzoo.training.train import FINAL_LOSS, mean_final_loss
 
 DEFAULT_PRESET = "llava-1.5-micro"
 # The micro LLaVA preset and variants that each differ from it in one slot. Why micro and not tiny: at a
@@ -141,7 +142,7 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         "accuracy": evaluation.accuracy["all"],
         "chance_accuracy": task.chance_accuracy.get("all", float("nan")),
         **{f"accuracy_{k}": v for k, v in evaluation.accuracy.items() if k != "all"},
-        "final_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
+        FINAL_LOSS: mean_final_loss(result.losses),
         "peak_rss_mib": peak,
         "peak_rss_over_baseline_mib": peak - rss_before,
         "curve_eval_s": eval_time[0],

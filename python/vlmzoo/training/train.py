@@ -48,6 +48,15 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+FINAL_LOSS_STEPS = 10
+FINAL_LOSS = f"mean_loss_last_{FINAL_LOSS_STEPS}_steps"  # a result column: the mean, not the last step's loss
+
+
+def mean_final_loss(losses: Sequence[float], steps: int = FINAL_LOSS_STEPS) -> float:
+    """The mean training loss of the last `steps` steps (fewer in a shorter run): steadier than the last loss."""
+    return sum(losses[-steps:]) / len(losses[-steps:]) if losses else float("nan")
+
+
 def trainable_slots(model: Model, trainable: str | Sequence[str] = "family") -> tuple[str, ...]:
     """Slots to train: "family" (the family's usual preset), "all", "projector+llm", or slot names."""
     if isinstance(trainable, str):
