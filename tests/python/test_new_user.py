@@ -138,3 +138,23 @@ def test_a_model_from_a_hugging_face_folder_exports_with_its_processor(hf_llava_
     image = Image.new("RGB", (32, 32), (10, 200, 40))
     expected = vlmzoo.AutoProcessor.from_pretrained(hf_llava_folder)(images=image, text="<image> a cat", return_tensors="pt")
     assert torch.equal(theirs(images=image, text="<image> a cat", return_tensors="pt")["input_ids"], expected["input_ids"])
+
+
+def test_a_blip2_from_a_hugging_face_folder_exports_with_its_processor(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from PIL import Image
+
+    from blip2_fixtures import QUERIES, make_hf_blip2
+    from hf_fixtures import save_hf_blip2_processor
+
+    source = tmp_path / "source"
+    make_hf_blip2(source)
+    save_hf_blip2_processor(source, num_query_tokens=QUERIES)
+    vlmzoo.from_pretrained(source).save_pretrained(tmp_path / "export", format="transformers")
+    theirs = transformers.AutoProcessor.from_pretrained(tmp_path / "export")
+    assert type(theirs).__name__ == "Blip2Processor"
+    image = Image.new("RGB", (40, 40), (10, 200, 40))
+    expected = transformers.AutoProcessor.from_pretrained(source)(images=image, text="a cat", return_tensors="pt")
+    got = theirs(images=image, text="a cat", return_tensors="pt")
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    assert torch.equal(got["pixel_values"], expected["pixel_values"])
