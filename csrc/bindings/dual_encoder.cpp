@@ -41,18 +41,19 @@ void bind_dual_encoder(py::module_& m) {
            },
            py::arg("input_ids"), py::arg("pixel_values"), py::arg("attention_mask") = py::none())
       .def("encode_images",
-           [](DualEncoderImpl& self, const torch::Tensor& pixel_values) {
+           [](DualEncoderImpl& self, const torch::Tensor& pixel_values, bool normalize) {
              py::gil_scoped_release release;
-             return self.encode_images(pixel_values);
+             return self.encode_images(pixel_values, normalize);
            },
-           py::arg("pixel_values"))
+           py::arg("pixel_values"), py::arg("normalize") = true)
       .def("encode_texts",
-           [](DualEncoderImpl& self, const torch::Tensor& input_ids, const std::optional<torch::Tensor>& attention_mask) {
+           [](DualEncoderImpl& self, const torch::Tensor& input_ids, const std::optional<torch::Tensor>& attention_mask,
+              bool normalize) {
              auto mask = or_undefined(attention_mask);
              py::gil_scoped_release release;
-             return self.encode_texts(input_ids, mask);
+             return self.encode_texts(input_ids, mask, normalize);
            },
-           py::arg("input_ids"), py::arg("attention_mask") = py::none())
+           py::arg("input_ids"), py::arg("attention_mask") = py::none(), py::arg("normalize") = true)
       .def("initialize_weights", &DualEncoderImpl::initialize_weights, py::arg("std") = 0.02, py::arg("seed") = -1)
       .def("config_json", [](const DualEncoderImpl& self) { return models::to_json(self.config()).dump(); })
       .def("embed_dim", &DualEncoderImpl::embed_dim)

@@ -53,12 +53,15 @@ void DualEncoderImpl::initialize_weights(double std, int64_t seed) {
   head->initialize_constants();
 }
 
-torch::Tensor DualEncoderImpl::encode_images(const torch::Tensor& pixel_values) {
-  return head->embed_images(vision->forward(pixel_values).select(1, 0));
+torch::Tensor DualEncoderImpl::encode_images(const torch::Tensor& pixel_values, bool normalize) {
+  auto pooled = vision->forward(pixel_values).select(1, 0);
+  return normalize ? head->embed_images(pooled) : head->project_images(pooled);
 }
 
-torch::Tensor DualEncoderImpl::encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
-  return head->embed_texts(llm->encode(input_ids, attention_mask));
+torch::Tensor DualEncoderImpl::encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                            bool normalize) {
+  auto pooled = llm->encode(input_ids, attention_mask);
+  return normalize ? head->embed_texts(pooled) : head->project_texts(pooled);
 }
 
 DualOutputs DualEncoderImpl::score(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,

@@ -23,10 +23,10 @@ class DualEncoderImpl : public torch::nn::Module {
   // options: device (meta to count) and dtype; initialize: draw initial weights (false before a load).
   DualEncoderImpl(ModelConfig config, const torch::TensorOptions& options = {}, bool initialize = true);
 
-  // pixel_values [N, C, H, W] -> image_embeds [N, E]
-  torch::Tensor encode_images(const torch::Tensor& pixel_values);
-  // input_ids [B, T], attention_mask [B, T] or undefined -> text_embeds [B, E]
-  torch::Tensor encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+  // pixel_values [N, C, H, W] -> image_embeds [N, E]: unit-norm, or the bare projections (normalize false)
+  torch::Tensor encode_images(const torch::Tensor& pixel_values, bool normalize = true);
+  // input_ids [B, T], attention_mask [B, T] or undefined -> text_embeds [B, E] (normalize as above)
+  torch::Tensor encode_texts(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, bool normalize = true);
   // Every image against every text. (Not named forward: torch's bind_module would bind it as is.)
   DualOutputs score(const torch::Tensor& input_ids, const torch::Tensor& pixel_values,
                       const torch::Tensor& attention_mask);

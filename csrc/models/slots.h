@@ -214,9 +214,14 @@ class SimilarityHead : public Head {
     return {};
   }
   virtual int64_t embed_dim() const = 0;
-  // pooled: [N, vision width] / [B, text width] -> unit-norm embeddings [N|B, embed_dim].
-  virtual torch::Tensor embed_images(const torch::Tensor& pooled) = 0;
-  virtual torch::Tensor embed_texts(const torch::Tensor& pooled) = 0;
+  // pooled: [N, vision width] / [B, text width] -> projections [N|B, embed_dim], not normalised
+  // (transformers' get_image_features / get_text_features).
+  virtual torch::Tensor project_images(const torch::Tensor& pooled) = 0;
+  virtual torch::Tensor project_texts(const torch::Tensor& pooled) = 0;
+  // The same, L2-normalised: the embeddings the logits compare.
+  torch::Tensor embed_images(const torch::Tensor& pooled) { return unit_norm(project_images(pooled)); }
+  torch::Tensor embed_texts(const torch::Tensor& pooled) { return unit_norm(project_texts(pooled)); }
+  static torch::Tensor unit_norm(const torch::Tensor& x) { return x / x.norm(2, -1, true); }
   // text_embeds [B, E], image_embeds [N, E] -> logits_per_text [B, N].
   virtual torch::Tensor logits_per_text(const torch::Tensor& text_embeds, const torch::Tensor& image_embeds) = 0;
   // The temperature (and bias) start at the reference's constants, not at a random draw.

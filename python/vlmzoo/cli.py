@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from rich.table import Table
 
+from vlmzoo.config.paths import folder_problem, looks_like_path, why_missing
 from vlmzoo.config.presets import presets
-from vlmzoo.config.towers import TOWERS, tower
+from vlmzoo.config.towers import DEFAULT_PRETRAIN_BUDGET, TOWERS, tower
 from vlmzoo.data import SAMPLE_IMAGE_NAMES, TASKS
 from vlmzoo.data.tasks import CAPTION_QUESTION
 from vlmzoo.families import AutoProcessor, LlavaProcessor, from_pretrained, load_image_file
@@ -100,7 +101,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def _load_for_generate(target: str):
     """(model, processor) for a checkpoint folder (Hugging Face, or vlmzoo's with its word tokenizer)
     or a preset/JSON config (random weights, the built-in shapes vocabulary)."""
-    path = Path(target)
+    path = Path(target).expanduser()
+    if not path.exists() and looks_like_path(target):
+        raise FileNotFoundError(f"MODEL {target!r} is neither a checkpoint folder nor a JSON config: it does not "
+                                f"exist: {why_missing(path)}")
+    if path.is_file() and path.suffix != ".json":
+        raise FileNotFoundError(folder_problem(path, "MODEL"))
     model = from_pretrained(path) if path.is_dir() else build(target)
     processor = AutoProcessor.from_pretrained(target)
     image_token_id = getattr(processor, "image_token_id", None)
@@ -134,7 +140,17 @@ def _prompt_text(processor, prompt: str) -> str:
     return f"{image_token}\n{prompt}" if isinstance(processor, LlavaProcessor) else prompt
 
 
+def _sampling(args: argparse.Namespace) -> dict:
+    """generate's sampling options: greedy unless --do-sample or a sampling option is given."""
+    options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p))
+               if v is not None}
+    if not (args.do_sample or options):
+        return {}
+    return {"do_sample": True, "seed": args.seed, **options}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)  # a preset's random weights too: the same command, the same answer
     model, processor = _load_for_generate(args.model)
     if args.quantize:
         model.quantize(args.quantize)
@@ -158,7 +174,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                else {"pixel_values": inputs["pixel_values"].to(model.dtype)}),
             attention_mask=inputs["attention_mask"], max_new_tokens=args.max_new_tokens,
             eos_token_id=eos, pad_token_id=pad, no_repeat_ngram_size=args.no_repeat_ngram_size,
-            repetition_penalty=args.repetition_penalty,
+            repetition_penalty=args.repetition_penalty, **_sampling(args),
             # InstructBLIP's processor also tokenizes the instruction for the Q-Former.
             **{k: inputs[k] for k in ("qformer_input_ids", "qformer_attention_mask") if k in inputs},
         )
@@ -237,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--tower", choices=sorted(TOWERS), default=None,
                           help="pretrain a named tower (what a slot {\"from\": NAME} loads) instead")
     pretrain.add_argument("--task", choices=sorted(TASKS), default="shapes")
-    pretrain.add_argument("--budget", default="150", help="optimizer steps (default 150)")
+    pretrain.add_argument("--budget", default=DEFAULT_PRETRAIN_BUDGET,
+                          help=f"optimizer steps (default {DEFAULT_PRETRAIN_BUDGET}, as vlmzoo.pretrain's)")
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--no-cache", action="store_true", help="train without reading or writing the cache")
     pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -253,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
                           help="no n-gram of N tokens occurs twice (transformers' no_repeat_ngram_size)")
     generate.add_argument("--repetition-penalty", type=float, default=1.0, metavar="P")
+    generate.add_argument("--do-sample", action="store_true",
+                          help="sample the next token instead of the greedy pick (implied by the three options below)")
+    generate.add_argument("--temperature", type=float, default=None, metavar="T", help="sampling temperature (1.0)")
+    generate.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens")
+    generate.add_argument("--top-p", type=float, default=None, metavar="P",
+                          help="sample among the likeliest tokens whose probabilities sum to P")
+    generate.add_argument("--seed", type=int, default=0, help="the seed of sampling and of a preset's random weights (the same seed, the same answer)")
     generate.add_argument("--quantize", choices=("bf16", "int8"), default=None,
                           help="linear layers in bf16 storage or int8 (vlmzoo/quantize.py) before generating")
     generate.set_defaults(run=cmd_generate)

@@ -195,3 +195,41 @@ def test_compare_takes_the_default_budget_the_full_study_its_own_and_an_explicit
     with pytest.raises(SystemExit):
         main(["compare", "--quiet", *flags])
     assert seen["budget"] == budget
+
+
+def test_generate_samples_with_temperature_top_k_top_p_and_a_seed(capsys, monkeypatch):
+    import vlmzoo.models.model
+
+    seen = []
+    generate = vlmzoo.models.model.Model.generate
+    monkeypatch.setattr(vlmzoo.models.model.Model, "generate",
+                        lambda self, **kw: seen.append(kw) or generate(self, **kw))
+    answers = []
+    for seed in (3, 3):
+        assert main(["generate", "llava-1.5-micro", "--max-new-tokens", "4", "--temperature", "1.5", "--top-k", "20",
+                     "--top-p", "0.9", "--seed", str(seed)]) == 0
+        answers.append([line for line in capsys.readouterr().out.splitlines() if line.startswith("token ids:")])
+    assert answers[0] == answers[1]  # the same seed, the same sample
+    assert {k: seen[0][k] for k in ("do_sample", "temperature", "top_k", "top_p", "seed")} == dict(
+        do_sample=True, temperature=1.5, top_k=20, top_p=0.9, seed=3)
+    assert main(["generate", "llava-1.5-micro", "--max-new-tokens", "2"]) == 0
+    assert "do_sample" not in seen[-1]  # greedy by default
+
+
+def test_pretrain_has_one_default_budget_in_the_command_and_in_python():
+    import inspect
+
+    from vlmzoo.cli import build_parser
+    from vlmzoo.training.pretraining import pretrain
+
+    parsed = build_parser().parse_args(["pretrain"])
+    assert str(parsed.budget) == str(inspect.signature(pretrain).parameters["budget"].default)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "configs/tiny/lava.json"], "does not exist: the folder"),
+    (["generate", "./no/such/folder"], "does not exist: the folder"),
+])
+def test_a_missing_path_is_not_called_an_unknown_preset(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2 and message in result.stderr and "unknown preset" not in result.stderr

@@ -109,7 +109,14 @@ def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):
                                                           "accuracy_per_kind", "loss_curves")}
     for name in figures:
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
-    assert len(pd.read_csv(tmp_path / "loss_curves.csv")) == 4
+    curves = pd.read_csv(tmp_path / "loss_curves.csv")
+    assert len(curves) == 4
+    # The loss column says it is a mean over the last steps (both steps here), not the last step's loss.
+    assert "final_loss" not in table.columns
+    for model, group in curves.groupby("model"):
+        row = table[table["model"] == model].iloc[0]
+        assert row["mean_loss_last_10_steps"] == pytest.approx(group["loss"].mean())
+        assert (group["seed"] == row["seed"]).all()
     assert len(pd.read_csv(tmp_path / "summary.csv")) == 2
     assert len(pd.read_csv(tmp_path / "learning_curves.csv")) == 2  # one point per run: the end
     assert "## Task `shapes`" in (tmp_path / "report.md").read_text()

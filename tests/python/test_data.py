@@ -68,6 +68,12 @@ def test_unknown_words_encode_to_unk():
     assert tok.encode("red banana") == [5, tok.unk_id]
 
 
+def test_decode_shows_unknown_words_and_ids_past_the_vocabulary_as_unk():
+    tok = WordTokenizer(["red"])
+    assert tok.decode(tok.encode("red banana")) == "red <unk>"
+    assert tok.decode([5, 99]) == "red <unk>"  # a head rounded up past the vocabulary
+
+
 def test_decode_skips_special_tokens_unless_asked_not_to():
     tok = WordTokenizer(["yes"])
     ids = [tok.pad_id, tok.bos_id, tok.image_id, 5, tok.eos_id]

@@ -197,3 +197,31 @@ def test_loss_gradients_match_transformers(which, clip, siglip):
     assert set(expected) == set(own)
     worst = max((own[n].grad - g.reshape(own[n].shape)).abs().max().item() for n, g in expected.items())
     assert worst <= 1e-4, worst
+
+
+def _features(output):
+    # transformers 5 returns the projections as .pooler_output of a model output; 4.x as a tensor.
+    return getattr(output, "pooler_output", output)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+@pytest.mark.parametrize("which", ["clip", "siglip"])
+def test_get_features_are_the_unnormalised_projections_as_in_transformers(which, fused, clip, siglip):
+    folder, reference = clip if which == "clip" else siglip
+    model = vlmzoo.from_pretrained(folder)
+    model.fused = fused
+    ids, mask = text_batch(EOS)
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected_images = _features(reference.get_image_features(pixel_values=pixels))
+        expected_texts = _features(reference.get_text_features(input_ids=ids, attention_mask=mask))
+        images = model.get_image_features(pixels)
+        texts = model.get_text_features(ids, mask)
+        unit_images = model.get_image_features(pixels, normalize=True)
+        embeds = model(input_ids=ids, pixel_values=pixels, attention_mask=mask)
+    assert not torch.allclose(expected_images.norm(dim=-1), torch.ones(2), atol=1e-3)  # unnormalised there
+    assert (images - expected_images).abs().max().item() <= 1e-4
+    assert (texts - expected_texts).abs().max().item() <= 1e-4
+    # normalize=True gives the unit-norm embeddings the logits compare (the output's image_embeds).
+    assert (unit_images - embeds.image_embeds).abs().max().item() <= 1e-5
+    assert (unit_images - images / images.norm(dim=-1, keepdim=True)).abs().max().item() <= 1e-5

@@ -100,3 +100,20 @@ def test_comparison_figures_render_to_png():
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
         assert buffer.getvalue()[:4] == b"\x89PNG"
+
+
+def test_loss_curves_keep_each_model_s_colour_name_the_task_and_say_the_seed():
+    # Curves arrive in another order than the table's models: each keeps the colour the other figures give it.
+    curves = {f"model-{i}": {"gflops": list(np.linspace(1, 480, 30)), "loss": list(noisy_decay(30, i)[1]), "seed": 3}
+              for i in (2, 0, 1)}
+    figures = comparison_figures(table([16, 64, 64], [480.0, 481.0, 482.0], [0.5, 0.5, 0.6]), curves, "digits")
+    ax = figures["loss_curves"].axes[0]
+    scatter = figures["accuracy_vs_visual_tokens"].axes[0]
+    colour_of = {c.get_label(): tuple(c.get_facecolor()[0][:3]) for c in scatter.collections if c.get_label()}
+    from matplotlib.colors import to_rgb
+
+    lines = {line.get_label(): to_rgb(line.get_color()) for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {f"model-{i} (seed 3)" for i in range(3)}
+    for i in range(3):
+        assert lines[f"model-{i} (seed 3)"] == pytest.approx(colour_of[f"model-{i}"])
+    assert "digits" in ax.get_title()

@@ -47,11 +47,11 @@ class ContrastiveHead : public SimilarityHead {
 
   int64_t embed_dim() const override { return c_.projection ? c_.dim : vision_width_; }
 
-  torch::Tensor embed_images(const torch::Tensor& pooled) override {
-    return normalize(c_.projection ? visual_projection(pooled) : pooled);
+  torch::Tensor project_images(const torch::Tensor& pooled) override {
+    return c_.projection ? visual_projection(pooled) : pooled;
   }
-  torch::Tensor embed_texts(const torch::Tensor& pooled) override {
-    return normalize(c_.projection ? text_projection(pooled) : pooled);
+  torch::Tensor project_texts(const torch::Tensor& pooled) override {
+    return c_.projection ? text_projection(pooled) : pooled;
   }
 
   torch::Tensor logits_per_text(const torch::Tensor& text_embeds, const torch::Tensor& image_embeds) override {
@@ -77,8 +77,6 @@ class ContrastiveHead : public SimilarityHead {
 
  private:
   // x / ||x||_2 over the last dimension, as the reference (no epsilon).
-  static torch::Tensor normalize(const torch::Tensor& x) { return x / x.norm(2, -1, true); }
-
   ContrastiveConfig c_;
   int64_t vision_width_, text_width_;
 };

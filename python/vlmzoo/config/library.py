@@ -3,10 +3,12 @@ the plain pieces `vlmzoo.config.presets.resolve_config` builds on."""
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from vlmzoo.config.paths import looks_like_path, why_missing
 from vlmzoo.extension import _C
 from vlmzoo.data.tokenizer import WordTokenizer
 
@@ -44,12 +46,19 @@ def load_config(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     files = _preset_files()
     if isinstance(config, str) and config in files:
         return json.loads(files[config].read_text())
-    path = Path(config)
-    if path.suffix == ".json" or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    path = Path(config).expanduser()
+    if path.is_file():
         return json.loads(path.read_text())
-    raise ValueError(f"unknown preset {config!r}; presets are: {', '.join(sorted(files))}")
+    if path.is_dir():
+        raise ValueError(f"config {str(config)!r} is a folder; a config is a preset name, a JSON file or a dict "
+                         "(a checkpoint folder loads with vlmzoo.from_pretrained; vlmzoo.info reads it too)")
+    if not isinstance(config, str) or looks_like_path(config):
+        raise FileNotFoundError(f"config file {str(config)!r} does not exist: {why_missing(path)} "
+                                "(a config is a preset name, a JSON file or a dict)")
+    close = difflib.get_close_matches(config, list(files), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise ValueError(f"unknown preset {config!r} (and no file of that name here); {hint}presets are: "
+                     f"{', '.join(sorted(files))}")
 
 
 def merge_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from vlmzoo.config.paths import folder_problem
 from vlmzoo.config.towers import FROM, READ_FIELDS, SLOTS, TOWERS, tower, tower_slot_config
 
 REVISION = "revision"
@@ -44,7 +45,7 @@ def locate(source: Any, revision: str | None = None, where: str = FROM) -> tuple
     if path.is_dir():
         return path, None
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
-        raise FileNotFoundError(f"{where}: checkpoint folder {source!r} does not exist")
+        raise FileNotFoundError(f"{where}: {folder_problem(path)}")
     if not HUB_ID.match(source):
         raise ValueError(f"{where}: unknown tower {source!r}; towers: {', '.join(sorted(TOWERS))} (a source may also "
                          "be a checkpoint folder or a Hugging Face Hub id owner/name)")

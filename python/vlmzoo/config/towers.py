@@ -54,6 +54,9 @@ class Tower:
         return f"vlmzoo pretrain --tower {self.name}"
 
 
+# vlmzoo.pretrain's and `vlmzoo pretrain`'s budget when none is given: the dual-encoder towers' below.
+DEFAULT_PRETRAIN_BUDGET = 150
+
 # Budgets: clip-tiny-shapes costs 5.7 TFLOPs (half of compare's default training budget; held-out
 # recall@1/@5 text->image 2.0%/15.4% on 500 pairs, chance 0.2%/1%), lm-tiny-shapes 4.6 TFLOPs (held-out
 # loss 0.66, perplexity 1.93). Their time on an idle 2-core machine is not measured yet: on the shared
@@ -122,7 +125,7 @@ def pretraining_config(config: Any, task_name: str) -> dict[str, Any]:
     return check_config(merge_overrides(resolved, overrides))
 
 
-def pretrain_spec(config: Any, task: str = "shapes", budget: int | str = 300, seed: int = 0,
+def pretrain_spec(config: Any, task: str = "shapes", budget: int | str = DEFAULT_PRETRAIN_BUDGET, seed: int = 0,
                   task_sizes: Mapping[str, int] | None = None, image_size: int = 64) -> dict[str, Any]:
     """Everything that decides a pretraining's result, as the cache key hashes it."""
     if task not in TASKS:

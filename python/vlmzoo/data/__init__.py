@@ -3,7 +3,7 @@ from .batching import IGNORE_INDEX, build_prompt, collate
 from .example import Example
 from .preprocess import CLIP_MEAN, CLIP_STD, NORMALIZATIONS, SIGLIP_MEAN, SIGLIP_STD, images_to_tensor
 from .sample_images import SAMPLE_IMAGE_NAMES, sample_image, sample_images
-from .tasks import CAPTION_QUESTION, SPLITS, TASKS, Task, TaskSpec, make_task
+from .tasks import CAPTION_QUESTION, SPLITS, TASKS, Task, TaskSpec, as_task, make_task
 from .tokenizer import SPECIAL_TOKENS, WordTokenizer, split_words
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Task",
     "TaskSpec",
     "WordTokenizer",
+    "as_task",
     "build_prompt",
     "collate",
     "images_to_tensor",

@@ -14,7 +14,7 @@ from .preprocess import CLIP_MEAN, CLIP_STD
 from .scenes import SHAPE_VOCABULARY, caption_scene, make_shape_examples
 from .tokenizer import WordTokenizer, split_words
 
-__all__ = ["TASKS", "Task", "TaskSpec", "make_task", "build_prompt", "CAPTION_QUESTION", "SPLITS"]
+__all__ = ["TASKS", "Task", "TaskSpec", "as_task", "make_task", "build_prompt", "CAPTION_QUESTION", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 # The instruction of caption examples (alignment pre-training, LLaVA stage-1 style).
@@ -189,3 +189,17 @@ def make_task(
     ]
     tokenizer = WordTokenizer([*spec.vocabulary, *split_words(CAPTION_QUESTION)])
     return Task(name, image_size, tokenizer, splits)
+
+
+def as_task(task: "str | Task", where: str = "task") -> Task:
+    """`task` itself, or the built-in task of that name generated as make_task does by default (seed 0):
+    every function that takes a task takes its name too, and the same name gives the same data."""
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        if task not in TASKS:
+            raise ValueError(f"{where}: unknown task {task!r}; built-in tasks are {', '.join(sorted(TASKS))} "
+                             "(or pass a vlmzoo.data.Task)")
+        return make_task(task)
+    raise TypeError(f"{where}: expected a task name ({', '.join(sorted(TASKS))}) or a vlmzoo.data.Task, "
+                    f"got {type(task).__name__}")

@@ -82,10 +82,11 @@ class WordTokenizer:
         return [self._token_to_id.get(t, self.unk_id) for t in split_words(text)]
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        """Space-joined tokens of `ids`; special tokens (including <unk>) dropped when skip_special."""
+        """Space-joined tokens of `ids`; skip_special drops <pad>, <bos>, <eos> and <image> but never <unk>
+        (an unknown word or an id past the vocabulary stays visible rather than vanishing)."""
         tokens = (self.id_to_token(int(i)) for i in ids)
         if skip_special:
-            tokens = (t for t in tokens if t not in SPECIAL_TOKENS)
+            tokens = (t for t in tokens if t not in SPECIAL_TOKENS or t == UNK_TOKEN)
         return " ".join(tokens)
 
     def to_dict(self) -> dict:

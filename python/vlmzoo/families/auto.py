@@ -50,4 +50,6 @@ class AutoProcessor:
             raise FileNotFoundError(f"{path}: no {PROCESSOR_CONFIG}, {PREPROCESSOR_CONFIG}, config.json or {VLMZOO_CONFIG}")
         if name not in PROCESSOR_CLASSES:
             raise ValueError(f"{where}: processor {name!r} is not supported; supported: {', '.join(PROCESSOR_CLASSES)}")
-        return PROCESSOR_CLASSES[name](path)
+        processor = PROCESSOR_CLASSES[name](path)
+        processor.source_folder = path
+        return processor

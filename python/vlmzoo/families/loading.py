@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
+from vlmzoo.config.paths import folder_problem
 from vlmzoo.config.sources import HUB_ID
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG, read_json_object, read_safetensors_folder
+from vlmzoo.families.config_fields import explain_layer_mismatch
 from vlmzoo.families.registry import converter_for, folder_layout, folder_loader
 from vlmzoo.models.validate import check_finite
 from vlmzoo.models.model import Model
@@ -26,17 +28,22 @@ def _load_hf(folder: Path, dtype: torch.dtype | None) -> Model:
     # Named as the file names them, before conversion renames, splits or fuses them.
     check_finite(tensors, f"{folder}: checkpoint tensors hold")
     config, mapped, unknown = convert(hf_config, tensors)
-    return _load_converted(config, mapped, unknown, dtype, f"Hugging Face {model_type}")
+    return _load_converted(config, mapped, unknown, dtype, f"Hugging Face {model_type}", hf_config,
+                           str(folder / "config.json"))
 
 
 def _load_converted(config: dict, mapped: dict[str, torch.Tensor], unknown: list[str], dtype: torch.dtype | None,
-                    what: str) -> Model:
-    """The model of a converted checkpoint, every weight checked (missing, unexpected) before any is copied."""
+                    what: str, hf_config: dict | None = None, config_path: str = "config.json") -> Model:
+    """The model of a converted checkpoint, every weight checked (missing, unexpected) before any is copied;
+    a layer count that differs from the weights' is said as such (and a misspelled config field named)."""
     model = Model(config, dtype=dtype, initialize=False)
     own = dict(model.named_parameters())
     missing = sorted(set(own) - set(mapped))
     unexpected = sorted(unknown + [k for k in mapped if k not in own])
     if missing or unexpected:
+        layers = explain_layer_mismatch(hf_config or {}, own, list(mapped) + unknown, config_path)
+        if layers is not None:
+            raise ValueError(f"{layers} ({len(missing)} weights missing, {len(unexpected)} unexpected)")
         parts = []
         if missing:
             parts.append(f"missing weights ({len(missing)}): {', '.join(missing)}")
@@ -70,7 +77,7 @@ def local_folder(target: str | Path, revision: str | None = None) -> Path:
         return path
     if isinstance(target, str) and HUB_ID.match(target) and not path.exists():
         return download(target, revision)
-    raise FileNotFoundError(f"checkpoint folder {str(path)!r} does not exist")
+    raise FileNotFoundError(folder_problem(path))
 
 
 def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None, revision: str | None = None) -> Model:
@@ -80,6 +87,12 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None, revisi
     (config.json + safetensors, sharded too, or pytorch_model.bin loaded without unpickling code).
     Missing or unexpected weights raise a KeyError naming them; dtype builds the model in that dtype."""
     folder = local_folder(folder, revision)
+    model = _load_folder(folder, dtype)
+    model.processor_source = folder  # save_pretrained(format="transformers") writes this folder's processor too
+    return model
+
+
+def _load_folder(folder: Path, dtype: torch.dtype | None) -> Model:
     if (folder / VLMZOO_CONFIG).is_file():
         model = Model(read_json_object(folder / VLMZOO_CONFIG), dtype=dtype, initialize=False)
         model.load_state_dict(_float_tensors(read_safetensors_folder(folder), model.dtype))

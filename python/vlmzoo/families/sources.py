@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vlmzoo.config.sources import FOLDER_READERS
-from vlmzoo.families.registry import PART_LEAVES_TO_INIT, folder_layout, part_converter_for
+from vlmzoo.families.registry import PART_LEAVES_TO_INIT, folder_layout, folder_loader, part_converter_for
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG, read_json_object, read_safetensors_folder
 
 
@@ -20,6 +20,9 @@ def folder_config(folder: Path) -> dict[str, Any]:
         return read_json_object(folder / VLMZOO_CONFIG)
     if folder_layout(folder) is not None:
         return folder_layout(folder)(folder, with_tensors=False)[0]
+    load = folder_loader(folder)
+    if load is not None:  # torchscale's BEiT-3: only its weights say which head it has, so it is loaded
+        return dict(load(folder).config)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: neither {VLMZOO_CONFIG} nor a Hugging Face config.json")
     hf_config = read_json_object(folder / "config.json")

@@ -82,15 +82,18 @@ class DualEncoderModel(AssemblyModule):
         return DualEncoderOutput(loss=loss, logits_per_image=logits_per_image, logits_per_text=logits_per_text,
                                  text_embeds=text_embeds, image_embeds=image_embeds)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Unit-norm image embeddings [images, embed_dim]."""
+    def get_image_features(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Image embeddings [images, embed_dim]: the projections before L2 normalisation, as transformers'
+        CLIPModel/SiglipModel.get_image_features give them (their `.pooler_output` in transformers 5);
+        normalize=True gives the unit-norm `.image_embeds` the logits compare."""
         self._blocks.sync()
-        return self._module.encode_images(pixel_values)
+        return self._module.encode_images(pixel_values, normalize)
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit-norm text embeddings [texts, embed_dim]."""
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                          normalize: bool = False) -> torch.Tensor:
+        """Text embeddings [texts, embed_dim], unnormalised as transformers gives them (normalize=True: unit norm)."""
         self._blocks.sync()
-        return self._module.encode_texts(input_ids, attention_mask)
+        return self._module.encode_texts(input_ids, attention_mask, normalize)
 
     def _unknown_slot(self, slot: str) -> str:
         return f"unknown slot {slot!r}; a dual encoder's slots are {self.SLOTS}"

@@ -3,10 +3,11 @@ device (shapes, no memory) and each slot reports its own forward FLOPs, so no fo
 here and a 7B or 13B config is described without allocating it."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 from vlmzoo.config.presets import resolve_config
-from vlmzoo.config.sources import source_records
+from vlmzoo.config.sources import FOLDER_READERS, source_records
 from vlmzoo.models.model import Model
 
 # Slots always listed; fusion and head appear only when they hold parameters.
@@ -57,9 +58,18 @@ def visual_tokens_by_image_size(model: Any, sizes=IMAGE_SIZES) -> dict[str, int]
     return tokens if len(set(tokens.values())) > 1 else {}
 
 
-def info(config: str | Mapping[str, Any], text_tokens: int = 64, images: int = 1) -> dict[str, Any]:
+def info(config: str | Path | Mapping[str, Any], text_tokens: int = 64, images: int = 1) -> dict[str, Any]:
     """Parameters (total and per slot), visual tokens per image (and, when they depend on the image,
-    per image size), forward FLOPs and the sources of slots taken from elsewhere ({"from": ...}) of a config."""
+    per image size), forward FLOPs and the sources of slots taken from elsewhere ({"from": ...}) of a
+    config: a preset name, a JSON file, a dict, or a checkpoint folder (vlmzoo's or Hugging Face's,
+    whose config is read as vlmzoo.from_pretrained reads it; its weights are not, but for a torchscale
+    BEiT-3 folder, whose head only its weights tell)."""
+    if isinstance(config, (str, Path)) and Path(config).expanduser().is_dir():
+        if "config" not in FOLDER_READERS:
+            raise RuntimeError("no folder reader registered (import vlmzoo, which registers vlmzoo.families')")
+        folder = Path(config).expanduser()
+        read = FOLDER_READERS["config"](folder)
+        config = {**read, "name": read.get("name") or folder.name}
     resolved = resolve_config(config)
     model = _meta_model(resolved)
     by_size = visual_tokens_by_image_size(model)

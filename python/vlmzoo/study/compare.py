@@ -27,6 +27,7 @@ from vlmzoo.training.evaluate import evaluate
 from vlmzoo.training.pretraining import pretraining_flops as tower_pretraining_flops
 from vlmzoo.training.recipes import Recipe, recipe_for
 from vlmzoo.training.rows import train_for_task
+from vlmzoo.training.train import FINAL_LOSS, mean_final_loss
 
 DEFAULT_PRESET = "llava-1.5-micro"
 # The micro LLaVA preset and variants that each differ from it in one slot. Why micro and not tiny: at a
@@ -141,7 +142,7 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         "accuracy": evaluation.accuracy["all"],
         "chance_accuracy": task.chance_accuracy.get("all", float("nan")),
         **{f"accuracy_{k}": v for k, v in evaluation.accuracy.items() if k != "all"},
-        "final_loss": sum(result.losses[-10:]) / len(result.losses[-10:]),
+        FINAL_LOSS: mean_final_loss(result.losses),
         "peak_rss_mib": peak,
         "peak_rss_over_baseline_mib": peak - rss_before,
         "curve_eval_s": eval_time[0],
@@ -350,9 +351,11 @@ def compare(
     points = pd.DataFrame([p for r in results for p in r.get("points", [])],
                           columns=["task", "model", "seed", "step", "gflops", "accuracy", "examples"])
     summary = summarize(table)
-    loss_curves = {(r["row"]["task"], r["row"]["model"]): r["curve"] for r in reversed(results)}  # first seed wins
+    loss_curves: dict[tuple[str, str], dict[str, Any]] = {}  # one run per model, its first seed, in run order
+    for r in results:
+        loss_curves.setdefault((r["row"]["task"], r["row"]["model"]), {**r["curve"], "seed": r["row"]["seed"]})
     table.attrs["loss_curves"] = {model if len(tasks) == 1 else f"{task_name}/{model}": curve
-                                  for (task_name, model), curve in reversed(loss_curves.items())}
+                                  for (task_name, model), curve in loss_curves.items()}
     table.attrs["task"] = ", ".join(tasks)
     table.attrs["seeds"] = seed_list
     table.attrs["runs_trained"], table.attrs["runs_reused"] = len(todo), reused

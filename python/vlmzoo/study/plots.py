@@ -133,19 +133,26 @@ def accuracy_vs_train_flops(table, title: str = "accuracy vs training compute") 
     return figure
 
 
-def loss_curves_figure(curves: Mapping[str, Mapping[str, list[float]]], x: str = "gflops") -> Figure:
-    """Raw per-step loss (faint) and its moving average (window proportional to the run)."""
+def loss_curves_figure(curves: Mapping[str, Mapping[str, Any]], x: str = "gflops", title: str = "loss curves",
+                       order: Sequence[str] | None = None) -> Figure:
+    """Raw per-step loss (faint) and its moving average (window proportional to the run), one run per model.
+    order: the models in the order the other figures draw them, so each keeps its colour there (C0, C1, ...);
+    a curve's "seed" (one run of each model: the first seed) is named in its legend entry."""
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = figure.add_subplot()
     steps = max((len(c["loss"]) for c in curves.values()), default=0)
     window = smoothing_window(steps)
-    for i, (name, curve) in enumerate(curves.items()):
-        ax.plot(curve[x], curve["loss"], color=f"C{i % 10}", alpha=0.25, linewidth=0.8)
-        ax.plot(curve[x], smooth(curve["loss"], window), color=f"C{i % 10}", label=name)
+    order = list(order or [])
+    order += [name for name in curves if name not in order]
+    for name, curve in curves.items():
+        color = f"C{order.index(name) % 10}"
+        label = f"{name} (seed {curve['seed']})" if "seed" in curve else name
+        ax.plot(curve[x], curve["loss"], color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(curve[x], smooth(curve["loss"], window), color=color, label=label)
     losses = [v for curve in curves.values() for v in curve["loss"]]
     # A log scale spreads a long tail; over a narrow range it only adds odd tick labels.
     ax.set(xlabel="training GFLOPs" if x == "gflops" else x, ylabel="training loss",
-           title=f"loss curves (moving average over {window} steps)" if window > 1 else "loss curves",
+           title=f"{title}\n(moving average over {window} steps)" if window > 1 else title,
            yscale="log" if is_wide(losses) else "linear")
     _plain_ticks(ax.xaxis)
     ax.grid(alpha=0.3)
@@ -159,7 +166,7 @@ def comparison_figures(table, curves: Mapping[str, Mapping[str, list[float]]], t
     return {
         "accuracy_vs_visual_tokens": accuracy_vs_visual_tokens(table, "accuracy vs visual tokens" + suffix),
         "accuracy_vs_train_flops": accuracy_vs_train_flops(table, "accuracy vs training compute" + suffix),
-        "loss_curves": loss_curves_figure(curves),
+        "loss_curves": loss_curves_figure(curves, title="loss curves" + suffix, order=list(table["model"])),
     }
 
 
@@ -223,5 +230,6 @@ def study_figures(summary, points, curves: Mapping[str, Mapping[str, list[float]
         f"accuracy_vs_visual_tokens_{task_name}": accuracy_vs_visual_tokens(summary,
                                                                             "accuracy vs visual tokens" + suffix),
         f"accuracy_per_kind_{task_name}": accuracy_per_kind_figure(summary, chance, "accuracy per question kind" + suffix),
-        f"loss_curves_{task_name}": loss_curves_figure(curves),
+        f"loss_curves_{task_name}": loss_curves_figure(curves, title="loss curves" + suffix,
+                                                       order=list(summary["model"])),
     }

@@ -16,7 +16,7 @@ from vlmzoo.config.budget import parse_budget
 from vlmzoo.models.multiway_encoder import MultiwayEncoderModel
 from vlmzoo.study.design import image_path, trained_slots
 from vlmzoo.study.measure import _peak_rss_mib, _save_model, curve_steps
-from vlmzoo.training.train import lr_at
+from vlmzoo.training.train import FINAL_LOSS, lr_at, mean_final_loss
 from vlmzoo.training.vqa import answer_set, task_overrides, vqa_batch, vqa_batches
 
 # The learning rate of a BEiT-3 row unless compare is given one (the LLaVA recipes' 1e-3 is not it). Measured
@@ -134,7 +134,7 @@ def train_and_evaluate_vqa(name: str, config: dict[str, Any], task: Any, budget:
         "accuracy": evaluation["accuracy"]["all"],
         "chance_accuracy": task.chance_accuracy.get("all", float("nan")),
         **{f"accuracy_{k}": v for k, v in evaluation["accuracy"].items() if k != "all"},
-        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        FINAL_LOSS: mean_final_loss(losses),
         "peak_rss_mib": peak, "peak_rss_over_baseline_mib": peak - rss_before, "curve_eval_s": eval_time,
         "wall_time_s": time.perf_counter() - started, "cpu_time_s": time.process_time() - cpu_started,
     }

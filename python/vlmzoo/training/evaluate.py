@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vlmzoo.data import Task, collate
+from vlmzoo.data import Task, as_task, collate
 from vlmzoo.models.model import Model
 from vlmzoo.training.train import check_model_fits_task, normalization
 
@@ -27,7 +27,7 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(
     model: Model,
-    task: Task,
+    task: str | Task,
     split: str = "test",
     *,
     batch_size: int = 64,
@@ -35,7 +35,9 @@ def evaluate(
     progress: bool = False,
 ) -> Evaluation:
     """Greedy-decodes an answer to every question of `split` (left-padded batches) and scores it by
-    exact match of the answer's words (special tokens dropped, stopping at <eos>)."""
+    exact match of the answer's words (special tokens dropped, stopping at <eos>). task: a Task or a
+    built-in task's name (make_task's default data, the same `train` takes for that name)."""
+    task = as_task(task)
     check_model_fits_task(model, task.tokenizer)
     tokenizer = task.tokenizer
     examples = task.examples(split)[:max_examples]

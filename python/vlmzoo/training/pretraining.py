@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vlmzoo.config.towers import (  # noqa: F401  (pretraining_config, pretrain_spec: part of this module's face)
-    PRETRAIN_RECIPES, PRETRAIN_TASK_SIZES, PRETRAIN_VERSION, PretrainRecipe, pretrain_spec,
+    DEFAULT_PRETRAIN_BUDGET, PRETRAIN_RECIPES, PRETRAIN_TASK_SIZES, PRETRAIN_VERSION, PretrainRecipe, pretrain_spec,
     pretraining_config, tower)
 from vlmzoo.config.presets import load_config
 from vlmzoo.config.sources import is_tower, origins
@@ -31,7 +31,7 @@ from vlmzoo.models.initialize import init_weights
 from vlmzoo.models.model import build
 from vlmzoo.models.towers import tower_entry
 from vlmzoo.storage.cache import cached
-from vlmzoo.training.train import _param_groups, lr_at
+from vlmzoo.training.train import FINAL_LOSS, _param_groups, lr_at, mean_final_loss
 
 RECIPES = PRETRAIN_RECIPES  # the pretraining recipes (data: vlmzoo.config.towers)
 
@@ -196,7 +196,8 @@ def _pretrain_language(model, task: Task, steps: int, recipe: PretrainRecipe, se
     return losses, metrics, per_example
 
 
-def pretrain(config: str | Mapping[str, Any] = "clip-tiny", task: str = "shapes", budget: int | str = 300,
+def pretrain(config: str | Mapping[str, Any] = "clip-tiny", task: str = "shapes",
+             budget: int | str = DEFAULT_PRETRAIN_BUDGET,
              seed: int = 0, *, task_sizes: Mapping[str, int] | None = None, image_size: int = 64,
              cache: bool = True, progress: bool = True) -> PretrainResult:
     """Pretrains `config` on the built-in `task` for `budget` optimizer steps, or reads it from the cache.
@@ -218,7 +219,7 @@ def pretrain(config: str | Mapping[str, Any] = "clip-tiny", task: str = "shapes"
         losses, metrics, per_example = train(model, data, steps, recipe, seed, progress)
         record = {"objective": objective, "metrics": metrics, "steps": steps, "batch_size": recipe.batch_size,
                   "flops_per_example": per_example, "pretraining_flops": per_example * recipe.batch_size * steps,
-                  "final_loss": sum(losses[-10:]) / len(losses[-10:]), "wall_time_s": time.perf_counter() - started}
+                  FINAL_LOSS: mean_final_loss(losses), "wall_time_s": time.perf_counter() - started}
         return record, dict(model.state_dict())
 
     if cache:

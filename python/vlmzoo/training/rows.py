@@ -10,7 +10,7 @@ import torch
 
 from vlmzoo.config.presets import load_config, merge_overrides, resolve_config, task_overrides
 from vlmzoo.config.sources import HUB_ID, REVISION, is_tower, origins
-from vlmzoo.data import Task
+from vlmzoo.data import Task, as_task
 from vlmzoo.families.loading import local_folder
 from vlmzoo.models.initialize import init_weights
 from vlmzoo.models.model import Model
@@ -42,10 +42,11 @@ def fetch_sources(config: Mapping[str, Any]) -> None:
             local_folder(source, config[slot].get(REVISION))
 
 
-def model_for_task(config: str | Mapping[str, Any], task: Task, recipe: str | Recipe | None = None, seed: int = 0,
+def model_for_task(config: str | Mapping[str, Any], task: str | Task, recipe: str | Recipe | None = None, seed: int = 0,
                    name: str | None = None, init_std: float | None = None) -> Model:
     """`config` built to speak the task's tokenizer, initialised as the recipe says (or N(0, init_std))
-    from `seed`: the first half of a compare row; `train` is the second."""
+    from `seed`: the first half of a compare row; `train` is the second. task: a Task or a built-in task's name."""
+    task = as_task(task)
     ensure_towers(config)
     resolved = resolve_config(config)
     std = init_std if init_std is not None else recipe_for(resolved, recipe).init_std
@@ -57,11 +58,12 @@ def model_for_task(config: str | Mapping[str, Any], task: Task, recipe: str | Re
     return model
 
 
-def train_for_task(config: str | Mapping[str, Any], task: Task, budget: int | str, recipe: str | Recipe | None = None,
+def train_for_task(config: str | Mapping[str, Any], task: str | Task, budget: int | str, recipe: str | Recipe | None = None,
                    seed: int = 0, name: str | None = None, init_std: float | None = None,
                    **options: Any) -> tuple[Model, TrainResult]:
     """Builds, initialises and trains one model exactly as a `compare` row does; `options` override
     the recipe (lr=, batch_size=, trainable=, caption_fraction=) or go to `train` (progress=, desc=)."""
+    task = as_task(task)
     model = model_for_task(config, task, recipe, seed, name, init_std)
     result = train(model, task, budget, recipe=recipe, seed=seed, **options)
     return model, result

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from vlmzoo.config.budget import parse_budget
 from vlmzoo.config.presets import task_overrides  # noqa: F401  (part of this module's face)
-from vlmzoo.data import NORMALIZATIONS, Example, Task, collate
+from vlmzoo.data import NORMALIZATIONS, Example, Task, as_task, collate
 from vlmzoo.data.tokenizer import WordTokenizer
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG, read_safetensors_folder, save_model
 from vlmzoo.models.info import forward_flops
@@ -46,6 +46,15 @@ class TrainResult:
     tokens_per_s: float
     checkpoint: str | None = None  # the last checkpoint written
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+FINAL_LOSS_STEPS = 10
+FINAL_LOSS = f"mean_loss_last_{FINAL_LOSS_STEPS}_steps"  # a result column: the mean, not the last step's loss
+
+
+def mean_final_loss(losses: Sequence[float], steps: int = FINAL_LOSS_STEPS) -> float:
+    """The mean training loss of the last `steps` steps (fewer in a shorter run): steadier than the last loss."""
+    return sum(losses[-steps:]) / len(losses[-steps:]) if losses else float("nan")
 
 
 def trainable_slots(model: Model, trainable: str | Sequence[str] = "family") -> tuple[str, ...]:
@@ -84,18 +93,20 @@ def normalization(config: dict[str, Any]) -> tuple[Sequence[float], Sequence[flo
     return NORMALIZATIONS.get(config["vision"].get("style", "clip"), NORMALIZATIONS["clip"])
 
 
-def mean_text_tokens(task: Task, split: str = "train") -> float:
+def mean_text_tokens(task: str | Task, split: str = "train") -> float:
     """Average non-image tokens of a training row: <bos>, question, answer, <eos>."""
+    task = as_task(task)
     examples = task.examples(split)
     tok = task.tokenizer
     return sum(2 + len(tok.encode(e.question)) + len(tok.encode(e.answer)) for e in examples) / max(1, len(examples))
 
 
-def train_flops_per_example(config: dict[str, Any], task: Task, caption_fraction: float = 0.0,
+def train_flops_per_example(config: dict[str, Any], task: str | Task, caption_fraction: float = 0.0,
                             trainable: Sequence[str] = SLOTS) -> int:
     """FLOPs of one training example: each slot's forward, plus one forward-worth for its weight
     gradients when it trains, plus one for its input gradients when a slot upstream trains (about 3x
     when all train; pixels need no gradient, and a frozen vision tower costs only its forward)."""
+    task = as_task(task)
     text = mean_text_tokens(task, "train")
     if caption_fraction > 0:
         text = (1 - caption_fraction) * text + caption_fraction * mean_text_tokens(task, "captions")
@@ -236,7 +247,7 @@ def latest_checkpoint(path: str | Path) -> Path:
 
 def train(
     model: Model,
-    task: Task,
+    task: str | Task,
     budget: int | str = 300,
     *,
     recipe: str | Recipe | None = None,
@@ -259,6 +270,8 @@ def train(
 ) -> TrainResult:
     """Trains `model` in place on `task`'s train split and returns the loss curve and throughput.
 
+    task: a vlmzoo.data.Task or a built-in task's name ("shapes", "digits": make_task's default data).
+
     recipe: the family's recipe in vlmzoo.recipes ("scratch", the default, is what `compare` uses
       for the random tiny models of the built-in tasks; "stage1" trains LLaVA's projector alone, for
       pretrained towers) or a Recipe. batch_size, lr, weight_decay, warmup (a fraction of the steps),
@@ -278,6 +291,7 @@ def train(
     on_step: called as on_step(model, steps done, total steps) after every optimizer step (e.g. to evaluate
       periodically: `compare`'s learning curves); its time is kept out of the throughput.
     """
+    task = as_task(task)
     check_model_fits_task(model, task.tokenizer)
     explicit = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
                     max_grad_norm=max_grad_norm, caption_fraction=caption_fraction, trainable=trainable)

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from vlmzoo.families.processing.base import Processor, as_text_list, read_chat_template, split_text_kwargs
 from vlmzoo.families.processing.batch_feature import BatchFeature
-from vlmzoo.families.processing.image_processor import PROCESSOR_CONFIG, ImageProcessor
+from vlmzoo.families.processing.image_processor import PREPROCESSOR_CONFIG, PROCESSOR_CONFIG, ImageProcessor
 from vlmzoo.families.processing.tokenizer import load_hf_tokenizer
 
 
@@ -46,6 +46,23 @@ class LlavaProcessor(Processor):
             num_additional_image_tokens=int(options.get("num_additional_image_tokens") or 0),
             image_token=options.get("image_token") or "<image>", chat_template=read_chat_template(folder),
         )
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """The files transformers' AutoProcessor reads as a LlavaProcessor (and vlmzoo's AutoProcessor as
+        this one): the tokenizer's own files, preprocessor_config.json, processor_config.json and the chat
+        template."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(folder))
+        (folder / PREPROCESSOR_CONFIG).write_text(json.dumps(self.image_processor.to_dict(), indent=2) + "\n")
+        (folder / PROCESSOR_CONFIG).write_text(json.dumps({
+            "processor_class": "LlavaProcessor", "patch_size": self.patch_size,
+            "vision_feature_select_strategy": self.vision_feature_select_strategy,
+            "num_additional_image_tokens": self.num_additional_image_tokens, "image_token": self.image_token,
+        }, indent=2) + "\n")
+        if self.chat_template is not None:
+            (folder / "chat_template.jinja").write_text(self.chat_template)
+        return folder
 
     def image_tokens(self, height: int, width: int) -> int:
         """Image tokens for a [3, height, width] pixel_values entry."""

@@ -5,7 +5,6 @@ WordLevel tokenizer that splits and lowercases text exactly as it does."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,6 @@ def _save_word_tokenizer(tokenizer: Any, folder: Path) -> None:
     }, indent=2) + "\n")
 
 
-def _preprocessor_config(image_processor: Any) -> dict[str, Any]:
-    config = asdict(image_processor)
-    config["image_mean"], config["image_std"] = list(config["image_mean"]), list(config["image_std"])
-    config["feature_extractor_type"] = "CLIPFeatureExtractor"  # read by transformers 4.x
-    return config
-
-
 def save_llava_processor_for_transformers(model: Any, folder: str | Path, processor: Any) -> Path:
     """processor: a vlmzoo WordProcessor or LlavaProcessor (from AutoProcessor), or a WordTokenizer."""
     folder = Path(folder)
@@ -57,16 +49,14 @@ def save_llava_processor_for_transformers(model: Any, folder: str | Path, proces
     image_token = "<image>"
     if isinstance(processor, WordTokenizer):
         processor = WordProcessor(model.config, processor)
-    if isinstance(processor, WordProcessor):
-        _save_word_tokenizer(processor.tokenizer.word_tokenizer, folder)
-        image_processor = image_processor_for(model.config)
-    elif isinstance(processor, LlavaProcessor):
-        processor.tokenizer.save_pretrained(str(folder))
-        image_processor, image_token = processor.image_processor, processor.image_token
-    else:
+    if isinstance(processor, LlavaProcessor):
+        return processor.save_pretrained(folder)
+    if not isinstance(processor, WordProcessor):
         raise TypeError(f"processor: expected a vlmzoo WordProcessor, LlavaProcessor or WordTokenizer, "
                         f"got {type(processor).__name__}")
-    (folder / "preprocessor_config.json").write_text(json.dumps(_preprocessor_config(image_processor), indent=2) + "\n")
+    _save_word_tokenizer(processor.tokenizer.word_tokenizer, folder)
+    image_processor = image_processor_for(model.config)
+    (folder / "preprocessor_config.json").write_text(json.dumps(image_processor.to_dict(), indent=2) + "\n")
     (folder / "processor_config.json").write_text(json.dumps({
         "processor_class": "LlavaProcessor",
         "patch_size": vision["patch_size"],

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 from vlmzoo.families.processing.batch_feature import BatchFeature
 from vlmzoo.families.processing.image_inputs import flat_image_list, load_image_file
+
+# The files of a Hugging Face folder that make its processor (tokenizer, image processor, chat template).
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                   "tokenizer.model", "spiece.model", "chat_template.jinja", "chat_template.json")
 
 # Keyword arguments passed on to the tokenizer when a processor is called.
 TEXT_KWARGS = ("padding", "truncation", "max_length", "add_special_tokens", "padding_side",
@@ -65,8 +71,26 @@ class Processor:
         self.tokenizer = tokenizer
         self.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
 
+    # The Hugging Face folder this processor was read from (AutoProcessor sets it): save_pretrained writes its files.
+    source_folder: Path | None = None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(image_processor={self.image_processor!r}, tokenizer={type(self.tokenizer).__name__})"
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Writes the files transformers' AutoProcessor (and vlmzoo's) reads this processor back from: here
+        the processor files of the Hugging Face folder it was read from (LlavaProcessor and WordProcessor
+        write theirs from their fields)."""
+        if self.source_folder is None:
+            raise NotImplementedError(f"{type(self).__name__}.save_pretrained: this processor was not read from a "
+                                      "Hugging Face folder, and writing one from its fields is implemented for "
+                                      "LlavaProcessor and WordProcessor only")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in PROCESSOR_FILES:
+            if (self.source_folder / name).is_file() and (self.source_folder / name).resolve() != (folder / name).resolve():
+                shutil.copyfile(self.source_folder / name, folder / name)
+        return folder
 
     def __call__(self, images: Any = None, text: str | Sequence[str] | None = None, return_tensors: str | None = None,
                  **kwargs: Any) -> BatchFeature:

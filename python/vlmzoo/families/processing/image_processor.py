@@ -8,7 +8,7 @@ then float32 cast, and normalisation in float32; so pixel_values come out identi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from math import ceil
 from pathlib import Path
 from typing import Any, Mapping
@@ -218,6 +218,13 @@ class ImageProcessor:
             if isinstance(config.get("image_processor"), Mapping):
                 return cls.from_dict(config["image_processor"], f"{folder / PROCESSOR_CONFIG}: image_processor")
         raise FileNotFoundError(f"{folder}: no {PREPROCESSOR_CONFIG} and no image_processor in {PROCESSOR_CONFIG}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The preprocessor_config.json dict that from_dict (and transformers' image processor) reads back."""
+        config = asdict(self)
+        config["image_mean"], config["image_std"] = list(config["image_mean"]), list(config["image_std"])
+        config["feature_extractor_type"] = config["image_processor_type"].replace("ImageProcessor", "FeatureExtractor")
+        return config  # (feature_extractor_type: read by transformers 4.x)
 
     def with_options(self, **options: Any) -> "ImageProcessor":
         """A copy with some fields changed (e.g. do_center_crop=False)."""

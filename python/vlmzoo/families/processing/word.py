@@ -76,6 +76,14 @@ class WordProcessor(Processor):
             config = resolve_config(str(target))
         return cls(config, make_task("shapes", n_train=0, n_val=0, n_test=0).tokenizer)
 
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """vlmzoo_tokenizer.json, which from_pretrained reads back beside a vlmzoo checkpoint's config
+        (save_pretrained(format="transformers") of a LLaVA writes the transformers files instead)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / TOKENIZER_FILE).write_text(json.dumps(self.tokenizer.word_tokenizer.to_dict()))
+        return folder
+
     def _row(self, prompt: str, images_left: int) -> tuple[list[int], int]:
         """(ids, images used): <bos> then the text, each <image> expanded; with no placeholder and an
         image left, the image goes first as in training."""
