@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from vlmzoo.study.compare import compare, default_configs  # noqa: E402
 from vlmzoo.study.executors import RayCluster  # noqa: E402
 from vlmzoo.study.executors.ray_cluster import import_ray, local_runtime_env  # noqa: E402
+from vlmzoo.training.train import FINAL_LOSS  # noqa: E402
 
 
 def main() -> None:
@@ -47,11 +48,11 @@ def main() -> None:
     ray.shutdown()
     keys = ["model", "seed", "steps"]
     side = local[keys].copy()
-    for column in ("accuracy", "final_loss"):
+    for column in ("accuracy", FINAL_LOSS):
         side[f"{column} local"], side[f"{column} ray"] = local[column], on_ray[column]
     pd.set_option("display.width", 200)
     print(side.to_string(index=False, float_format=lambda v: f"{v:.6f}"))
-    same = (local[["accuracy", "final_loss"]].to_numpy() == on_ray[["accuracy", "final_loss"]].to_numpy()).all()
+    same = (local[["accuracy", FINAL_LOSS]].to_numpy() == on_ray[["accuracy", FINAL_LOSS]].to_numpy()).all()
     print(f"identical to the digit: {bool(same)}; wall: local pool {local_wall:.1f} s, Ray {ray_wall:.1f} s "
           f"(ratio {ray_wall / local_wall:.2f}; Ray's includes its workers' start, not ray.init); "
           f"load after: {os.getloadavg()}")

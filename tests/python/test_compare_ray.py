@@ -17,6 +17,7 @@ from vlmzoo.cli import main
 from vlmzoo.study.executors import MissingExtraError, RayCluster
 from vlmzoo.study.executors.ray_cluster import local_runtime_env
 from vlmzoo.study.run_store import run_path
+from vlmzoo.training.train import FINAL_LOSS
 
 compare_module = importlib.import_module("vlmzoo.study.compare")
 REAL_TRAIN_AND_EVALUATE = compare_module.train_and_evaluate  # as imported here: a Ray worker sees this one too
@@ -24,7 +25,7 @@ PRESET = "llava-1.5-micro"
 MARKERS = "VLMZOO_TEST_KILL_MARKERS"  # the folder where train_or_die_once counts each run's attempts
 # What decides a run's answers; wall times and memory differ between any two runs.
 SAME = ["task", "model", "seed", "family", "params_total", "params_trainable", "visual_tokens_per_image",
-        "train_gflops", "steps", "accuracy", "final_loss"]
+        "train_gflops", "steps", "accuracy", FINAL_LOSS]
 
 
 def start_ray(markers: Path) -> None:
@@ -82,7 +83,7 @@ def train_or_die_once(name, config, task, budget, seed, *rest):
 def test_ray_gives_the_local_pools_results_to_the_digit(local_and_ray):
     local, on_ray = local_and_ray
     print("\nlocal pool vs Ray (same runs):\n"
-          + pd.concat({"local": local.table[SAME], "ray": on_ray.table[["accuracy", "final_loss"]]}, axis=1)
+          + pd.concat({"local": local.table[SAME], "ray": on_ray.table[["accuracy", FINAL_LOSS]]}, axis=1)
           .to_string())
     assert list(on_ray.table["seed"]) == [0, 1]
     pd.testing.assert_frame_equal(on_ray.table[SAME], local.table[SAME], check_exact=True)

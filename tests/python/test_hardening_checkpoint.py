@@ -267,9 +267,11 @@ def make_hf(model_type, folder):
     from flamingo_fixtures import make_hf_idefics
     from hf_fixtures import make_hf_llava
     from test_dual_encoder_parity import make_hf_clip, make_hf_siglip
+    from test_llama_text_only import make_hf_llama
 
     {"llava": lambda: make_hf_llava(folder, seed=3), "blip-2": lambda: make_hf_blip2(folder),
      "instructblip": lambda: make_hf_blip2(folder, text="llama", instruct=True), "opt": lambda: make_hf_opt(folder),
+     "llama": lambda: make_hf_llama(folder),
      "clip": lambda: make_hf_clip(folder), "siglip": lambda: make_hf_siglip(folder),
      "fuyu": lambda: make_hf_fuyu(folder),
      "idefics": lambda: make_hf_idefics(folder)}[model_type]()
@@ -281,7 +283,7 @@ def test_every_hugging_face_converter_is_covered_below():
     assert sorted(HF_CONVERTERS) == sorted(HF_MODEL_TYPES)
 
 
-HF_MODEL_TYPES = ["llava", "blip-2", "instructblip", "opt", "clip", "siglip", "fuyu", "idefics"]
+HF_MODEL_TYPES = ["llava", "blip-2", "instructblip", "opt", "llama", "clip", "siglip", "fuyu", "idefics"]
 
 
 @pytest.mark.parametrize("model_type", HF_MODEL_TYPES)
