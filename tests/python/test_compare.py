@@ -70,7 +70,7 @@ def test_the_default_set_holds_one_micro_preset_of_every_other_family_and_full_a
     assert others == {"blip2": "blip2-opt-micro", "flamingo": "flamingo-micro", "fuyu": "fuyu-micro",
                       "beit3": "beit3-micro"}
     assert {image_path(c) for c in default_configs()} == {
-        "visual tokens in the sequence", "cross-attention", "patches in the sequence", "joint encoder"}
+        "visual tokens", "cross-attention", "raw patches", "joint encoder"}
     full = [c["name"] for c in default_configs(full=True)]
     assert full[: len(default_configs())] == [c["name"] for c in default_configs()]
     assert {"llava-1.5-tiny", "blip2-opt-tiny"} <= set(full)

@@ -16,7 +16,7 @@ compare_module = importlib.import_module("vlmzoo.study.compare")
 
 def per_seed_rows(accuracies: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame([
-        {"task": "shapes", "model": model, "seed": seed, "family": "llava", "image_path": "visual tokens in the sequence",
+        {"task": "shapes", "model": model, "seed": seed, "family": "llava", "image_path": "visual tokens",
          "trained": "abstractor+llm", "visual_tokens_per_image": 64,
          "train_gflops": 10.0, "pretrain_gflops": 0.0, "steps": 5, "chance_accuracy": 0.4, "accuracy": a,
          "accuracy_count": a / 2, "wall_time_s": 1.0 + seed}
@@ -55,7 +55,7 @@ def test_report_names_ahead_and_inseparable_pairs(tmp_path):
         "**a** ahead of **b**", "")
     assert "c vs b" in inseparable
     assert "![learning_curves_shapes](learning_curves_shapes.png)" in text
-    assert "| a | visual tokens in the sequence | abstractor+llm | 64 | 10 | 0 | 5 | 3 | 70.0 ± 1.0 | 69.0-71.0 | 40.0 |" in text
+    assert "| a | visual tokens | abstractor+llm | 64 | 10 | 0 | 5 | 3 | 70.0 ± 1.0 | 69.0-71.0 | 40.0 |" in text
 
 
 def test_curve_steps_are_evenly_spaced_and_end_at_the_last_step():

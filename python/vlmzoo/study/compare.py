@@ -51,7 +51,7 @@ FULL_OTHER_PRESETS = ["llava-1.5-tiny", "blip2-opt-tiny"]
 # The default run: 8 models x DEFAULT_SEEDS seeds on one task, two 1-thread workers; `--full` runs FULL_TASKS
 # with FULL_SEEDS and FULL_OTHER_PRESETS at FULL_BUDGET. The default budget is the lever that keeps the run
 # under 10 minutes on 2 idle cores with all five families in it, the CLIP tower's pretraining (5.7 TFLOPs, once,
-# cached after) included: at 3.5e12 FLOPs a model the 24 runs take ~21 minutes on a 2-core AMD EPYC (2026-12-06:
+# cached after) included: at 3.5e12 FLOPs a model the 24 runs would take ~21 minutes (estimated) on a 2-core AMD EPYC (2026-12-06:
 # llava-micro 81 s a run, flamingo-micro, fuyu-micro and beit3-micro 1.5-1.9x that), so 1e12 (236 steps of 32 for
 # the micro LLaVA). What the smaller budget does to each row against 3.5e12 is in bench/RESULTS.md.
 DEFAULT_TASK = "shapes"
@@ -64,13 +64,13 @@ DEFAULT_CURVE_POINTS, DEFAULT_CURVE_EXAMPLES = 4, 48
 # The local pool's DEFAULT_WORKERS (two 1-thread worker processes on 2 cores, bench/compare_workers.py) lives
 # in vlmzoo/study/executors/local.py.
 # The training recipe (slots, lr, captions, init, batch size) lives in vlmzoo.recipes: `train` reads the same one.
-# Columns the printed table shows, with their headers.
+# Columns the printed table shows, with their headers (a terminal's width: costs such as parameter counts,
+# throughput and peak memory are in summary.csv and report.md).
 TABLE_COLUMNS = {
-    "model": "model", "family": "family", "image_path": "sees the image by", "trained": "trained",
-    "params_total": "params", "params_trainable": "trainable",
+    "model": "model", "image_path": "sees the image by", "trained": "trained",
     "visual_tokens_per_image": "vis tok/img", "train_gflops": "train GFLOPs", "pretrain_gflops": "pretrain GFLOPs",
-    "steps": "steps", "train_examples_per_s": "ex/s", "seeds": "seeds", "accuracy": "accuracy",
-    "accuracy_min": "range", "chance_accuracy": "chance", "peak_rss_mib": "peak RSS MiB", "wall_time_s": "wall s",
+    "steps": "steps", "seeds": "seeds", "accuracy": "accuracy", "accuracy_min": "range", "chance_accuracy": "chance",
+    "wall_time_s": "wall s",
 }
 
 

@@ -10,19 +10,19 @@ from vlmzoo.config.towers import SLOTS
 
 def image_path(config: Mapping[str, Any]) -> str:
     """How the image reaches the text: "joint encoder" (BEiT-3's multiway layers see both), "cross-attention"
-    (Flamingo: gated blocks read the visual tokens, which never enter the sequence), "patches in the sequence"
-    (Fuyu: no encoder, projected patches spliced in), "visual tokens in the sequence" (LLaVA, BLIP-2: an
-    encoder, an abstractor, spliced in), "separate towers" (CLIP/SigLIP)."""
+    (Flamingo: gated blocks read the visual tokens, which never enter the sequence), "raw patches"
+    (Fuyu: no encoder, projected patches spliced into the sequence), "visual tokens" (LLaVA, BLIP-2: an
+    encoder and an abstractor, their tokens spliced into the sequence), "two towers" (CLIP/SigLIP)."""
     assembly = assembly_of(dict(config))
     if assembly == "multiway_encoder":
         return "joint encoder"
     if assembly == "dual_encoder":
-        return "separate towers"
+        return "two towers"
     if config.get("fusion", {}).get("kind") == "cross_attention":
         return "cross-attention"
     if config.get("vision", {}).get("kind") == "patch_linear":
-        return "patches in the sequence"
-    return "visual tokens in the sequence"
+        return "raw patches"
+    return "visual tokens"
 
 
 def trained_slots(parameter_names: Iterable[str], trainable: Iterable[str] = SLOTS) -> str:
