@@ -7,12 +7,6 @@
 
 namespace vlmzoo::nn {
 
-namespace {
-std::optional<torch::Tensor> optional(const torch::Tensor& t) {
-  return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
-}
-}  // namespace
-
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps, bool fused) {
   return fused ? ops::rms_norm(x, weight, eps) : ops::reference_rms_norm(x, weight, eps);
 }

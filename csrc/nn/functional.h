@@ -5,10 +5,16 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
 namespace vlmzoo::nn {
+
+// An undefined tensor (a block without bias) as the std::nullopt the ops take.
+inline std::optional<torch::Tensor> optional(const torch::Tensor& t) {
+  return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
+}
 
 // Shared by all blocks of one model, so a model switches kernels in one place.
 struct KernelPolicy {

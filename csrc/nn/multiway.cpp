@@ -7,12 +7,6 @@
 
 namespace vlmzoo::nn {
 
-namespace {
-std::optional<torch::Tensor> optional(const torch::Tensor& t) {
-  return t.defined() ? std::optional<torch::Tensor>(t) : std::nullopt;
-}
-}  // namespace
-
 MultiwayLinearImpl::MultiwayLinearImpl(int64_t in, int64_t out, bool bias, KernelPolicyPtr policy,
                                        const torch::TensorOptions& options)
     : policy_(std::move(policy)) {
