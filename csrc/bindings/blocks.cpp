@@ -3,6 +3,8 @@
 // generate (vlmzoo/models/blocks.py decides when). Thin: the logic is models/decoder_blocks.cpp's.
 #include <torch/extension.h>
 
+#include "bindings/or_undefined.h"
+
 #include "models/decoder_vlm.h"
 #include "nn/linear.h"
 
@@ -14,7 +16,6 @@ using vlmzoo::models::DecoderContext;
 using vlmzoo::models::DecoderVlmImpl;
 
 namespace {
-torch::Tensor or_undefined(const std::optional<torch::Tensor>& t) { return t ? *t : torch::Tensor(); }
 
 // A Python callable held by C++: released with the GIL, whichever thread drops the last reference.
 std::shared_ptr<py::object> hold(py::object fn) {

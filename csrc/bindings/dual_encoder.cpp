@@ -3,6 +3,8 @@
 #include <torch/extension.h>
 #include <torch/python.h>
 
+#include "bindings/or_undefined.h"
+
 #include "models/assembly.h"
 
 namespace py = pybind11;
@@ -17,7 +19,6 @@ torch::ScalarType dtype_named(const std::string& name) {
   if (name == "float16") return torch::kFloat16;
   throw std::invalid_argument("dtype: \"" + name + "\" is not one of float32, float64, bfloat16, float16");
 }
-torch::Tensor or_undefined(const std::optional<torch::Tensor>& t) { return t ? *t : torch::Tensor(); }
 }  // namespace
 
 void bind_dual_encoder(py::module_& m) {

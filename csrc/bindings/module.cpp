@@ -2,6 +2,8 @@
 #include <torch/extension.h>
 #include <torch/python.h>
 
+#include "bindings/or_undefined.h"
+
 #include "config/families.h"
 #include "models/assembly.h"
 
@@ -12,7 +14,6 @@ using vlmzoo::models::GenerateOptions;
 using vlmzoo::models::VlmInputs;
 
 namespace {
-torch::Tensor or_undefined(const std::optional<torch::Tensor>& t) { return t ? *t : torch::Tensor(); }
 
 torch::ScalarType dtype_named(const std::string& name) {
   if (name == "float32") return torch::kFloat32;
