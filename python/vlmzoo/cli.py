@@ -25,6 +25,7 @@ from vlmzoo.study.compare import (DEFAULT_BUDGET, DEFAULT_CURVE_POINTS, DEFAULT_
                                   DEFAULT_TASK_SIZES, FULL_BUDGET, FULL_SEEDS, FULL_TASKS, default_configs,
                                   wide_console)
 from vlmzoo.study.executors import DEFAULT_WORKERS, EXECUTORS, MissingExtraError
+from vlmzoo.training.precision import PRECISIONS
 from vlmzoo.training.pretraining import pretrain
 from vlmzoo.training.recipes import DEFAULT_RECIPE, RECIPES
 from vlmzoo.training.rows import build
@@ -73,7 +74,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     budget = args.budget or (FULL_BUDGET if args.full else DEFAULT_BUDGET)
     comparison = study.compare(configs, task=list(FULL_TASKS) if args.full else args.task, budget=budget,
                                out=args.out, seed=args.seed, seeds=seeds, task_sizes=sizes, recipe=args.recipe,
-                               batch_size=args.batch_size, trainable=args.trainable, curve_points=args.curve_points,
+                               batch_size=args.batch_size, trainable=args.trainable, precision=args.precision,
+                               curve_points=args.curve_points,
                                count_pretraining=args.count_pretraining, resume=args.resume, workers=args.workers,
                                threads=args.threads, executor=args.executor, address=args.address,
                                progress=not args.quiet)
@@ -237,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                               f"own, {DEFAULT_RECIPE!r} or 'pretrained' when its vision slot comes from a tower)")
     compare.add_argument("--trainable", default=None,
                          help="override the recipe's trainable slots: projector+llm, all, family, or one slot")
+    compare.add_argument("--precision", choices=PRECISIONS, default="float32",
+                         help="training precision: float32, bf16 (bfloat16 products under CPU autocast, float32 master "
+                              "weights) or auto (bf16 where the CPU has AMX-BF16 or AVX512-BF16); evaluation is float32")
     compare.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size (32)")
     compare.add_argument("--n-train", type=int, default=None,
                          help=f"training questions (default {DEFAULT_TASK_SIZES['n_train']})")

@@ -24,6 +24,7 @@ from vlmzoo.study.report import summarize, write_report
 from vlmzoo.study.run_store import load_run, run_key, run_path, save_run
 from vlmzoo.study.vqa_row import train_and_evaluate_vqa
 from vlmzoo.training.evaluate import evaluate
+from vlmzoo.training.precision import resolve_precision
 from vlmzoo.training.pretraining import pretraining_flops as tower_pretraining_flops
 from vlmzoo.training.recipes import Recipe, recipe_for
 from vlmzoo.training.rows import train_for_task
@@ -130,6 +131,7 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         "seed": seed,
         "family": model.config["family"],
         "recipe": result.extra["recipe"]["name"],
+        "precision": result.extra["precision"],
         "image_path": image_path(model.config),
         "trained": trained_slots((n for n, _ in model.named_parameters()), result.trainable_slots),
         "params_total": model.num_parameters(),
@@ -243,6 +245,7 @@ def compare(
     trainable: str | Sequence[str] | None = None,
     caption_fraction: float | None = None,
     init_std: float | None = None,
+    precision: str = "float32",
     curve_points: int = DEFAULT_CURVE_POINTS,
     curve_examples: int = DEFAULT_CURVE_EXAMPLES,
     count_pretraining: bool = False,
@@ -269,6 +272,8 @@ def compare(
       "pretrained" when its vision slot comes from a tower, else "scratch"), or a vlmzoo.recipes name ("scratch": projector + LLM trained,
       the vision tower at its random init, a quarter captions, re-initialised N(0, 0.02) from the
       seed) or a Recipe; batch_size, lr, trainable, caption_fraction and init_std override it.
+    precision: "float32", "bf16" or "auto" (vlmzoo.training.precision): the training steps' precision, resolved
+      here ("auto": bf16 where this CPU multiplies bfloat16 natively); evaluation is float32 either way.
     curve_points: accuracy is measured on the first `curve_examples` test questions after that many
       evenly spaced steps (equal shares of the training FLOPs; the last is the end of training).
     count_pretraining: charge each model's pretraining FLOPs (vlmzoo.towers.pretraining_flops; 0
@@ -303,6 +308,8 @@ def compare(
     # Explicit options beat the recipe (short-run options included), as they do in `train`.
     options = {k: v for k, v in dict(batch_size=batch_size, lr=lr, trainable=trainable,
                                      caption_fraction=caption_fraction, init_std=init_std).items() if v is not None}
+    if resolve_precision(precision) != "float32":  # float32 runs keep the run keys they always had
+        options["precision"] = resolve_precision(precision)
     sizes = {**DEFAULT_TASK_SIZES, **(task_sizes or {})}
     tasks = {}
     for t in ([task] if isinstance(task, (str, Task)) else list(task)):
@@ -373,7 +380,9 @@ def compare(
                       summary=summary, points=points)
         notes = {"tasks": ", ".join(f"{n} ({len(t.train)} train / {len(t.test)} test questions)"
                                     for n, t in tasks.items()),
-                 "seeds": ", ".join(map(str, seed_list)), "budget": f"{budget} per model"
+                 "seeds": ", ".join(map(str, seed_list)),
+                 "precision": options.get("precision", "float32") + " training, float32 evaluation",
+                 "budget": f"{budget} per model"
                  + (" (pretraining charged)" if count_pretraining else " (training only; pretraining reported beside)"),
                  "learning curves": f"{curve_points} points evenly spaced in training FLOPs, on the first "
                                     f"{curve_examples} test questions",

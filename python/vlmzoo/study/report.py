@@ -20,7 +20,7 @@ from vlmzoo.training.train import FINAL_LOSS
 SPREAD = "sample std over seeds (ddof=1)"
 RULE = "A is ahead of B when mean(A) - mean(B) > std(A) + std(B) (accuracy over seeds, sample std); otherwise not separable"
 # Columns that are the same for every seed of a model (design facts) or averaged (costs).
-_FIRST = ("family", "image_path", "trained", "recipe", "params_total", "params_trainable", "visual_tokens_per_image", "steps", "train_gflops",
+_FIRST = ("family", "image_path", "trained", "recipe", "precision", "params_total", "params_trainable", "visual_tokens_per_image", "steps", "train_gflops",
           "pretrain_gflops", "chance_accuracy")
 _MEAN = ("train_examples_per_s", "peak_rss_mib", "wall_time_s", "cpu_time_s", FINAL_LOSS)
 

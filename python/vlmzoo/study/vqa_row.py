@@ -16,6 +16,7 @@ from vlmzoo.config.budget import parse_budget
 from vlmzoo.models.multiway_encoder import MultiwayEncoderModel
 from vlmzoo.study.design import image_path, trained_slots
 from vlmzoo.study.measure import _peak_rss_mib, _save_model, curve_steps
+from vlmzoo.training.precision import autocast, resolve_precision
 from vlmzoo.training.train import FINAL_LOSS, lr_at, mean_final_loss
 from vlmzoo.training.vqa import answer_set, task_overrides, vqa_batch, vqa_batches
 
@@ -83,6 +84,7 @@ def train_and_evaluate_vqa(name: str, config: dict[str, Any], task: Any, budget:
     model._module.initialize_weights(0.02, seed)
     batch_size = int(options.get("batch_size", recipe.batch_size))
     lr = float(options.get("lr", BEIT3_LR))
+    precision = resolve_precision(options.get("precision", "float32"))
     flops_per_example = train_flops_per_example(model, task)
     steps = parse_budget(budget, flops_per_step=flops_per_example * batch_size)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -102,7 +104,8 @@ def train_and_evaluate_vqa(name: str, config: dict[str, Any], task: Any, budget:
             step = len(losses)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup, recipe.min_lr_ratio)
-            loss = model(**batch).loss
+            with autocast(precision):
+                loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
@@ -125,6 +128,7 @@ def train_and_evaluate_vqa(name: str, config: dict[str, Any], task: Any, budget:
     flops_per_step = flops_per_example * batch_size
     row = {
         "task": task.name, "model": name, "seed": seed, "family": model.config["family"], "recipe": "beit3-vqa-scratch",
+        "precision": precision,
         "image_path": image_path(model.config),
         "trained": trained_slots(n for n, p in model.named_parameters() if p.requires_grad),
         "params_total": model.num_parameters(), "params_trainable": model.num_parameters(trainable_only=True),

@@ -24,6 +24,7 @@ from vlmzoo.models.info import forward_flops
 from vlmzoo.models.model import SLOTS, Model
 from vlmzoo.models.validate import load_into
 from vlmzoo.storage import atomic  # called through the module: a test stands in for one of its writers
+from vlmzoo.training.precision import autocast, resolve_precision
 from vlmzoo.training.recipes import FAMILY_TRAINABLE, Recipe, recipe_for, settle, stage_plan  # noqa: F401  (FAMILY_TRAINABLE: re-exported)
 
 # Named choices for `trainable=`; a from-scratch model needs more than its family's stage-1 preset to learn.
@@ -259,6 +260,7 @@ def train(
     max_grad_norm: float | None = None,
     caption_fraction: float | None = None,
     trainable: str | Sequence[str] | None = None,
+    precision: str = "float32",
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -283,6 +285,9 @@ def train(
       "family" (the family's usual stage-1 freezing), "all", "projector+llm", or slot names.
       caption_fraction: share of each epoch made of the task's template captions (LLaVA-style
       alignment data).
+    precision: "float32", "bf16" (bfloat16 matrix products and attention under CPU autocast, float32 master
+      weights and optimizer state; vlmzoo.training.precision) or "auto" (bf16 where the CPU has AMX-BF16 or
+      AVX512-BF16). The model is evaluated in float32 either way.
       Checkpoints go to checkpoint_dir/step-NNNNNN every `checkpoint_every` steps and at the end;
       resume_from (a checkpoint or such a dir) restores weights, optimizer and step, then trains
       up to the budget (the schedule follows the budget, so keep it to continue the same run).
@@ -293,6 +298,7 @@ def train(
     """
     task = as_task(task)
     check_model_fits_task(model, task.tokenizer)
+    precision = resolve_precision(precision)
     explicit = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
                     max_grad_norm=max_grad_norm, caption_fraction=caption_fraction, trainable=trainable)
 
@@ -306,7 +312,7 @@ def train(
     chosen, total_steps = settle(recipe_for(model.config, recipe), explicit, steps_of)
     if chosen.stages and resume_from is None:  # e.g. LLaVA's align then instruct (vlmzoo.recipes)
         return train_in_stages(model, task, chosen, total_steps, explicit, seed=seed, progress=progress, desc=desc,
-                               on_step=on_step)
+                               on_step=on_step, precision=precision)
     batch_size, lr, weight_decay, warmup = chosen.batch_size, chosen.lr, chosen.weight_decay, chosen.warmup
     min_lr_ratio, max_grad_norm, caption_fraction = chosen.min_lr_ratio, chosen.max_grad_norm, chosen.caption_fraction
     slots = trainable_slots(model, chosen.trainable)
@@ -350,7 +356,8 @@ def train(
         rate = lr_at(step, total_steps, lr, warmup_steps, min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = rate
-        loss = model(**batch).loss
+        with autocast(precision):
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
@@ -387,13 +394,13 @@ def train(
         examples_per_s=examples / wall if wall > 0 else 0.0,
         tokens_per_s=tokens / wall if wall > 0 else 0.0,
         checkpoint=last_checkpoint,
-        extra={"recipe": chosen.as_dict()},
+        extra={"recipe": chosen.as_dict(), "precision": precision},
     )
 
 
 def train_in_stages(model: Model, task: Task, recipe: Recipe, total_steps: int, explicit: Mapping[str, Any],
                     seed: int = 0, progress: bool = True, desc: str | None = None,
-                    on_step: Callable[[Model, int, int], None] | None = None) -> TrainResult:
+                    on_step: Callable[[Model, int, int], None] | None = None, precision: str = "float32") -> TrainResult:
     """Trains the recipe's stages one after the other (each its own schedule) and returns one
     TrainResult: losses of every step, FLOPs summed, the stages listed in extra["stages"]. Options
     the caller gave explicitly apply to every stage. on_step sees the steps of all stages counted
@@ -403,7 +410,7 @@ def train_in_stages(model: Model, task: Task, recipe: Recipe, total_steps: int, 
         # Called only while this stage trains, so `done` holds the steps of the stages before it.
         hook = None if on_step is None else (lambda m, step, _stage_total: on_step(m, done + step, total_steps))
         results.append(train(model, task, steps, recipe=stage, seed=seed, progress=progress, on_step=hook,
-                             desc=f"{desc or model.name} {stage.name}", **{k: v for k, v in explicit.items() if v is not None}))
+                             desc=f"{desc or model.name} {stage.name}", precision=precision, **{k: v for k, v in explicit.items() if v is not None}))
         done += steps
     wall = sum(r.wall_time_s for r in results)
     examples = sum(r.steps * r.batch_size for r in results)
@@ -415,7 +422,7 @@ def train_in_stages(model: Model, task: Task, recipe: Recipe, total_steps: int, 
         batch_size=results[-1].batch_size, flops_per_example=round(flops / max(1, examples)), train_flops=flops,
         wall_time_s=wall, examples_per_s=examples / wall if wall > 0 else 0.0,
         tokens_per_s=sum(r.tokens_per_s * r.wall_time_s for r in results) / wall if wall > 0 else 0.0,
-        extra={"recipe": {**recipe.as_dict(), "name": recipe.name}, "stages": [
+        extra={"recipe": {**recipe.as_dict(), "name": recipe.name}, "precision": precision, "stages": [
             {"name": r.extra["recipe"]["name"], "steps": r.steps, "trainable": list(r.trainable_slots),
              "train_flops": r.train_flops} for r in results]},
     )
