@@ -3,12 +3,17 @@ forward, loss, backward, gradient clipping (1.0) and AdamW, the vision tower fro
 compare recipe (projector + LLM train).
 
     python bench/train_vs_transformers.py [--cases llava-1.5-tiny:32,llava-1.5-small:4] [--threads 1,2]
-                               [--baseline /path/to/another/checkout/python]
+                               [--baseline /path/to/another/checkout/python] [--lora]
 
 vlmzoo runs the step `vlmzoo.train` runs (its optimizer and the model's loss); transformers runs
 LlavaForConditionalGeneration (sdpa attention) with its Trainer's default optimizer on this torch
 (AdamW, fused=True since torch 2.8). --baseline adds a vlmzoo loaded from another checkout
 (e.g. main's python/ folder), to show before/after in the same run.
+
+--lora: the LoRA step instead. PEFT's get_peft_model with the same LoraConfig on both sides (LORA: r 8,
+alpha 16, dropout 0.05 on the LM's seven projections of every layer; vlmzoo.train(lora={})'s defaults), the LM's
+weights frozen, the projector trained fully, the vision tower frozen. The adapters' B starts at zero,
+so the first losses still agree.
 
 Each implementation lives in a process of its own (the worker harness of llava_vs_transformers.py);
 their steps are interleaved, one process at a time, so a slow spell of the machine hits all alike.
@@ -30,6 +35,8 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+LM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA = dict(r=8, lora_alpha=16, lora_dropout=0.05)
 TEXT_TOKENS = 22  # about the built-in tasks' mean text length (question + answer + <bos>/<eos>)
 
 
@@ -64,7 +71,16 @@ def decay_groups(named_parameters, weight_decay: float = 0.0) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build(impl: str, folder: str, case: str):
+def with_lora(model, lm_prefix: str):
+    """PEFT's LoRA (LORA) on the Linears named LM_PROJECTIONS under `lm_prefix`, every base weight frozen."""
+    import peft
+
+    model.requires_grad_(False)
+    pattern = rf"{lm_prefix}\.layers\.\d+\..*\.({'|'.join(LM_PROJECTIONS)})"
+    return peft.get_peft_model(model, peft.LoraConfig(target_modules=pattern, **LORA))
+
+
+def build(impl: str, folder: str, case: str, lora: bool = False):
     """(step function, batch) for one implementation; the step returns the loss."""
     if impl.startswith("vlmzoo"):
         import importlib
@@ -76,6 +92,10 @@ def build(impl: str, folder: str, case: str):
         model = vlmzoo.from_pretrained(folder)
         for slot in vlmzoo.models.model.SLOTS:
             model.requires_grad_(slot in ("abstractor", "llm"), slot)
+        if lora:
+            with_lora(model, "llm")
+            model.requires_grad_(True, "abstractor")
+            model.requires_grad_(False, "vision")
         groups = vtrain._param_groups(model, 0.0)
         make = getattr(vtrain, "make_optimizer", None)  # absent in checkouts before it
         optimizer = make(groups, lr=1e-3) if make else torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95))
@@ -87,6 +107,9 @@ def build(impl: str, folder: str, case: str):
 
         model = load_hf(folder, "sdpa")
         model.model.vision_tower.requires_grad_(False)
+        if lora:
+            model = with_lora(model, "model.language_model")
+            model.base_model.model.model.multi_modal_projector.requires_grad_(True)
         optimizer = torch.optim.AdamW(decay_groups(model.named_parameters()), lr=1e-3, betas=(0.9, 0.95),
                                       fused=True)
         import vlmzoo
@@ -108,7 +131,7 @@ def build(impl: str, folder: str, case: str):
     return step, config, visual
 
 
-def worker(conn, impl: str, folder: str, case: str, batch: int, python_path: str | None) -> None:
+def worker(conn, impl: str, folder: str, case: str, batch: int, python_path: str | None, lora: bool = False) -> None:
     """One implementation in its own process: ("step", threads) -> (seconds, loss); ("reset_peak",) /
     ("peak",) -> MB; ("stop",)."""
     if python_path:
@@ -116,7 +139,7 @@ def worker(conn, impl: str, folder: str, case: str, batch: int, python_path: str
     sys.path.insert(0, HERE)
     from llava_vs_transformers import serve
 
-    step, config, visual = build(impl, folder, case)
+    step, config, visual = build(impl, folder, case, lora)
     x = batch_for(config, batch, visual)
     conn.send("ready")
 
@@ -129,7 +152,8 @@ def worker(conn, impl: str, folder: str, case: str, batch: int, python_path: str
     serve(conn, run)
 
 
-def measure_case(case: str, batch: int, impls: dict[str, str | None], threads: list[int], repeats: int) -> list[dict]:
+def measure_case(case: str, batch: int, impls: dict[str, str | None], threads: list[int], repeats: int,
+                 lora: bool = False) -> list[dict]:
     sys.path.insert(0, HERE)
     import vlmzoo
     from llava_vs_transformers import hf_llava_for
@@ -142,7 +166,7 @@ def measure_case(case: str, batch: int, impls: dict[str, str | None], threads: l
         pipes, processes = {}, []
         for impl, path in impls.items():
             parent, child = context.Pipe()
-            process = context.Process(target=worker, args=(child, impl, folder, case, batch, path))
+            process = context.Process(target=worker, args=(child, impl, folder, case, batch, path, lora))
             process.start()
             pipes[impl], processes = parent, processes + [process]
         for impl in impls:
@@ -176,6 +200,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=None, help="python/ folder of another vlmzoo checkout")
     parser.add_argument("--results", default=None, help="append the table to this markdown file")
+    parser.add_argument("--lora", action="store_true", help="the LoRA step: PEFT on both, same LoraConfig")
     args = parser.parse_args()
     impls: dict[str, str | None] = {"vlmzoo": None}
     if args.baseline:
@@ -185,11 +210,14 @@ def main() -> None:
     rows = []
     for item in args.cases.split(","):
         case, batch = item.split(":")
-        rows += measure_case(case, int(batch), impls, threads, args.repeats)
+        rows += measure_case(case, int(batch), impls, threads, args.repeats, args.lora)
 
     from llava_vs_transformers import commit
 
-    lines = ["### Training step (float32, forward + backward + clip + AdamW, vision frozen)", "",
+    what = (f"LoRA training step (float32, PEFT {LORA} on the LM's {len(LM_PROJECTIONS)} projections, projector "
+            "trained, LM and vision frozen)" if args.lora else "Training step (float32, forward + backward + clip + "
+            "AdamW, vision frozen)")
+    lines = [f"### {what}", "",
              f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {datetime.date.today()}, "
              f"commit {commit()}, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} at the end", "",
              "| preset | batch | threads | impl | step ms | first loss | peak MB | vlmzoo speed-up |",

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--task", choices=sorted(TASKS), default=DEFAULT_TASK)
     compare.add_argument("--full", action="store_true",
                          help=f"the whole study: tasks {', '.join(FULL_TASKS)}, {FULL_SEEDS} seeds (unless --seeds) and, "
-                              "without CONFIGs, the tiny presets beside the default set")
+                              "without CONFIGs, the tiny presets and llava-micro/lora (its LM trained with LoRA) beside the default set")
     compare.add_argument("--seeds", type=int, default=None,
                          help=f"seeds per model: --seed, --seed+1, ... (default {DEFAULT_SEEDS}; {FULL_SEEDS} with --full)")
     compare.add_argument("--curve-points", type=int, default=DEFAULT_CURVE_POINTS,

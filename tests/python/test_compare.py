@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vlmzoo
-from vlmzoo.study.compare import DEFAULT_PRESET, TABLE_COLUMNS, compare, default_configs
+from vlmzoo.study.compare import DEFAULT_PRESET, FULL_TRAINING_VARIANTS, TABLE_COLUMNS, compare, default_configs
 from vlmzoo.study.design import image_path, trained_slots
 from vlmzoo.data import make_task
 from vlmzoo.training.evaluate import evaluate
@@ -90,6 +90,29 @@ def test_the_micro_presets_share_one_language_model_size():
 def test_a_row_names_how_the_model_sees_the_image_and_the_slots_that_held_trained_weights():
     assert trained_slots(["vision.w", "abstractor.w", "llm.w"], ("abstractor", "fusion", "llm")) == "abstractor+llm"
     assert trained_slots(["vision.w"], ("llm",)) == "none"
+    assert trained_slots(["abstractor.w", "llm.w"], ("abstractor", "llm"), lora=True) == "abstractor+llm (LoRA)"
+
+
+def test_the_full_set_adds_the_micro_llava_with_its_lm_trained_by_lora_not_the_default_set():
+    assert "llava-micro/lora" in FULL_TRAINING_VARIANTS
+    assert "llava-micro/lora" not in [c["name"] for c in default_configs()]
+    lora = next(c for c in default_configs(full=True) if c["name"] == "llava-micro/lora")
+    assert lora == {**vlmzoo.resolve_config(DEFAULT_PRESET), "name": "llava-micro/lora"}  # the same model
+
+
+def test_the_lora_row_trains_the_same_model_with_lora_at_the_same_flops(task):
+    configs = [c for c in default_configs(full=True) if c["name"] in ("llava-micro", "llava-micro/lora")]
+    comparison = compare(configs, task=task, budget="3e9flops", seeds=1, batch_size=4, curve_points=0,
+                         progress=False, print_table=False, isolate=False)
+    rows = comparison.table.set_index("model")
+    full, lora = rows.loc["llava-micro"], rows.loc["llava-micro/lora"]
+    assert (full["trained"], lora["trained"]) == ("abstractor+llm", "abstractor+llm (LoRA)")
+    assert "+lora" in lora["recipe"] and "+lora" not in full["recipe"]
+    assert lora["params_total"] == full["params_total"]  # the adapters are merged: the same model
+    assert lora["params_trainable"] < full["params_trainable"]
+    # equal FLOPs: a LoRA step is cheaper, so it takes more of them; both stay within the budget
+    assert lora["steps"] > full["steps"] and max(lora["train_gflops"], full["train_gflops"]) <= 3
+    assert comparison.recipes["llava-micro/lora"].lora == {}
 
 
 def test_compare_runs_end_to_end_and_writes_csv_and_png(task, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -49,6 +50,11 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
 DEFAULT_OTHER_PRESETS = ["blip2-opt-micro", "flamingo-micro", "fuyu-micro", "beit3-micro"]
 # `--full` adds the tiny presets (a 4-layer, 256-wide language model) to show what the budget does to them.
 FULL_OTHER_PRESETS = ["llava-1.5-tiny", "blip2-opt-tiny"]
+# `--full` rows that are the micro LLaVA itself trained another way: {name: recipe options (vlmzoo.recipes.Recipe
+# fields)}. compare gives a config of that name its recipe with these options.
+FULL_TRAINING_VARIANTS: dict[str, dict[str, Any]] = {
+    "llava-micro/lora": {"lora": {}},  # the LM through LoRA adapters (r 8, alpha 16, every projection), same FLOPs
+}
 # The default run: 8 models x DEFAULT_SEEDS seeds on one task, two 1-thread workers; `--full` runs FULL_TASKS
 # with FULL_SEEDS and FULL_OTHER_PRESETS at FULL_BUDGET. The default budget is the lever that keeps the run
 # under 10 minutes on 2 idle cores with all five families in it, the CLIP tower's pretraining (5.7 TFLOPs, once,
@@ -80,7 +86,17 @@ def default_configs(full: bool = False) -> list[dict[str, Any]]:
     presets (with `full`, the tiny presets too), as resolved configs."""
     others = DEFAULT_OTHER_PRESETS + (FULL_OTHER_PRESETS if full else [])
     return ([resolve_config(DEFAULT_PRESET, name=name, **overrides) for name, overrides in DEFAULT_VARIANTS.items()]
-            + [resolve_config(name) for name in others])
+            + [resolve_config(name) for name in others]
+            + [resolve_config(DEFAULT_PRESET, name=name) for name in (FULL_TRAINING_VARIANTS if full else {})])
+
+
+def row_recipe(name: str, recipe: Recipe) -> Recipe:
+    """The recipe a row trains with: `recipe`, with FULL_TRAINING_VARIANTS' options for a row of that name
+    (its name then says so: "scratch+lora")."""
+    options = FULL_TRAINING_VARIANTS.get(name)
+    if not options:
+        return recipe
+    return replace(recipe, name=recipe.name + "".join(f"+{k}" for k in options), **options)
 
 
 def _named_configs(configs: Sequence[str | Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -133,9 +149,12 @@ def train_and_evaluate(name: str, config: dict[str, Any], task: Task, budget: in
         "recipe": result.extra["recipe"]["name"],
         "precision": result.extra["precision"],
         "image_path": image_path(model.config),
-        "trained": trained_slots((n for n, _ in model.named_parameters()), result.trainable_slots),
+        "trained": trained_slots((n for n, _ in model.named_parameters()), result.trainable_slots,
+                                 lora="lora" in result.extra),
         "params_total": model.num_parameters(),
-        "params_trainable": model.num_parameters(trainable_only=True),
+        # LoRA: the adapters (merged into the LM's weights by now) and the slots trained fully
+        "params_trainable": model.num_parameters(trainable_only=True)
+        + result.extra.get("lora", {}).get("adapter_parameters", 0),
         "visual_tokens_per_image": model.visual_tokens_per_image,
         "train_gflops": result.train_flops / 1e9,
         "pretrain_gflops": 0.0,  # set by compare from vlmzoo.towers
@@ -258,11 +277,14 @@ def compare(
     keep_models: bool | str | Path = False,
     progress: bool = True,
     print_table: bool = True,
+    full: bool = False,
 ) -> Comparison:
     """Trains and evaluates every config on the same task(s), data, budget and recipe, once per seed.
 
     configs: preset names, JSON paths or dicts; None compares the micro LLaVA preset with its
-      one-slot variants (linear projector, no pooling, a pretrained CLIP tower) and the micro BLIP-2.
+      one-slot variants (linear projector, no pooling, a pretrained CLIP tower) and the other families' micro
+      presets; with full=True also the tiny presets and FULL_TRAINING_VARIANTS (the micro LLaVA with its LM
+      trained through LoRA, "llava-micro/lora"). A config named as a FULL_TRAINING_VARIANTS row trains that way.
     task: "shapes", "digits", a Task, or a list of them (each is its own study). Tasks named here
       are generated from `data_seed` with DEFAULT_TASK_SIZES (task_sizes overrides): the data is the
       same for every seed; the seed sets the init and the data order.
@@ -295,14 +317,14 @@ def compare(
     learning_curves.csv, loss_curves.csv, configs.json, one PNG per figure and report.md there.
     """
     # Check configs, recipe and budget before generating data, so a typo fails in a second.
-    named = _named_configs(default_configs() if configs is None else list(configs))
+    named = _named_configs(default_configs(full) if configs is None else list(configs))
     parse_budget(budget, flops_per_step=1.0)
     seed_list = _seed_list(seeds, seed)
     if resume and out is None:
         raise ValueError("resume=True needs out= (the folder holding the finished runs)")
     runner = make_executor(executor, workers=workers, threads=threads, isolate=isolate, address=address)
     threads = runner.threads
-    recipes = {name: recipe_for(config, recipe) for name, config in named}  # None: each config's default
+    recipes = {name: row_recipe(name, recipe_for(config, recipe)) for name, config in named}  # None: each config's default
     pretrain = {name: pretraining_flops(config) for name, config in named}
     budgets = {name: _training_budget(name, budget, pretrain[name], count_pretraining) for name, _ in named}
     # Explicit options beat the recipe (short-run options included), as they do in `train`.

@@ -25,9 +25,11 @@ def image_path(config: Mapping[str, Any]) -> str:
     return "visual tokens"
 
 
-def trained_slots(parameter_names: Iterable[str], trainable: Iterable[str] = SLOTS) -> str:
+def trained_slots(parameter_names: Iterable[str], trainable: Iterable[str] = SLOTS, lora: bool = False) -> str:
     """The trained slots that hold parameters, in slot order ("abstractor+llm"): a slot named trainable
-    without weights (LLaVA's splice fusion) trains nothing and is left out."""
+    without weights (LLaVA's splice fusion) trains nothing and is left out. lora: the LM trained through
+    LoRA adapters, its weights frozen ("abstractor+llm (LoRA)")."""
     chosen = set(trainable)
     holding = {name.split(".", 1)[0] for name in parameter_names}
-    return "+".join(slot for slot in SLOTS if slot in chosen and slot in holding) or "none"
+    trained = "+".join(slot for slot in SLOTS if slot in chosen and slot in holding) or "none"
+    return f"{trained} (LoRA)" if lora and "llm" in chosen else trained

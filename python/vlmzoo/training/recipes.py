@@ -40,6 +40,9 @@ class Recipe:
     # change this recipe for the stage), e.g. LLaVA's projector-only alignment on captions, then
     # projector + LLM on the questions. Empty: one stage.
     stages: tuple[tuple[float, tuple[tuple[str, Any], ...]], ...] = ()
+    # Train the LM through LoRA adapters instead of fully: a dict of peft.LoraConfig fields ({} for the
+    # defaults of vlmzoo.training.lora); None trains it fully. `train(lora=...)` overrides it.
+    lora: Mapping[str, Any] | None = None
     why: str = ""  # the measurement or source behind the numbers
 
     def with_options(self, **options: Any) -> "Recipe":

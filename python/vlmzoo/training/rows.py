@@ -62,8 +62,13 @@ def train_for_task(config: str | Mapping[str, Any], task: str | Task, budget: in
                    seed: int = 0, name: str | None = None, init_std: float | None = None,
                    **options: Any) -> tuple[Model, TrainResult]:
     """Builds, initialises and trains one model exactly as a `compare` row does; `options` override
-    the recipe (lr=, batch_size=, trainable=, caption_fraction=) or go to `train` (progress=, desc=)."""
+    the recipe (lr=, batch_size=, trainable=, caption_fraction=) or go to `train` (progress=, desc=, lora=).
+    With LoRA (lora= or the recipe's), the model returned has the adapters merged into its weights
+    (result.extra["lora"] describes them); call `train` itself to keep the peft.PeftModel."""
     task = as_task(task)
     model = model_for_task(config, task, recipe, seed, name, init_std)
     result = train(model, task, budget, recipe=recipe, seed=seed, **options)
+    if result.adapted is not None:
+        model = result.adapted.merge_and_unload()
+        result.adapted = None  # unloaded: the merged model is all there is
     return model, result

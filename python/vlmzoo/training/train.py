@@ -20,11 +20,12 @@ from vlmzoo.config.presets import task_overrides  # noqa: F401  (part of this mo
 from vlmzoo.data import NORMALIZATIONS, Example, Task, as_task, collate
 from vlmzoo.data.tokenizer import WordTokenizer
 from vlmzoo.models.checkpoint import VLMZOO_CONFIG, read_safetensors_folder, save_model
-from vlmzoo.models.info import forward_flops
+from vlmzoo.models.info import forward_flops, visual_tokens_per_image
 from vlmzoo.models.model import SLOTS, Model
 from vlmzoo.models.validate import load_into
 from vlmzoo.storage import atomic  # called through the module: a test stands in for one of its writers
 from vlmzoo.training.precision import autocast, resolve_precision
+from vlmzoo.training.lora import adapt, adapter_parameters, describe, is_adapted, lora_config, set_trainable
 from vlmzoo.training.recipes import FAMILY_TRAINABLE, Recipe, recipe_for, settle, stage_plan  # noqa: F401  (FAMILY_TRAINABLE: re-exported)
 
 # Named choices for `trainable=`; a from-scratch model needs more than its family's stage-1 preset to learn.
@@ -47,6 +48,9 @@ class TrainResult:
     tokens_per_s: float
     checkpoint: str | None = None  # the last checkpoint written
     extra: dict[str, Any] = field(default_factory=dict)
+    # With lora=: the peft.PeftModel around the trained model (adapted.merge_and_unload() merges the adapters
+    # into a plain vlmzoo.Model; adapted.save_pretrained(folder) saves them alone). None otherwise.
+    adapted: Any = None
 
 
 FINAL_LOSS_STEPS = 10
@@ -103,24 +107,42 @@ def mean_text_tokens(task: str | Task, split: str = "train") -> float:
 
 
 def train_flops_per_example(config: dict[str, Any], task: str | Task, caption_fraction: float = 0.0,
-                            trainable: Sequence[str] = SLOTS) -> int:
+                            trainable: Sequence[str] = SLOTS, lora_parameters: int = 0) -> int:
     """FLOPs of one training example: each slot's forward, plus one forward-worth for its weight
     gradients when it trains, plus one for its input gradients when a slot upstream trains (about 3x
-    when all train; pixels need no gradient, and a frozen vision tower costs only its forward)."""
+    when all train; pixels need no gradient, and a frozen vision tower costs only its forward).
+    lora_parameters > 0: the LM trains through LoRA adapters of that many parameters instead (see
+    flops_with_backward), each costing 2 FLOPs per token of the LM's sequence in the forward."""
     task = as_task(task)
     text = mean_text_tokens(task, "train")
     if caption_fraction > 0:
         text = (1 - caption_fraction) * text + caption_fraction * mean_text_tokens(task, "captions")
-    return flops_with_backward(forward_flops(config, text_tokens=round(text), images=1), trainable)
+    adapters = 2 * lora_parameters * lm_sequence_tokens(config, round(text)) if lora_parameters else 0
+    return flops_with_backward(forward_flops(config, text_tokens=round(text), images=1), trainable, adapters)
 
 
-def flops_with_backward(forward: Mapping[str, int], trainable: Sequence[str]) -> int:
+def lm_sequence_tokens(config: Mapping[str, Any], text_tokens: int, images: int = 1) -> int:
+    """Tokens the LM's layers run over: the text, and the visual tokens when the fusion splices them into the
+    sequence (cross-attention keeps them out)."""
+    spliced = config.get("fusion", {}).get("kind") != "cross_attention"
+    return text_tokens + (images * visual_tokens_per_image(dict(config)) if spliced else 0)
+
+
+def flops_with_backward(forward: Mapping[str, int], trainable: Sequence[str], adapter_forward: int = 0) -> int:
     """Training FLOPs from each slot's forward FLOPs (forward_flops): a slot costs its forward, one more for
-    its weight gradients when it trains, one more for its input gradients when a slot upstream trains."""
+    its weight gradients when it trains, one more for its input gradients when a slot upstream trains.
+    adapter_forward > 0 (LoRA, forward FLOPs of the adapters): the LM's weights are frozen, so "llm" in
+    `trainable` buys no weight gradients for them; the LM pays its forward and its input gradients (the
+    adapters inside need them), the adapters their forward, weight and input gradients."""
     total = 0
     for i, slot in enumerate(SLOTS):
         upstream_trains = any(s in trainable for s in SLOTS[:i])
-        total += forward.get(slot, 0) * (1 + (slot in trainable) + upstream_trains)
+        trains = slot in trainable
+        if slot == "llm" and adapter_forward:
+            total += forward.get(slot, 0) * (1 + (trains or upstream_trains))
+            total += adapter_forward * (1 + trains + (trains or upstream_trains))
+        else:
+            total += forward.get(slot, 0) * (1 + trains + upstream_trains)
     return total
 
 
@@ -269,6 +291,7 @@ def train(
     progress: bool = True,
     desc: str | None = None,
     on_step: Callable[[Model, int, int], None] | None = None,
+    lora: Any = None,
 ) -> TrainResult:
     """Trains `model` in place on `task`'s train split and returns the loss curve and throughput.
 
@@ -295,10 +318,28 @@ def train(
       start fresh, so the same call both starts a run and continues it after a kill.
     on_step: called as on_step(model, steps done, total steps) after every optimizer step (e.g. to evaluate
       periodically: `compare`'s learning curves); its time is kept out of the throughput.
+    lora: a peft.LoraConfig or a dict of its fields (r=8, lora_alpha=16, lora_dropout=0.05 and every Linear
+      of the LM's layers by default; vlmzoo.training.lora), or the recipe's `lora`: the LM trains through
+      LoRA adapters, its own weights frozen, while the recipe's other slots train fully. The budget counts
+      what such a step costs (the frozen LM's forward and input gradients, the adapters' own FLOPs). `model`
+      is adapted in place and result.adapted is the peft.PeftModel: `result.adapted.merge_and_unload()` gives
+      a plain vlmzoo.Model with merged weights, `result.adapted.save_pretrained(folder)` the adapters alone.
     """
     task = as_task(task)
     check_model_fits_task(model, task.tokenizer)
     precision = resolve_precision(precision)
+    lora = lora if lora is not None else recipe_for(model.config, recipe).lora
+    adapters, adapter_params, adapted = None, 0, None
+    if lora is not None:
+        if checkpoint_dir is not None or resume_from is not None or resume:
+            raise ValueError("lora= runs write no checkpoints yet: drop checkpoint_dir/resume_from/resume and save "
+                             "the adapters with result.adapted.save_pretrained(folder)")
+        if is_adapted(model):  # a later stage of the same run: its adapters are in place
+            adapters = lora
+            adapter_params = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+        else:
+            adapters = lora_config(model, lora)
+            adapter_params = adapter_parameters(model, adapters)
     explicit = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr_ratio=min_lr_ratio,
                     max_grad_norm=max_grad_norm, caption_fraction=caption_fraction, trainable=trainable)
 
@@ -306,19 +347,32 @@ def train(
         if not 0 <= candidate.caption_fraction <= 1:
             raise ValueError(f"caption_fraction must be in [0, 1] (1: captions alone), got {candidate.caption_fraction}")
         per_example = train_flops_per_example(model.config, task, candidate.caption_fraction,
-                                              trainable_slots(model, candidate.trainable))
+                                              trainable_slots(model, candidate.trainable), adapter_params)
         return parse_budget(budget, flops_per_step=per_example * candidate.batch_size)
 
     chosen, total_steps = settle(recipe_for(model.config, recipe), explicit, steps_of)
     if chosen.stages and resume_from is None:  # e.g. LLaVA's align then instruct (vlmzoo.recipes)
-        return train_in_stages(model, task, chosen, total_steps, explicit, seed=seed, progress=progress, desc=desc,
-                               on_step=on_step, precision=precision)
+        if adapters is not None and not is_adapted(model):
+            adapted = adapt(model, adapters)
+        result = train_in_stages(model, task, chosen, total_steps, explicit, seed=seed, progress=progress, desc=desc,
+                                 on_step=on_step, lora=adapters, precision=precision)
+        if adapted is not None:
+            result.adapted = adapted
+            result.extra["lora"] = describe(adapters, adapter_params)
+        return result
     batch_size, lr, weight_decay, warmup = chosen.batch_size, chosen.lr, chosen.weight_decay, chosen.warmup
     min_lr_ratio, max_grad_norm, caption_fraction = chosen.min_lr_ratio, chosen.max_grad_norm, chosen.caption_fraction
     slots = trainable_slots(model, chosen.trainable)
-    flops_per_example = train_flops_per_example(model.config, task, caption_fraction, slots)
-    for slot in SLOTS:
-        model.requires_grad_(slot in slots, slot)
+    flops_per_example = train_flops_per_example(model.config, task, caption_fraction, slots, adapter_params)
+    if adapters is None:
+        for slot in SLOTS:
+            model.requires_grad_(slot in slots, slot)
+    else:
+        if not is_adapted(model):
+            if "llm" not in slots:
+                raise ValueError(f"lora= adapts the LM, but trainable {slots} leaves 'llm' out: the adapters would not train")
+            adapted = adapt(model, adapters)
+        set_trainable(model, slots)
 
     torch.manual_seed(seed)
     optimizer = make_optimizer(_param_groups(model, weight_decay), lr)
@@ -394,23 +448,28 @@ def train(
         examples_per_s=examples / wall if wall > 0 else 0.0,
         tokens_per_s=tokens / wall if wall > 0 else 0.0,
         checkpoint=last_checkpoint,
-        extra={"recipe": chosen.as_dict(), "precision": precision},
+        extra={"recipe": chosen.as_dict(), "precision": precision,
+               **({"lora": describe(adapters, adapter_params)} if adapted is not None else {})},
+        adapted=adapted,
     )
 
 
 def train_in_stages(model: Model, task: Task, recipe: Recipe, total_steps: int, explicit: Mapping[str, Any],
                     seed: int = 0, progress: bool = True, desc: str | None = None,
-                    on_step: Callable[[Model, int, int], None] | None = None, precision: str = "float32") -> TrainResult:
+                    on_step: Callable[[Model, int, int], None] | None = None, lora: Any = None,
+                    precision: str = "float32") -> TrainResult:
     """Trains the recipe's stages one after the other (each its own schedule) and returns one
     TrainResult: losses of every step, FLOPs summed, the stages listed in extra["stages"]. Options
     the caller gave explicitly apply to every stage. on_step sees the steps of all stages counted
-    together: (model, steps done since the first stage began, total_steps)."""
+    together: (model, steps done since the first stage began, total_steps). lora: the adapters `model` already
+    holds (train put them there), trained in the stages whose slots include the LM."""
     results, done = [], 0
     for stage, steps in stage_plan(recipe, total_steps):
         # Called only while this stage trains, so `done` holds the steps of the stages before it.
         hook = None if on_step is None else (lambda m, step, _stage_total: on_step(m, done + step, total_steps))
-        results.append(train(model, task, steps, recipe=stage, seed=seed, progress=progress, on_step=hook,
-                             desc=f"{desc or model.name} {stage.name}", precision=precision, **{k: v for k, v in explicit.items() if v is not None}))
+        results.append(train(model, task, steps, recipe=stage, seed=seed, progress=progress, on_step=hook, lora=lora,
+                             precision=precision,
+                             desc=f"{desc or model.name} {stage.name}", **{k: v for k, v in explicit.items() if v is not None}))
         done += steps
     wall = sum(r.wall_time_s for r in results)
     examples = sum(r.steps * r.batch_size for r in results)
