@@ -156,3 +156,22 @@ def test_media_time_options_are_counted_and_off_by_default():
     width = vlmzoo.resolve_config("flamingo-tiny")["vision"]["hidden"]
     assert timed["parameters"]["abstractor"] - plain["parameters"]["abstractor"] == (MEDIA + FRAMES) * width
     assert vlmzoo.resolve_config("flamingo-tiny")["abstractor"]["max_media"] == 0
+
+
+def test_generate_reads_frames_as_the_forward_does(pair):
+    model, _, _ = pair
+    g = torch.Generator().manual_seed(8)
+    input_ids = torch.tensor([[1, 4, 9, 10, 4, 12]])
+    pixels = torch.randn(1, 2, 3, 3, 64, 64, generator=g)
+    gates = [p for name, p in model.named_parameters() if name.startswith("fusion.") and "gate" in name]
+    with torch.no_grad():
+        for gate in gates:
+            gate.fill_(1.0)
+        expected = input_ids
+        for _ in range(6):
+            logits = model(input_ids=expected, pixel_values=pixels).logits
+            expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], 1)
+        actual = model.generate(input_ids=input_ids, pixel_values=pixels, max_new_tokens=6, eos_token_id=[])
+        for gate in gates:
+            gate.zero_()
+    assert torch.equal(actual, expected)
