@@ -97,9 +97,19 @@ DecoderVlmImpl::DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& o
 
 void DecoderVlmImpl::initialize_weights(double std, int64_t seed) { initialize_by_name(*this, std, seed); }
 
-torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, const AbstractorText& text,
+torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& images, const AbstractorText& given,
                                            std::vector<torch::Tensor>* vision_hidden_states) {
   TORCH_CHECK_VALUE(vision, "pixel_values were given but this model has no vision encoder (vision.kind \"none\")");
+  // [batch, images, (frames,) C, H, W] (IDEFICS, OpenFlamingo's vision_x) -> [images, C, H, W]; the abstractor
+  // learns where each image sits (media-time and frame embeddings).
+  AbstractorText text = given;
+  auto pixel_values = images;
+  if (images.dim() == 5 || images.dim() == 6) {
+    text.images_per_row = images.size(1);
+    text.frames = images.dim() == 6 ? images.size(2) : 1;
+    pixel_values = images.flatten(0, images.dim() - 4);
+  }
+  const int64_t media = pixel_values.size(0) / std::max<int64_t>(text.frames, 1);
   // The vision tower reads pixel_values first, so a malformed image batch is named as such, not as a
   // qformer_input_ids row count that disagrees with it. A frozen tower (no parameter that trains, pixels
   // without gradient) records no graph: nothing upstream of the abstractor can receive a gradient.
@@ -130,7 +140,11 @@ torch::Tensor DecoderVlmImpl::encode_images(const torch::Tensor& pixel_values, c
                       "qformer_attention_mask: expected the shape of qformer_input_ids ", ids.sizes(), ", got ",
                       text.attention_mask.sizes());
   }
-  return overrides.abstractor ? overrides.abstractor(features, text) : abstractor->forward(features, text);
+  auto visual = overrides.abstractor ? overrides.abstractor(features, text) : abstractor->forward(features, text);
+  TORCH_CHECK_VALUE(text.frames == 1 || visual.size(0) == media, "pixel_values: ", text.frames,
+                    " frames per image (shape ", images.sizes(), "), but abstractor.kind \"", config_.abstractor->kind,
+                    "\" reads one frame per image; only \"perceiver\" merges frames");
+  return visual;
 }
 
 void DecoderVlmImpl::check_inputs(const VlmInputs& in) const {

@@ -75,7 +75,8 @@ class DecoderVlmImpl : public torch::nn::Module {
   // initialize: draw transformers-style initial weights; false leaves them uninitialised for a load.
   DecoderVlmImpl(ModelConfig config, const torch::TensorOptions& options = {}, bool initialize = true);
 
-  // pixel_values: [N, C, H, W] -> visual tokens [N, visual_tokens_per_image, llm hidden].
+  // pixel_values: [N, C, H, W], or [B, I, C, H, W] / [B, I, frames, C, H, W] (N = B x I) -> visual tokens
+  // [N, visual_tokens_per_image, llm hidden].
   // vision_hidden_states: when given, the tower's hidden states are appended to it.
   torch::Tensor encode_images(const torch::Tensor& pixel_values, const AbstractorText& text = {},
                               std::vector<torch::Tensor>* vision_hidden_states = nullptr);

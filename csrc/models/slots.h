@@ -60,10 +60,14 @@ class VisionEncoder : public Slot {
   virtual double flops(int64_t images) const = 0;  // multiply-adds x 2 of one forward
 };
 
-// Text an abstractor may read (InstructBLIP's Q-Former, LLaMA-VID): one row per image.
+// Text an abstractor may read (InstructBLIP's Q-Former, LLaMA-VID): one row per image; and where each
+// image sits, when pixel_values came as [batch, images, (frames,) C, H, W] (OpenFlamingo's media-time and
+// frame embeddings read it; the features then hold images_per_row x frames entries per row, frames innermost).
 struct AbstractorText {
   torch::Tensor input_ids;       // [N, L] or undefined
   torch::Tensor attention_mask;  // [N, L] or undefined
+  int64_t images_per_row = 0;    // 0: unknown (pixel_values were [images, C, H, W])
+  int64_t frames = 1;            // frames per image slot
 };
 
 class Abstractor : public Slot {

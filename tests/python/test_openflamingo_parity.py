@@ -171,7 +171,8 @@ def test_openflamingo_9b_preset_counts_what_open_flamingo_builds():
     The features are Flamingo's vision_encoder(x)[1]: open_clip's tokens without the class token, 256 x 1024,
     which the preset reads as feature_layers [-1], select "default". open_clip 2.16.0 (the least open-flamingo
     2.0.1 accepts, current when OpenFlamingo-9B was trained) leaves them without ln_post; open_clip 2.24.0
-    applies ln_post to all tokens before pooling (final_ln_after_pool False), which vit's clip style does not.
+    applies ln_post to all tokens before pooling (final_ln_after_pool False): vision.post_norm_tokens true
+    (off in this preset; tests/python/test_vit_post_norm_tokens.py).
     <|endofchunk|> (32000) is the preset's eos: Flamingo.generate stops there by default."""
     _, flamingo_lm, utils = open_flamingo_src()
     flamingo = importlib.import_module("_open_flamingo_src.flamingo")

@@ -1,11 +1,15 @@
 // abstractor kind "perceiver": Flamingo's Perceiver Resampler (Alayrac et al. 2022, "Flamingo").
 // Matches transformers' IdeficsPerceiverResampler (separate q/k/v, ReLU MLP, optional q/k LayerNorms)
 // and OpenFlamingo's PerceiverResampler (fused to_kv, GELU MLP), both without biases.
+//   OpenFlamingo's optional embeddings (max_num_frames, max_num_media; off by default, as in its Flamingo):
+//     media [B, I, F, P, W] += frame_embs[f]; flattened to [B, I, F * P, W]; += media_time_embs[i] ([I, 1, W])
 //   learned latents [L, W]; per layer:
 //     latents += o_proj(attn(q = q_proj(LN(latents)), k, v = proj(cat(LN(media), LN(latents)))))
 //     latents += fc2(act(fc1(LN(latents))))
 //   then a final LayerNorm (and, with "project", a Linear into the LM width for fusion "splice").
-//   features [N, P, W] -> visual tokens [N, L, W] (or [N, L, llm hidden] with project)
+//   features [N, P, W] -> visual tokens [N, L, W] (or [N, L, llm hidden] with project); with F frames per
+//   image slot (pixel_values [B, I, F, C, H, W]) the F consecutive features of a slot are read as one medium:
+//   [N * F, P, W] -> [N, L, W].
 #include "models/registry.h"
 #include "nn/norms.h"
 
@@ -21,6 +25,8 @@ struct PerceiverConfig : SlotConfig {
   bool qk_norm = false;  // LayerNorm over head_dim on q and k (IDEFICS qk_layer_norms_perceiver)
   double eps = 1e-5;
   bool project = false;  // a Linear into the LM width after the final norm (a perceiver under "splice")
+  int max_frames = 0;  // rows of frame_embs [max_frames, W] (OpenFlamingo's max_num_frames); 0: none
+  int max_media = 0;   // rows of media_time_embs [max_media, 1, W] (OpenFlamingo's max_num_media); 0: none
 };
 
 const config::Schema<PerceiverConfig>& perceiver_schema() {
@@ -36,7 +42,9 @@ const config::Schema<PerceiverConfig>& perceiver_schema() {
                                  .choice("kv", &C::kv, {"separate", "fused"})
                                  .boolean("qk_norm", &C::qk_norm)
                                  .number("eps", &C::eps)
-                                 .boolean("project", &C::project);
+                                 .boolean("project", &C::project)
+                                 .integer("max_frames", &C::max_frames, {0, 4096})
+                                 .integer("max_media", &C::max_media, {0, 4096});
   return schema;
 }
 
@@ -110,6 +118,8 @@ class Perceiver : public Abstractor {
     layers = register_module("layers", torch::nn::ModuleList());
     for (int i = 0; i < c.layers; ++i) layers->push_back(std::make_shared<PerceiverLayer>(c, width_, mlp_, b));
     norm = register_module("norm", nn::LayerNorm(width_, c.eps, b.policy, o));
+    if (c.max_frames > 0) frame_embs = register_parameter("frame_embs", torch::empty({c.max_frames, width_}, o));
+    if (c.max_media > 0) media_time_embs = register_parameter("media_time_embs", torch::empty({c.max_media, 1, width_}, o));
     if (c.project) projection = register_module("projection", nn::Linear(width_, b.llm_hidden, true, o));
     out_width_ = c.project ? b.llm_hidden : width_;
   }
@@ -117,15 +127,42 @@ class Perceiver : public Abstractor {
   int64_t output_tokens() const override { return c_.latents; }
   int64_t output_width() const override { return out_width_; }
 
-  torch::Tensor forward(const torch::Tensor& features, const AbstractorText&) override {
+  torch::Tensor forward(const torch::Tensor& features, const AbstractorText& text) override {
     TORCH_CHECK_VALUE(features.dim() == 3 && features.size(-1) == width_,
                       "abstractor (perceiver): expected media features [images, tokens, ", width_, "], got ",
                       features.sizes());
-    auto media = features.to(latents.scalar_type());
+    auto media = place_media(features.to(latents.scalar_type()), text);
     auto x = latents.unsqueeze(0).expand({media.size(0), c_.latents, width_});
     for (const auto& layer : *layers) x = layer->as<PerceiverLayer>()->forward(media, x);
     x = norm(x);
     return projection ? projection(x) : x;
+  }
+
+  // features [N * F, P, W] -> media [N, F * P, W] with the frame and media-time embeddings added.
+  torch::Tensor place_media(torch::Tensor media, const AbstractorText& text) const {
+    const int64_t frames = text.frames, p = media.size(1);
+    TORCH_CHECK_VALUE(frames >= 1 && media.size(0) % frames == 0, "abstractor (perceiver): ", media.size(0),
+                      " feature rows do not split into images of ", frames, " frames");
+    const int64_t n = media.size(0) / frames;
+    if (frame_embs.defined()) {
+      TORCH_CHECK_VALUE(frames <= frame_embs.size(0), "pixel_values: ", frames, " frames per image, but the perceiver's "
+                        "frame_embs has ", frame_embs.size(0), " rows (abstractor.max_frames ", c_.max_frames, ")");
+      media = (media.view({n, frames, p, width_}) + frame_embs.narrow(0, 0, frames).view({1, frames, 1, width_}));
+    }
+    media = media.reshape({n, frames * p, width_});
+    if (media_time_embs.defined()) {
+      const int64_t per_row = text.images_per_row;
+      TORCH_CHECK_VALUE(per_row > 0, "pixel_values: abstractor.max_media ", c_.max_media, " adds media-time embeddings by "
+                        "each image's place in its row; pass pixel_values as [batch, images, (frames,) channels, "
+                        "height, width], not [images, channels, height, width]");
+      TORCH_CHECK_VALUE(per_row <= media_time_embs.size(0), "pixel_values: ", per_row, " images per row, but the "
+                        "perceiver's media_time_embs has ", media_time_embs.size(0), " rows (abstractor.max_media ",
+                        c_.max_media, ")");
+      TORCH_CHECK_VALUE(n % per_row == 0, "abstractor (perceiver): ", n, " images do not split into rows of ", per_row);
+      media = (media.view({n / per_row, per_row, frames * p, width_}) + media_time_embs.narrow(0, 0, per_row).unsqueeze(0))
+                  .view({n, frames * p, width_});
+    }
+    return media;
   }
 
   double flops(int64_t images) const override {
@@ -141,6 +178,7 @@ class Perceiver : public Abstractor {
   }
 
   torch::Tensor latents;  // [L, W]
+  torch::Tensor frame_embs, media_time_embs;  // [max_frames, W], [max_media, 1, W] or undefined
   torch::nn::ModuleList layers;
   nn::LayerNorm norm{nullptr};
   nn::Linear projection{nullptr};

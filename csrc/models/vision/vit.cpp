@@ -10,6 +10,9 @@
 // `proj` > 0 holds open_clip's VisionTransformer.proj [hidden, proj] (no bias): open_clip multiplies only its
 // pooled class token by it, which a tower read for its tokens (OpenFlamingo's vision_encoder(x)[1]) never
 // uses; the parameter is there so the tower holds what the reference holds.
+// `post_norm_tokens`: post_norm on every token of the last layer's output, as open_clip >= 2.24's
+// VisionTransformer does before pooling (final_ln_after_pool False), so the tokens OpenFlamingo reads from it
+// are normed; open_clip 2.16 (and transformers' CLIPVisionModel) leave them as the last layer wrote them.
 #include "models/registry.h"
 #include "nn/attention_pool.h"
 #include "nn/vit.h"
@@ -31,6 +34,7 @@ struct VitConfig : SlotConfig {
   bool post_norm = true;  // the parameter exists (checkpoints hold it); applied only for siglip
   bool patch_bias = false;
   int proj = 0;  // 0: none; else open_clip's visual.proj [hidden, proj], held, never applied (see top)
+  bool post_norm_tokens = false;  // post_norm on the last layer's tokens (open_clip >= 2.24; see top)
   std::vector<int> feature_layers = {-2};
   // "default" drops the first token (the class token; transformers drops it even without one).
   std::string select = "default";
@@ -81,6 +85,17 @@ void check_vit(JsonReader& r, VitConfig& c) {
     }
     if (!c.post_norm) r.fail("pool", "\"" + c.pool + "\" applies post_norm, but " + r.path_of("post_norm") + " is false");
   }
+  if (c.post_norm_tokens) {
+    auto layers = c.resolved_feature_layers();
+    if (!c.post_norm) r.fail("post_norm_tokens", "applies post_norm, but " + r.path_of("post_norm") + " is false");
+    if (c.pool != "none") {
+      r.fail("post_norm_tokens", "is for a tower read for its tokens; with " + r.path_of("pool") + " \"" + c.pool +
+                                     "\" post_norm is the pooler's");
+    }
+    if (layers.size() != 1 || layers[0] != c.layers) {
+      r.fail("post_norm_tokens", "norms the last layer's tokens, so " + r.path_of("feature_layers") + " must be [-1]");
+    }
+  }
   for (int layer : c.feature_layers) {
     if (layer > c.layers || layer < -(c.layers + 1)) {
       r.fail("feature_layers", std::to_string(layer) + " is out of range: hidden states run from " +
@@ -108,6 +123,7 @@ const Schema<VitConfig>& vit_schema() {
                                  .boolean("post_norm", &VitConfig::post_norm)
                                  .boolean("patch_bias", &VitConfig::patch_bias)
                                  .integer("proj", &VitConfig::proj, {0, config::kWidth.max})
+                                 .boolean("post_norm_tokens", &VitConfig::post_norm_tokens)
                                  .int_list("feature_layers", &VitConfig::feature_layers, IntRange{-4097, 4096})
                                  .choice("select", &VitConfig::select, {"default", "full"})
                                  .choice("pool", &VitConfig::pool, {"none", "class", "map"})
@@ -186,6 +202,7 @@ class VitEncoder : public VisionEncoder {
     std::vector<torch::Tensor> selected;
     for (int64_t index : c_.resolved_feature_layers()) {
       auto s = states[first + index];
+      if (c_.post_norm_tokens) s = post_norm(s);  // index is the last layer (checked at parse)
       selected.push_back(c_.select == "default" ? s.narrow(1, 1, s.size(1) - 1) : s);
     }
     return selected.size() == 1 ? selected[0] : torch::cat(selected, -1);

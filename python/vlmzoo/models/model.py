@@ -18,17 +18,18 @@ from vlmzoo.models.image_patches import concatenated_patches
 from vlmzoo.models.transformers_api import TransformersApi
 
 
-def flatten_images(pixel_values: torch.Tensor | None, image_attention_mask: torch.Tensor | None
+def check_image_axes(pixel_values: torch.Tensor | None, image_attention_mask: torch.Tensor | None
                    ) -> torch.Tensor | None:
-    """IDEFICS's pixel_values [batch, images, C, H, W] -> [batch * images, C, H, W] (the image axis must
-    match image_attention_mask's last); 4-d pixel_values pass as they are."""
-    if pixel_values is None or pixel_values.dim() != 5:
+    """IDEFICS's pixel_values [batch, images, C, H, W] (or OpenFlamingo's [batch, images, frames, C, H, W]):
+    the image axis must match image_attention_mask's last. The core flattens them (and tells the abstractor
+    where each image sits); 4-d pixel_values pass as they are."""
+    if pixel_values is None or pixel_values.dim() not in (5, 6):
         return pixel_values
     if image_attention_mask is not None and pixel_values.size(1) != image_attention_mask.size(-1):
         raise ValueError(f"pixel_values: {pixel_values.size(1)} images per row (shape {tuple(pixel_values.shape)}) but "
                          f"image_attention_mask has {image_attention_mask.size(-1)} image columns "
                          f"(shape {tuple(image_attention_mask.shape)})")
-    return pixel_values.flatten(0, 1)
+    return pixel_values
 
 
 @dataclass
@@ -116,7 +117,7 @@ class Model(TransformersApi, AssemblyModule):
         placeholders are the rows equal to the image token's embedding); output_hidden_states,
         output_attentions (see ModelOutput); return_dict=False gives ModelOutput.to_tuple()."""
         pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
-        pixel_values = flatten_images(pixel_values, image_attention_mask)
+        pixel_values = check_image_axes(pixel_values, image_attention_mask)
         self._blocks.sync()  # hooks and replacements made since the last call take effect
         # ---- transformers' full call (issue 24): the plain call keeps its one C++ entry point
         extras: dict[str, Any] = {}
@@ -183,7 +184,7 @@ class Model(TransformersApi, AssemblyModule):
             eos_ids = list(eos_token_id)
         pad = self._config["llm"]["pad_token_id"] if pad_token_id is None else pad_token_id
         pixel_values = self._patches_as_pixel_values(input_ids, pixel_values, image_patches, image_patches_indices)
-        pixel_values = flatten_images(pixel_values, image_attention_mask)
+        pixel_values = check_image_axes(pixel_values, image_attention_mask)
         self._blocks.sync()
         try:
             return self._module.generate(

@@ -7,7 +7,9 @@ model keep their own layouts; their weights come from their own converters.
 Facts from the source: PerceiverAttention has norm_media, norm_latents, to_q, fused to_kv, to_out, no biases;
 FeedForward is Sequential(LayerNorm, Linear, GELU, Linear) (indices 0, 1, 3); a block sits before LM layer i
 when (i + 1) % cross_attn_every_n_layers == 0, with heads 8 x 64, ff_mult 4, scalar tanh gates, LayerNorm
-on the text side only, and only_attend_immediate_media.
+on the text side only, and only_attend_immediate_media. PerceiverResampler(max_num_frames=F, max_num_media=M)
+adds `frame_embs` [F, D] and `media_time_embs` [M, 1, D] (vlmzoo's abstractor.max_frames / max_media; Flamingo
+itself sets neither).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ _GATED = r"lang_encoder\.gated_cross_attn_layers\.(\d+)\."
 # (OpenFlamingo pattern, vlmzoo replacement); {block} is filled from the LM layer -> block table.
 _PERCEIVER_RULES = [
     (r"^perceiver\.latents$", "abstractor.latents"),
+    (r"^perceiver\.frame_embs$", "abstractor.frame_embs"),
+    (r"^perceiver\.media_time_embs$", "abstractor.media_time_embs"),
     (r"^perceiver\.layers\.(\d+)\.0\.norm_media\.(weight|bias)$", r"abstractor.layers.\1.media_norm.\2"),
     (r"^perceiver\.layers\.(\d+)\.0\.norm_latents\.(weight|bias)$", r"abstractor.layers.\1.latents_norm.\2"),
     (r"^perceiver\.layers\.(\d+)\.0\.to_q\.weight$", r"abstractor.layers.\1.q_proj.weight"),
@@ -41,7 +45,7 @@ _BLOCK_RULES = [
     (r"ff\.1\.weight", "mlp.fc1.weight"),
     (r"ff\.3\.weight", "mlp.fc2.weight"),
 ]
-# The same blocks seen again through the FlamingoLayer wrappers, and the media-time embeddings vlmzoo lacks.
+# The same blocks seen again through the FlamingoLayer wrappers.
 _ALIASES = r"^lang_encoder\..*\.gated_cross_attn_layer\."
 
 
@@ -60,6 +64,12 @@ def convert_openflamingo(state_dict: Mapping[str, torch.Tensor], config: Mapping
     if fusion.get("placement") != "openflamingo":
         raise ValueError(f"fusion.placement: {fusion.get('placement')!r}; OpenFlamingo's blocks need \"openflamingo\"")
     blocks = openflamingo_blocks(config["llm"]["layers"], fusion["every"])
+    has_perceiver = any(name.startswith("perceiver.") for name in state_dict)
+    for name, field in (("perceiver.frame_embs", "max_frames"), ("perceiver.media_time_embs", "max_media")):
+        rows, want = (state_dict[name].shape[0] if name in state_dict else 0), config["abstractor"].get(field, 0)
+        if has_perceiver and rows != want:
+            raise ValueError(f"{name}: {rows} rows in the checkpoint but abstractor.{field} is {want}; set "
+                             f"abstractor.{field} to {rows}")
     mapped: dict[str, torch.Tensor] = {}
     others: list[str] = []
     for name, tensor in state_dict.items():
