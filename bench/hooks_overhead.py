@@ -2,11 +2,12 @@
 through `model(...)` / `model.generate(...)` (the Python call, which checks for hooks and replacements
 once per call) against the C++ assembly called directly (`model._module.forward` / `.generate`, what
 the call ran before the views could be hooked), interleaved in one process. Also shown: the same with an
-identity hook on every LM layer and every Linear (the Python callbacks' cost, when one asks for them).
+identity hook on every LM layer, every Linear and every norm, attention and MLP block (the Python
+callbacks' cost, when one asks for them).
 
     python bench/hooks_overhead.py [--preset llava-1.5-tiny] [--batch 1] [--new-tokens 16] [--rounds 15]
 
-The C++ side of the change (one test of an unset std::function per Linear, per LM layer and per slot) is
+The C++ side of the change (one test of an unset std::function per Linear, norm, attention, MLP, LM layer and slot) is
 compiled into both candidates; it is a few nanoseconds per block against microseconds of work."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from timing import timeit  # bench/timing.py: what the benchmarks share
 
 import vlmzoo
+from vlmzoo.models.blocks import BlockView
 
 
 def main() -> None:
@@ -56,7 +58,8 @@ def main() -> None:
         times = timeit({"prefill cpp": cpp_prefill, "prefill model": model_prefill,
                         "generate cpp": cpp_generate, "generate model": model_generate}, args.rounds)
         handles = [m.register_forward_hook(lambda m, a, out: out) for name, m in model.named_modules()
-                   if isinstance(m, torch.nn.Linear) or (name.startswith("llm.layers.") and name.count(".") == 2)]
+                   if isinstance(m, (torch.nn.Linear, BlockView))
+                   or (name.startswith("llm.layers.") and name.count(".") == 2)]
         hooked = timeit({"prefill hooked": model_prefill, "generate hooked": model_generate}, max(3, args.rounds // 3))
         for h in handles:
             h.remove()

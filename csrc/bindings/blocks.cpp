@@ -25,6 +25,19 @@ std::shared_ptr<py::object> hold(py::object fn) {
           }};
 }
 
+vlmzoo::nn::Overridable& overridable_of(const std::shared_ptr<torch::nn::Module>& module) {
+  auto* block = dynamic_cast<vlmzoo::nn::Overridable*>(module.get());
+  TORCH_CHECK_VALUE(block, "expected a block that can be hooked (a norm, attention, MLP, ...), got ", module->name());
+  return *block;
+}
+
+std::vector<torch::Tensor> tensors_of(const std::vector<std::optional<torch::Tensor>>& inputs) {
+  std::vector<torch::Tensor> out;
+  out.reserve(inputs.size());
+  for (const auto& t : inputs) out.push_back(or_undefined(t));
+  return out;
+}
+
 vlmzoo::nn::LinearImpl& linear_of(const std::shared_ptr<torch::nn::Module>& module) {
   auto* linear = dynamic_cast<vlmzoo::nn::LinearImpl*>(module.get());
   TORCH_CHECK_VALUE(linear, "expected a vlmzoo Linear block, got ", module->name());
@@ -63,6 +76,36 @@ void bind_blocks(py::module_& m) {
     py::gil_scoped_release release;
     return self.run_layer(index, hidden, ctx);
   }, py::arg("model"), py::arg("index"), py::arg("hidden_states"), py::arg("context"));
+  // One call of a hooked block (nn/overridable.h): its inputs, and its own computation over such inputs.
+  py::class_<vlmzoo::nn::BlockCall, std::shared_ptr<vlmzoo::nn::BlockCall>>(m, "BlockCall")
+      .def_readonly("inputs", &vlmzoo::nn::BlockCall::inputs)
+      .def("__call__", [](vlmzoo::nn::BlockCall& self, const std::vector<std::optional<torch::Tensor>>& inputs) {
+        TORCH_CHECK_VALUE(self.own, "this block call has returned; a view runs its block's call only during it");
+        auto own = self.own;
+        auto in = tensors_of(inputs);
+        py::gil_scoped_release release;
+        return own(in);
+      }, py::arg("inputs"));
+  m.def("is_overridable", [](const std::shared_ptr<torch::nn::Module>& module) {
+    return dynamic_cast<vlmzoo::nn::Overridable*>(module.get()) != nullptr;
+  }, py::arg("module"));
+  m.def("run_block", [](const std::shared_ptr<torch::nn::Module>& module,
+                        const std::vector<std::optional<torch::Tensor>>& inputs) {
+    auto& block = overridable_of(module);
+    auto in = tensors_of(inputs);
+    TORCH_CHECK_VALUE(!in.empty() && in[0].defined(), "a block takes its input tensor first");
+    py::gil_scoped_release release;
+    return block.run_alone(in);
+  }, py::arg("module"), py::arg("inputs"));
+  m.def("run_layer_attention", [](DecoderVlmImpl& self, int64_t index, const torch::Tensor& hidden,
+                                  DecoderContext& ctx) {
+    py::gil_scoped_release release;
+    return self.run_layer_attention(index, hidden, ctx);
+  }, py::arg("model"), py::arg("index"), py::arg("hidden_states"), py::arg("context"));
+  m.def("run_head", [](DecoderVlmImpl& self, const torch::Tensor& hidden) {
+    py::gil_scoped_release release;
+    return self.run_head(hidden);
+  }, py::arg("model"), py::arg("hidden_states"));
   m.def("linear_forward", [](const std::shared_ptr<torch::nn::Module>& module, const torch::Tensor& x) {
     auto& linear = linear_of(module);
     py::gil_scoped_release release;
@@ -79,6 +122,17 @@ void bind_blocks(py::module_& m) {
     linear.override_forward = [held = hold(fn)](const torch::Tensor& x) {
       py::gil_scoped_acquire gil;
       return (*held)(x).cast<torch::Tensor>();
+    };
+  }, py::arg("module"), py::arg("fn"));
+  m.def("set_override", [](const std::shared_ptr<torch::nn::Module>& module, const py::object& fn) {
+    auto& block = overridable_of(module);
+    if (fn.is_none()) {
+      block.override_forward = nullptr;
+      return;
+    }
+    block.override_forward = [held = hold(fn)](const std::shared_ptr<vlmzoo::nn::BlockCall>& call) {
+      py::gil_scoped_acquire gil;
+      return (*held)(call).cast<torch::Tensor>();
     };
   }, py::arg("module"), py::arg("fn"));
   m.def("set_block_override", [](DecoderVlmImpl& self, const std::string& block, int64_t index, const py::object& fn) {

@@ -53,4 +53,16 @@ torch::Tensor DecoderVlmImpl::run_layer(int64_t index, const torch::Tensor& hidd
   return llm->layer(index, hidden, ctx);
 }
 
+torch::Tensor DecoderVlmImpl::run_layer_attention(int64_t index, const torch::Tensor& hidden, DecoderContext& ctx) {
+  TORCH_CHECK_INDEX(index >= 0 && index < llm->num_layers(), "llm.layers: index ", index, " out of range for ",
+                    llm->num_layers(), " layers");
+  return llm->layer_attention(index, hidden, ctx);
+}
+
+torch::Tensor DecoderVlmImpl::run_head(const torch::Tensor& hidden) {
+  TORCH_CHECK_VALUE(hidden.dim() >= 2 && hidden.size(-1) == llm->hidden_size(), "hidden_states: expected [.., ",
+                    llm->hidden_size(), "] (the LM's width), got ", hidden.sizes());
+  return head->forward_own(hidden, *llm);
+}
+
 }  // namespace vlmzoo::models

@@ -131,6 +131,10 @@ class DecoderVlmImpl : public torch::nn::Module {
                                const torch::Tensor& position_ids);
   // LM layer `index` on hidden [B, T, hidden] -> [B, T, hidden].
   torch::Tensor run_layer(int64_t index, const torch::Tensor& hidden, DecoderContext& ctx);
+  // The self-attention of LM layer `index` on normed hidden [B, T, hidden] -> [B, T, hidden].
+  torch::Tensor run_layer_attention(int64_t index, const torch::Tensor& hidden, DecoderContext& ctx);
+  // The head on the LM's final hidden [B, T, hidden] (after the final norm) -> logits [B, T, vocab].
+  torch::Tensor run_head(const torch::Tensor& hidden);
 
  private:
   // out: when given, the hidden states and attentions `request` asks for are appended to it.

@@ -127,6 +127,12 @@ class LanguageModel : public Slot {
   // x: [B, T, hidden] -> [B, T, hidden]
   virtual torch::Tensor layer(int64_t index, const torch::Tensor& x, DecoderContext& ctx) = 0;
   virtual torch::Tensor finish(const torch::Tensor& x) = 0;  // the final norm
+  // The self-attention block of layer `index` alone on x [B, T, hidden] (its input, after the layer's
+  // norm) with ctx's mask, positions and cache: what the view `llm.layers.N.attn` runs when called.
+  virtual torch::Tensor layer_attention(int64_t index, const torch::Tensor& x, DecoderContext& ctx) {
+    TORCH_CHECK_VALUE(false, "llm.layers.", index, ".attn: this llm kind cannot run its attention alone");
+    return {};
+  }
   virtual torch::Tensor logits(const torch::Tensor& hidden) = 0;  // [.., hidden] -> [.., vocab]
   virtual double flops(int64_t tokens) const = 0;  // one forward over a sequence of `tokens`, logits included
   // The word embeddings [vocab, hidden] (get_input_embeddings), or undefined for kinds without one.
@@ -207,6 +213,8 @@ class Head : public Slot {
  public:
   // hidden: [B, T, hidden] -> [B, T, out]
   virtual torch::Tensor forward(const torch::Tensor& hidden, LanguageModel& lm) = 0;
+  // The same, never through a Python override (what the view `head` runs when called alone).
+  virtual torch::Tensor forward_own(const torch::Tensor& hidden, LanguageModel& lm) { return forward(hidden, lm); }
 };
 
 // Scores image-text pairs from pooled vectors (the dual-encoder assembly's head): projections into a

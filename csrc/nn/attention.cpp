@@ -38,6 +38,15 @@ AttentionImpl::AttentionImpl(AttentionOptions options, KernelPolicyPtr policy, c
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& allowed,
                                      const std::optional<std::pair<torch::Tensor, torch::Tensor>>& rope,
                                      KVCache* cache, const torch::Tensor& context) {
+  if (overridden()) {
+    return call_override({x}, [&](const auto& in) { return forward_own(in.at(0), allowed, rope, cache, context); });
+  }
+  return forward_own(x, allowed, rope, cache, context);
+}
+
+torch::Tensor AttentionImpl::forward_own(const torch::Tensor& x, const torch::Tensor& allowed,
+                                         const std::optional<std::pair<torch::Tensor, torch::Tensor>>& rope,
+                                         KVCache* cache, const torch::Tensor& context) {
   const auto& o = options_;
   const auto batch = x.size(0), tokens = x.size(1);
   const auto& source = context.defined() ? context : x;

@@ -2,6 +2,7 @@
 // Multi-head attention: self or cross, MHA or GQA, with an optional KV cache for decoding.
 #include "nn/functional.h"
 #include "nn/linear.h"
+#include "nn/overridable.h"
 
 #include <optional>
 
@@ -27,7 +28,7 @@ struct AttentionOptions {
   double scale = 0;  // softmax scale; 0 = 1 / sqrt(head_dim)
 };
 
-class AttentionImpl : public torch::nn::Module {
+class AttentionImpl : public torch::nn::Module, public Overridable {
  public:
   AttentionImpl(AttentionOptions options, KernelPolicyPtr policy, const torch::TensorOptions& tensor_options = {});
 
@@ -36,6 +37,12 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed,
                         const std::optional<std::pair<torch::Tensor, torch::Tensor>>& rope = std::nullopt,
                         KVCache* cache = nullptr, const torch::Tensor& context = {});
+  // The same, never overridden (what a hooked block's Python view runs).
+  torch::Tensor forward_own(const torch::Tensor& x, const torch::Tensor& allowed,
+                            const std::optional<std::pair<torch::Tensor, torch::Tensor>>& rope = std::nullopt,
+                            KVCache* cache = nullptr, const torch::Tensor& context = {});
+  // Alone: unmasked self-attention without rotary positions (a vision tower's), x [B, T, hidden].
+  torch::Tensor run_alone(const std::vector<torch::Tensor>& inputs) override { return forward_own(inputs.at(0), {}); }
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 

@@ -10,6 +10,11 @@ MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out, std::string act, bool 
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  if (overridden()) return call_override({x}, [this](const auto& in) { return forward_own(in.at(0)); });
+  return forward_own(x);
+}
+
+torch::Tensor MlpImpl::forward_own(const torch::Tensor& x) {
   return fc2(activation(fc1(x), act_, policy_->fused));
 }
 
@@ -22,6 +27,11 @@ GatedMlpImpl::GatedMlpImpl(int64_t hidden, int64_t intermediate, std::string act
 }
 
 torch::Tensor GatedMlpImpl::forward(const torch::Tensor& x) {
+  if (overridden()) return call_override({x}, [this](const auto& in) { return forward_own(in.at(0)); });
+  return forward_own(x);
+}
+
+torch::Tensor GatedMlpImpl::forward_own(const torch::Tensor& x) {
   return down_proj(gated_activation(gate_proj(x), up_proj(x), act_, policy_->fused));
 }
 

@@ -35,6 +35,11 @@ VitLayerImpl::VitLayerImpl(const VitOptions& o, KernelPolicyPtr policy, const to
 }
 
 torch::Tensor VitLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& allowed) {
+  if (overridden()) return call_override({x}, [&](const auto& in) { return forward_own(in.at(0), allowed); });
+  return forward_own(x, allowed);
+}
+
+torch::Tensor VitLayerImpl::forward_own(const torch::Tensor& x, const torch::Tensor& allowed) {
   auto h = x + attn(norm1(x), allowed);
   return h + mlp(norm2(h));
 }

@@ -15,11 +15,14 @@ struct VitOptions {
 
 };
 
-class VitLayerImpl : public torch::nn::Module {
+class VitLayerImpl : public torch::nn::Module, public Overridable {
  public:
   VitLayerImpl(const VitOptions& o, KernelPolicyPtr policy, const torch::TensorOptions& options);
   // x: [N, tokens, hidden]; allowed: bool [N|1, 1, tokens, tokens] or undefined (text towers mask padding).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed = {});
+  torch::Tensor forward_own(const torch::Tensor& x, const torch::Tensor& allowed);  // never overridden
+  // Alone: unmasked (a vision tower's layer); inside a forward its view runs with the forward's mask.
+  torch::Tensor run_alone(const std::vector<torch::Tensor>& inputs) override { return forward_own(inputs.at(0), {}); }
 
   LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};

@@ -59,7 +59,7 @@ const config::Schema<CrossAttentionConfig>& cross_attention_schema() {
 }
 
 // RMSNorm or LayerNorm under one name, so checkpoints read `attn_norm.weight` either way.
-class Norm : public torch::nn::Module {
+class Norm : public torch::nn::Module, public nn::Overridable {
  public:
   Norm(bool rms, int64_t dim, double eps, const BuildContext& b) {
     if (rms) {
@@ -71,7 +71,12 @@ class Norm : public torch::nn::Module {
       bias = register_parameter("bias", layer_->bias);
     }
   }
-  torch::Tensor forward(const torch::Tensor& x) { return rms_ ? rms_(x) : layer_(x); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (overridden()) return call_override({x}, [this](const auto& in) { return forward_own(in.at(0)); });
+    return forward_own(x);
+  }
+  torch::Tensor forward_own(const torch::Tensor& x) { return rms_ ? rms_->forward_own(x) : layer_->forward_own(x); }
+  torch::Tensor run_alone(const std::vector<torch::Tensor>& inputs) override { return forward_own(inputs.at(0)); }
   torch::Tensor weight, bias;
 
  private:
@@ -79,7 +84,7 @@ class Norm : public torch::nn::Module {
   nn::LayerNorm layer_{nullptr};
 };
 
-class GatedCrossAttentionBlock : public torch::nn::Module {
+class GatedCrossAttentionBlock : public torch::nn::Module, public nn::Overridable {
  public:
   GatedCrossAttentionBlock(const CrossAttentionConfig& c, int64_t hidden, int64_t head_dim, int64_t mlp,
                            const BuildContext& b)
@@ -114,6 +119,41 @@ class GatedCrossAttentionBlock : public torch::nn::Module {
   // x: [B, T, hidden]; ctx.visual [B * I, V, W]; ctx.media_mask bool [B, T, I]; cache: this block's
   // keys and values (generate) or null.
   torch::Tensor forward(const torch::Tensor& x, DecoderContext& ctx, nn::KVCache* cache) {
+    if (!overridden()) return forward_own(x, ctx, cache);
+    // The view takes (hidden, visual, media_mask); the forward's own visual and mask run with its cache.
+    return call_override({x, ctx.visual, ctx.media_mask}, [&](const std::vector<torch::Tensor>& in) {
+      if (in.at(1).is_same(ctx.visual) && in.at(2).is_same(ctx.media_mask)) return forward_own(in[0], ctx, cache);
+      return run_alone(in);  // a pre-hook gave other media: their keys and values, no cache
+    });
+  }
+
+  // inputs: hidden [B, T, hidden], visual [B * I, V, W], media mask bool [B, T, I] (undefined: every token
+  // reads every image of its row).
+  torch::Tensor run_alone(const std::vector<torch::Tensor>& inputs) override {
+    TORCH_CHECK_VALUE(inputs.size() >= 2 && inputs[0].defined() && inputs[1].defined(),
+                      "a gated cross-attention block takes (hidden_states, visual[, media_mask])");
+    const auto& x = inputs[0];
+    const auto& visual = inputs[1];
+    TORCH_CHECK_VALUE(x.dim() == 3 && x.size(2) == hidden_, "hidden_states: expected [batch, tokens, ", hidden_,
+                      "], got ", x.sizes());
+    TORCH_CHECK_VALUE(visual.dim() == 3 && visual.size(2) == visual_width_ && x.size(0) > 0 &&
+                          visual.size(0) % x.size(0) == 0,
+                      "visual: expected [batch x images, tokens, ", visual_width_, "] for a batch of ", x.size(0),
+                      ", got ", visual.sizes());
+    const int64_t images = visual.size(0) / x.size(0);
+    DecoderContext ctx;
+    ctx.visual = visual;
+    ctx.media_mask = inputs.size() > 2 && inputs[2].defined()
+                         ? inputs[2].to(torch::kBool)
+                         : torch::ones({x.size(0), x.size(1), images}, x.options().dtype(torch::kBool));
+    TORCH_CHECK_VALUE(ctx.media_mask.dim() == 3 && ctx.media_mask.size(0) == x.size(0) &&
+                          ctx.media_mask.size(1) == x.size(1) && ctx.media_mask.size(2) == images,
+                      "media_mask: expected [batch ", x.size(0), ", tokens ", x.size(1), ", images ", images, "], got ",
+                      ctx.media_mask.sizes());
+    return forward_own(x, ctx, nullptr);
+  }
+
+  torch::Tensor forward_own(const torch::Tensor& x, DecoderContext& ctx, nn::KVCache* cache) {
     const int64_t batch = x.size(0), tokens = x.size(1);
     auto heads = [&](const torch::Tensor& t) { return t.view({batch, t.size(1), c_.heads, head_dim_}).transpose(1, 2); };
     torch::Tensor k, v;

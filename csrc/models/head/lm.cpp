@@ -12,9 +12,14 @@ const config::Schema<LmHeadConfig>& lm_head_schema() {
   return schema;
 }
 
-class LmHead : public Head {
+// Overridable: the view `head` is hookable (the only way to reach tied logits, which have no lm_head).
+class LmHead : public Head, public nn::Overridable {
  public:
-  torch::Tensor forward(const torch::Tensor& hidden, LanguageModel& lm) override { return lm.logits(hidden); }
+  torch::Tensor forward(const torch::Tensor& hidden, LanguageModel& lm) override {
+    if (overridden()) return call_override({hidden}, [&lm](const auto& in) { return lm.logits(in.at(0)); });
+    return lm.logits(hidden);
+  }
+  torch::Tensor forward_own(const torch::Tensor& hidden, LanguageModel& lm) override { return lm.logits(hidden); }
 };
 
 const bool lm_registered = register_kind<Head, LmHeadConfig>(

@@ -84,6 +84,11 @@ class LlamaLM : public LanguageModel {
     return layers->ptr<nn::LlamaLayerImpl>(index)->forward(x, ctx.allowed, rope,
                                                            ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
   }
+  torch::Tensor layer_attention(int64_t index, const torch::Tensor& x, DecoderContext& ctx) override {
+    const auto& rope = std::any_cast<const RopeTables&>(ctx.lm_state);
+    return layers->ptr<nn::LlamaLayerImpl>(index)->attn->forward_own(
+        x, ctx.allowed, rope, ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
+  }
   torch::Tensor finish(const torch::Tensor& x) override { return norm(x); }
   torch::Tensor logits(const torch::Tensor& hidden) override {
     return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed->weight.t());

@@ -119,6 +119,10 @@ class OptLM : public LanguageModel {
     return layers->ptr<OptLayerImpl>(index)->forward(x, ctx.allowed,
                                                      ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
   }
+  torch::Tensor layer_attention(int64_t index, const torch::Tensor& x, DecoderContext& ctx) override {
+    return layers->ptr<OptLayerImpl>(index)->attn->forward_own(x, ctx.allowed, std::nullopt,
+                                                               ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
+  }
   torch::Tensor finish(const torch::Tensor& x) override {
     auto h = norm(x);
     return project_out ? project_out(h) : h;

@@ -68,7 +68,7 @@ const config::Schema<PersimmonConfig>& persimmon_schema() {
 using PersimmonRope = std::pair<torch::Tensor, torch::Tensor>;
 
 // transformers' PersimmonAttention: qkv is one Linear whose output reads [heads, 3, head_dim] per token.
-class PersimmonAttentionImpl : public torch::nn::Module {
+class PersimmonAttentionImpl : public torch::nn::Module, public nn::Overridable {
  public:
   PersimmonAttentionImpl(const PersimmonConfig& c, const nn::KernelPolicyPtr& policy, const torch::TensorOptions& o)
       : heads_(c.heads), head_dim_(c.head_dim()), policy_(policy) {
@@ -82,6 +82,13 @@ class PersimmonAttentionImpl : public torch::nn::Module {
   // x: [B, T, hidden]; allowed: bool [B|1, 1, T, S]; rope: (cos, sin) [B, T, rotary_dim].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed, const PersimmonRope& rope,
                         nn::KVCache* cache) {
+    if (overridden()) {
+      return call_override({x}, [&](const auto& in) { return forward_own(in.at(0), allowed, rope, cache); });
+    }
+    return forward_own(x, allowed, rope, cache);
+  }
+  torch::Tensor forward_own(const torch::Tensor& x, const torch::Tensor& allowed, const PersimmonRope& rope,
+                            nn::KVCache* cache) {
     const int64_t batch = x.size(0), tokens = x.size(1);
     auto fused = qkv(x).view({batch, tokens, heads_, 3, head_dim_});
     auto q = fused.select(3, 0).contiguous(), k = fused.select(3, 1).contiguous();  // [B, T, H, d]
@@ -156,6 +163,11 @@ class PersimmonLM : public LanguageModel {
     const auto& rope = std::any_cast<const PersimmonRope&>(ctx.lm_state);
     return layers->ptr<PersimmonLayerImpl>(index)->forward(x, ctx.allowed, rope,
                                                            ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
+  }
+  torch::Tensor layer_attention(int64_t index, const torch::Tensor& x, DecoderContext& ctx) override {
+    const auto& rope = std::any_cast<const PersimmonRope&>(ctx.lm_state);
+    return layers->ptr<PersimmonLayerImpl>(index)->attn->forward_own(
+        x, ctx.allowed, rope, ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
   }
   torch::Tensor finish(const torch::Tensor& x) override { return norm(x); }
   torch::Tensor logits(const torch::Tensor& hidden) override {

@@ -110,7 +110,7 @@ class AssemblyModule(nn.Module):
         blocks = self.BLOCKS(self)
         object.__setattr__(self, "_blocks", blocks)
         for name, child in cpp.named_children().items():
-            self._modules[name] = view_class(name, "", blocks)(child, name, blocks)
+            self._modules[name] = view_class(name, child, blocks)(child, name, blocks)
         watch(self)  # a slot replaced from Python (model.abstractor = ...) runs in the C++ forward
         blocks.register_views()
         attach_sources(self, resolved, initialize)  # slots {"from": SOURCE}: their sources' weights

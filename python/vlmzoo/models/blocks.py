@@ -10,8 +10,10 @@ watched); the next forward or generate then walks the tree once (`Blocks.sync`) 
 override at each such point: the C++ forward calls back into Python there, through the module now at
 that path (`module(x)`: its hooks fire with the block's real inputs, a returned value replaces the output,
 a replacement runs instead). With no hook and no replacement the C++ forward pays one comparison per call.
-A hook on a view no assembly can call back into (an attention block, a norm) raises at the forward,
-naming the view, rather than being silently ignored."""
+Blocks that need a context (an attention's mask, positions and KV cache) hand it over in a `BlockCall`
+(csrc/nn/overridable.h): their view, called from the override, runs the block with it. A hook on a view
+the C++ forward cannot call back into (an embedding, the LM as a whole) raises at the forward, naming
+the view, rather than being silently ignored."""
 from __future__ import annotations
 
 import re
@@ -104,7 +106,7 @@ class CppModule(nn.Module):
                 current.mirror(child)
             elif current is None:
                 path = f"{self._path}.{name}" if self._path else name
-                view = view_class(path, _type_name(child), self._blocks)
+                view = view_class(path, child, self._blocks)
                 OrderedDict.__setitem__(self._modules, name, view(child, path, self._blocks))  # building: no change
 
     def _get_name(self) -> str:
@@ -139,6 +141,25 @@ class LinearView(CppModule, nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class BlockView(CppModule):
+    """A C++ block that can call back into Python (csrc/nn/overridable.h: a norm, an attention, an MLP, ...).
+    Called alone it runs the block on its inputs (an attention: unmasked, without positions, unless its
+    assembly's view says otherwise). Inside the model's forward or generate (a hook or a replacement
+    called it) it runs the forward's own call: the same inputs' mask, positions and caches."""
+
+    def __init__(self, cpp_module: Any, path: str = "", blocks: "Blocks | None" = None):
+        super().__init__(cpp_module, path, blocks)
+        object.__setattr__(self, "_calls", [])  # the C++ calls running this view now (innermost last)
+
+    def forward(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        if self._calls:
+            return self._calls[-1](list(inputs))
+        return self.run_alone(*inputs)
+
+    def run_alone(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        return _C.run_block(self._cpp, list(inputs))
+
+
 class ModuleListView(CppModule):
     """A C++ ModuleList: indexable, iterable, sized, as torch's."""
 
@@ -156,21 +177,25 @@ class ModuleListView(CppModule):
         return iter(self._modules.values())
 
 
-# Views by path pattern (an assembly's callable blocks), then by C++ type.
+# Views by path pattern (an assembly's callable blocks), then by C++ type, then any block that can call back.
 VIEWS_BY_TYPE: dict[str, type[CppModule]] = {"Linear": LinearView, "ModuleList": ModuleListView}
 
 
-def view_class(path: str, cpp_type: str, blocks: "Blocks | None") -> type[CppModule]:
+def view_class(path: str, cpp_module: Any, blocks: "Blocks | None") -> type[CppModule]:
     if blocks is not None:
         for pattern, cls in blocks.VIEWS.items():
             if re.fullmatch(pattern, path):
                 return cls
-    return VIEWS_BY_TYPE.get(cpp_type, CppModule)
+    cls = VIEWS_BY_TYPE.get(_type_name(cpp_module))
+    if cls is None:
+        cls = BlockView if _C.is_overridable(cpp_module) else CppModule
+    return cls
 
 
 def callable_blocks(blocks: "Blocks | None") -> str:
-    names = list(blocks.POINTS) if blocks is not None else []
+    names = [name for pattern, name in blocks.POINTS.items()] if blocks is not None else []
     names += ["every Linear"] if blocks is None or blocks.LINEARS else []
+    names += ["every norm, attention and MLP"] if blocks is None or blocks.BLOCK_VIEWS else []
     return ", ".join(names) or "none (in this assembly)"
 
 
@@ -182,6 +207,7 @@ class Blocks:
     VIEWS: dict[str, type[CppModule]] = {}
     POINTS: dict[str, str] = {}
     LINEARS = True  # whether every C++ Linear runs through Linear::forward (where the override lives)
+    BLOCK_VIEWS = True  # whether the blocks of BlockViews run through their forward (nn/overridable.h)
 
     def __init__(self, model: nn.Module):
         self._model = weakref.ref(model)  # weak: C++ holds the callbacks that hold this
@@ -234,24 +260,48 @@ class Blocks:
                 wanted[path] = self._point(path, original, "hooked")
             self._walk(child, path, wanted)
 
+    def _is_point(self, path: str) -> bool:
+        return any(re.fullmatch(p, path) for p in self.POINTS)
+
     def _point(self, path: str, view: CppModule, why: str) -> CppModule:
-        if (self.LINEARS and isinstance(view, LinearView)) or any(re.fullmatch(p, path) for p in self.POINTS):
+        if (self.LINEARS and isinstance(view, LinearView)) or (self.BLOCK_VIEWS and isinstance(view, BlockView)) \
+                or self._is_point(path):
             return view
         raise NotImplementedError(f"{path} ({view._cpp_type}) is {why}, but it runs inside the C++ forward, which "
                                   f"can call back into Python only at {callable_blocks(self)}; put the hook or "
                                   f"replacement on one of those")
 
     def _install(self, path: str, view: CppModule, on: bool) -> None:
-        if isinstance(view, LinearView):
+        if self._is_point(path):
+            self.install_point(path, on)
+        elif isinstance(view, LinearView):
             _C.set_linear_override(view._cpp, self._calling(path) if on else None)
         else:
-            self.install_point(path, on)
+            _C.set_override(view._cpp, self._calling_block(path) if on else None)
 
     def _calling(self, path: str) -> Callable[..., torch.Tensor]:
         blocks = weakref.ref(self)  # weak: C++ keeps the callback, and this object keeps the views
 
         def call(*args: Any) -> torch.Tensor:
             return blocks().module_at(path)(*args)
+        return call
+
+    def _calling_block(self, path: str) -> Callable[[Any], torch.Tensor]:
+        blocks = weakref.ref(self)
+
+        def call(block_call: Any) -> torch.Tensor:
+            # The module now at path runs (a replacement, or the original view with its hooks); the original
+            # view, wherever it is called from, runs this C++ call's own computation.
+            original = blocks().views[path]
+            original._calls.append(block_call)
+            try:
+                out = blocks().module_at(path)(*block_call.inputs)
+            finally:
+                original._calls.pop()
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"{path}: its hooks or replacement returned {type(out).__name__}; the C++ forward "
+                                f"takes a tensor from it")
+            return out
         return call
 
     def install_point(self, path: str, on: bool) -> None:

@@ -31,6 +31,7 @@ class MultiwayBlocks(Blocks):
     # The multiway layers route their A/B Linears through vlmzoo::multiway_linear, not Linear::forward: no
     # block can call back into Python yet, so every hook or replacement raises rather than being ignored.
     LINEARS = False
+    BLOCK_VIEWS = False
 
 
 class MultiwayEncoderModel(AssemblyModule):
