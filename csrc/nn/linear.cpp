@@ -1,5 +1,7 @@
 #include "nn/linear.h"
 
+#include "nn/linear_float.h"
+
 #include "ops/linear_formats.h"
 #include "ops/ops.h"
 
@@ -34,7 +36,7 @@ torch::Tensor LinearImpl::forward_with_bias(const torch::Tensor& x, const torch:
   switch (format_) {
     case WeightFormat::kBf16: return ops::linear_bf16(x, weight_bf16, out_, optional_bias);
     case WeightFormat::kInt8: return ops::linear_int8(x, weight_int8, weight_scales, weight_col_sums, optional_bias);
-    default: return torch::linear(x, weight, b);
+    default: return linear_float(x, weight, b, /*fused=*/true);
   }
 }
 
@@ -69,6 +71,21 @@ void LinearImpl::train(bool on) {
 
 EmbeddingImpl::EmbeddingImpl(int64_t count, int64_t dim, const torch::TensorOptions& options) {
   weight = register_parameter("weight", torch::empty({count, dim}, options));
+}
+
+torch::Tensor linear_float(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool fused) {
+  const int64_t in = weight.dim() == 2 ? weight.size(1) : 0;
+  const bool float_cpu = x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+                         weight.scalar_type() == torch::kFloat32 && weight.is_contiguous() &&
+                         (!bias.defined() || bias.scalar_type() == torch::kFloat32);
+  if (!fused || !float_cpu || in == 0 || x.dim() == 0 || x.size(-1) != in) return torch::linear(x, weight, bias);
+  const int64_t rows = x.numel() / in;
+  if (rows < 2 || rows > kFewRowsMax) return torch::linear(x, weight, bias);
+  auto x_t = x.reshape({rows, in}).t();  // [in, rows]
+  auto y_t = bias.defined() ? torch::addmm(bias.unsqueeze(1), weight, x_t) : torch::mm(weight, x_t);  // [out, rows]
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  return y_t.t().contiguous().view(sizes);
 }
 
 torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids); }

@@ -1,6 +1,7 @@
 // llm kind "llama": the LLaMA decoder (transformers' LlamaModel + LlamaForCausalLM.lm_head):
 // word embeddings, pre-RMSNorm layers with rotary GQA attention and SwiGLU, a final RMSNorm.
 //   input_ids [B, T] -> embeds [B, T, hidden] -> layers -> hidden [B, T, hidden] -> logits [B, T, vocab]
+#include "models/llm/word_lm.h"
 #include "models/registry.h"
 #include "models/schema_blocks.h"
 #include "nn/llama.h"
@@ -54,27 +55,22 @@ const config::Schema<LlamaConfig>& llama_schema() {
 
 using RopeTables = std::pair<torch::Tensor, torch::Tensor>;
 
-class LlamaLM : public LanguageModel {
+class LlamaLM : public WordEmbeddingLM {
  public:
   LlamaLM(const LlamaConfig& c, const BuildContext& b) : c_(c), rope_(c.head_dim, c.rope_theta) {
     const auto& o = b.options;
-    embed = register_module("embed_tokens", nn::Embedding(c.vocab, c.hidden, o));
+    add_word_embeddings(c.vocab, c.hidden, o);
     layers = register_module("layers", torch::nn::ModuleList());
     nn::LlamaLayerOptions layer{c.hidden, c.heads, c.kv_heads, c.head_dim, c.mlp, c.rms_eps, c.attention_bias,
                                 c.mlp_bias, c.act};
     for (int i = 0; i < c.layers; ++i) layers->push_back(nn::LlamaLayer(layer, b.policy, o));
     norm = register_module("norm", nn::RMSNorm(c.hidden, c.rms_eps, b.policy, o));
-    if (!c.tie_embeddings) lm_head = register_module("lm_head", nn::Linear(c.hidden, c.vocab, false, o));
+    add_lm_head(c.hidden, c.tie_embeddings, o);
   }
 
   int64_t hidden_size() const override { return c_.hidden; }
-  int64_t vocab_size() const override { return c_.vocab; }
   int64_t num_layers() const override { return c_.layers; }
 
-  torch::Tensor embed_tokens(const torch::Tensor& input_ids) override {
-    check_token_range(input_ids, c_.vocab);
-    return embed(input_ids);
-  }
   torch::Tensor begin(const torch::Tensor& x, DecoderContext& ctx) override {
     ctx.lm_state = rope_.tables(ctx.positions, x.scalar_type());
     return x;
@@ -90,26 +86,15 @@ class LlamaLM : public LanguageModel {
         x, ctx.allowed, rope, ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
   }
   torch::Tensor finish(const torch::Tensor& x) override { return norm(x); }
-  torch::Tensor logits(const torch::Tensor& hidden) override {
-    return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed->weight.t());
-  }
-  torch::Tensor input_embeddings() const override { return embed->weight; }
-  bool tied_embeddings() const override { return lm_head.is_empty(); }
-  void set_vocab(const torch::Tensor& new_embed, const torch::Tensor& new_head) override {
-    replace_vocab_weights(embed, lm_head, new_embed, new_head);
-    c_.vocab = static_cast<int>(new_embed.size(0));
-  }
   double flops(int64_t tokens) const override {
     const double h = c_.hidden, hd = c_.head_dim, seq = static_cast<double>(tokens);
     const double matmul_params = h * c_.heads * hd * 2 + h * c_.kv_heads * hd * 2 + 3 * h * c_.mlp;
     const double attention = 4 * seq * seq * c_.heads * hd;
-    return c_.layers * (2 * seq * matmul_params + attention) + 2 * seq * h * c_.vocab;
+    return c_.layers * (2 * seq * matmul_params + attention) + 2 * seq * h * static_cast<double>(vocab_);
   }
 
-  nn::Embedding embed{nullptr};
   torch::nn::ModuleList layers;
   nn::RMSNorm norm{nullptr};
-  nn::Linear lm_head{nullptr};  // null when tied to embed_tokens
 
  private:
   LlamaConfig c_;

@@ -5,6 +5,7 @@
 // LayerNorm, and an LM head tied to the word embeddings by default.
 //   input_ids [B, T] -> embeds [B, T, word_embed_dim] -> (project_in) + positions -> layers
 //   -> final norm -> (project_out) -> hidden [B, T, word_embed_dim] -> logits [B, T, vocab]
+#include "models/llm/word_lm.h"
 #include "models/registry.h"
 #include "models/schema_blocks.h"
 #include "nn/attention.h"
@@ -76,11 +77,11 @@ TORCH_MODULE(OptLayer);
 
 constexpr int64_t kPositionOffset = 2;  // OPTLearnedPositionalEmbedding: row = position + 2
 
-class OptLM : public LanguageModel {
+class OptLM : public WordEmbeddingLM {
  public:
   OptLM(const OptConfig& c, const BuildContext& b) : c_(c) {
     const auto& o = b.options;
-    embed = register_module("embed_tokens", nn::Embedding(c.vocab, c.word_embed_dim, o));
+    add_word_embeddings(c.vocab, c.word_embed_dim, o);
     positions = register_module("embed_positions", nn::Embedding(c.max_positions + kPositionOffset, c.hidden, o));
     if (c.word_embed_dim != c.hidden) {
       project_in = register_module("project_in", nn::Linear(c.word_embed_dim, c.hidden, false, o));
@@ -89,18 +90,13 @@ class OptLM : public LanguageModel {
     layers = register_module("layers", torch::nn::ModuleList());
     for (int i = 0; i < c.layers; ++i) layers->push_back(OptLayer(c, b.policy, o));
     norm = register_module("norm", nn::LayerNorm(c.hidden, c.eps, b.policy, o));
-    if (!c.tie_embeddings) lm_head = register_module("lm_head", nn::Linear(c.word_embed_dim, c.vocab, false, o));
+    add_lm_head(c.word_embed_dim, c.tie_embeddings, o);
   }
 
   // The width other slots see: the word embeddings' (visual tokens are spliced among them).
   int64_t hidden_size() const override { return c_.word_embed_dim; }
-  int64_t vocab_size() const override { return c_.vocab; }
   int64_t num_layers() const override { return c_.layers; }
 
-  torch::Tensor embed_tokens(const torch::Tensor& input_ids) override {
-    check_token_range(input_ids, c_.vocab);
-    return embed(input_ids);
-  }
   // OPT counts positions over real tokens only: cumsum(mask) * mask - 1, so padding sits at -1.
   torch::Tensor default_positions(const torch::Tensor& attention_mask, int64_t batch, int64_t tokens,
                                   const torch::Device& device) const override {
@@ -127,28 +123,19 @@ class OptLM : public LanguageModel {
     auto h = norm(x);
     return project_out ? project_out(h) : h;
   }
-  torch::Tensor logits(const torch::Tensor& hidden) override {
-    return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed->weight.t());
-  }
-  torch::Tensor input_embeddings() const override { return embed->weight; }
-  bool tied_embeddings() const override { return lm_head.is_empty(); }
-  void set_vocab(const torch::Tensor& new_embed, const torch::Tensor& new_head) override {
-    replace_vocab_weights(embed, lm_head, new_embed, new_head);
-    c_.vocab = static_cast<int>(new_embed.size(0));
-  }
   double flops(int64_t tokens) const override {
     const double h = c_.hidden, w = c_.word_embed_dim, seq = static_cast<double>(tokens);
     const double matmul_params = 4 * h * h + 2 * h * c_.mlp;
     const double attention = 4 * seq * seq * h;  // scores and weighted sum over all heads
     const double projections = c_.word_embed_dim != c_.hidden ? 2 * h * w : 0;
-    return c_.layers * (2 * seq * matmul_params + attention) + 2 * seq * projections + 2 * seq * w * c_.vocab;
+    return c_.layers * (2 * seq * matmul_params + attention) + 2 * seq * projections +
+           2 * seq * w * static_cast<double>(vocab_);
   }
 
-  nn::Embedding embed{nullptr}, positions{nullptr};
+  nn::Embedding positions{nullptr};
   nn::Linear project_in{nullptr}, project_out{nullptr};  // null when word_embed_dim == hidden
   torch::nn::ModuleList layers;
   nn::LayerNorm norm{nullptr};
-  nn::Linear lm_head{nullptr};  // null when tied to embed_tokens
 
  private:
   static torch::Tensor mask_positions(const torch::Tensor& attention_mask) {

@@ -4,6 +4,7 @@
 // over head_dim on queries and keys before rotary embedding of their first rotary_fraction x head_dim
 // channels, biased projections, a squared-ReLU MLP, a final LayerNorm and an untied LM head.
 //   input_ids [B, T] -> embeds [B, T, hidden] -> layers -> hidden [B, T, hidden] -> logits [B, T, vocab]
+#include "models/llm/word_lm.h"
 #include "models/registry.h"
 #include "nn/attention.h"
 #include "nn/mlp.h"
@@ -135,25 +136,20 @@ class PersimmonLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(PersimmonLayer);
 
-class PersimmonLM : public LanguageModel {
+class PersimmonLM : public WordEmbeddingLM {
  public:
   PersimmonLM(const PersimmonConfig& c, const BuildContext& b) : c_(c), rope_(c.rotary_dim(), c.rope_theta) {
     const auto& o = b.options;
-    embed = register_module("embed_tokens", nn::Embedding(c.vocab, c.hidden, o));
+    add_word_embeddings(c.vocab, c.hidden, o);
     layers = register_module("layers", torch::nn::ModuleList());
     for (int i = 0; i < c.layers; ++i) layers->push_back(PersimmonLayer(c, b.policy, o));
     norm = register_module("norm", nn::LayerNorm(c.hidden, c.eps, b.policy, o));
-    if (!c.tie_embeddings) lm_head = register_module("lm_head", nn::Linear(c.hidden, c.vocab, false, o));
+    add_lm_head(c.hidden, c.tie_embeddings, o);
   }
 
   int64_t hidden_size() const override { return c_.hidden; }
-  int64_t vocab_size() const override { return c_.vocab; }
   int64_t num_layers() const override { return c_.layers; }
 
-  torch::Tensor embed_tokens(const torch::Tensor& input_ids) override {
-    check_token_range(input_ids, c_.vocab);
-    return embed(input_ids);
-  }
   torch::Tensor begin(const torch::Tensor& x, DecoderContext& ctx) override {
     check_positions(ctx.positions);
     ctx.lm_state = rope_.tables(ctx.positions, x.scalar_type());
@@ -170,26 +166,15 @@ class PersimmonLM : public LanguageModel {
         x, ctx.allowed, rope, ctx.self_caches ? &(*ctx.self_caches)[index] : nullptr);
   }
   torch::Tensor finish(const torch::Tensor& x) override { return norm(x); }
-  torch::Tensor logits(const torch::Tensor& hidden) override {
-    return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed->weight.t());
-  }
-  torch::Tensor input_embeddings() const override { return embed->weight; }
-  bool tied_embeddings() const override { return lm_head.is_empty(); }
-  void set_vocab(const torch::Tensor& new_embed, const torch::Tensor& new_head) override {
-    replace_vocab_weights(embed, lm_head, new_embed, new_head);
-    c_.vocab = static_cast<int>(new_embed.size(0));
-  }
   double flops(int64_t tokens) const override {
     const double h = c_.hidden, seq = static_cast<double>(tokens);
     const double matmul_params = 4 * h * h + 2 * h * c_.mlp;  // qkv (3 h^2), output (h^2), fc1 and fc2
     const double attention = 4 * seq * seq * h;
-    return c_.layers * (2 * seq * matmul_params + attention) + 2 * seq * h * c_.vocab;
+    return c_.layers * (2 * seq * matmul_params + attention) + 2 * seq * h * static_cast<double>(vocab_);
   }
 
-  nn::Embedding embed{nullptr};
   torch::nn::ModuleList layers;
   nn::LayerNorm norm{nullptr};
-  nn::Linear lm_head{nullptr};  // null when tied to embed_tokens
 
  private:
   // Rotary embedding has no table to run off, but the model was trained on max_positions positions.
