@@ -111,4 +111,4 @@ def test_the_printed_table_shows_both_directions_in_one_cell():
     console = Console(record=True, width=200)
     print_comparison(summarize(per_seed([0.2, 0.3])), console=console)
     text = console.export_text()
-    assert "R@1 i>t/t>i" in text and "25/12%" in text and "n/a" in text
+    assert "R@1 i>t/t>i" in text and "25.0/12.5%" in text and "n/a" in text

@@ -452,7 +452,7 @@ def _format_cell(column: str, value: Any, row: Any = None) -> str:
     if column == "accuracy_min" and row is not None:
         return f"{100 * value:.1f}-{100 * row['accuracy_max']:.1f}%"
     if column == "recall@1_image_to_text" and row is not None:  # both directions in one cell, n/a for decoders
-        return "n/a" if value != value else f"{100 * value:.0f}/{100 * row['recall@1_text_to_image']:.0f}%"
+        return "n/a" if value != value else f"{100 * value:.1f}/{100 * row['recall@1_text_to_image']:.1f}%"
     if column == "chance_accuracy" or column == "accuracy":
         return f"{100 * value:.1f}%"
     if isinstance(value, float):
