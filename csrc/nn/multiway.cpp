@@ -83,6 +83,28 @@ torch::Tensor MultiwayFfnImpl::forward(const torch::Tensor& x, int64_t split, bo
   return route(A->fc2, B->fc2, h);
 }
 
+torch::Tensor MultiwayFfnImpl::forward_by_modality(const torch::Tensor& residual, int64_t split,
+                                                   MultiwayLayerNormImpl& norm) {
+  // residual: [B, T, hidden] with 0 < split < T -> [B, T, hidden]
+  const int64_t tokens = residual.size(1);
+  const bool fused = policy_->fused;
+  auto block = [&](FfnExpert expert, LayerNorm first_norm, int64_t start, int64_t length) {
+    auto range = residual.narrow(1, start, length);  // [B, length, hidden], read in place
+    auto x = layer_norm(range, first_norm->weight, first_norm->bias, o_.eps, fused);  // contiguous rows
+    auto h = activation(expert->fc1(x), o_.act, fused);
+    auto n = expert->ffn_layernorm;
+    return std::make_pair(range, expert->fc2(layer_norm(h, n->weight, n->bias, o_.eps, fused)));
+  };
+  auto [vision, vision_out] = block(A, norm.A, 0, split);
+  auto [text, text_out] = block(B, norm.B, split, tokens - split);
+  if (torch::GradMode::is_enabled()) return torch::cat({vision + vision_out, text + text_out}, 1);
+  auto out = torch::empty_like(residual, residual.options().memory_format(at::MemoryFormat::Contiguous));
+  auto vision_part = out.narrow(1, 0, split), text_part = out.narrow(1, split, tokens - split);
+  torch::add_out(vision_part, vision, vision_out);  // written in place: no concatenation
+  torch::add_out(text_part, text, text_out);
+  return out;
+}
+
 MultiwayAttentionImpl::MultiwayAttentionImpl(const MultiwayOptions& o, KernelPolicyPtr policy,
                                              const torch::TensorOptions& options)
     : o_(o), policy_(policy) {
@@ -115,6 +137,8 @@ MultiwayLayerImpl::MultiwayLayerImpl(const MultiwayOptions& o, KernelPolicyPtr p
 torch::Tensor MultiwayLayerImpl::forward(const torch::Tensor& x, int64_t split, const torch::Tensor& allowed,
                                          bool joint) {
   auto h = x + self_attn(self_attn_layer_norm(x, split), split, allowed);
+  const bool both = split > 0 && split < h.size(1);
+  if (both && ffn->fused() && !(ffn->C && joint)) return ffn->forward_by_modality(h, split, *final_layer_norm);
   return h + ffn(final_layer_norm(h, split), split, joint);
 }
 

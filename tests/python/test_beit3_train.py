@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -85,4 +86,13 @@ def test_beit3_micro_runs_in_compare_beside_a_llava_at_the_same_budget(tmp_path)
     for name in ("beit3-micro", "llava-1.5-micro"):
         assert table.loc[name, "train_gflops"] <= 20.0
         assert table.loc[name, "train_gflops"] * (1 + 1 / table.loc[name, "steps"]) > 20.0
-    assert "beit3-micro" in (tmp_path / "report.md").read_text()
+    # retrieval recall@1 both ways for the joint encoder's row, n/a (NaN) for the decoder's, in every output
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("model")
+    for column in ("recall@1_image_to_text", "recall@1_text_to_image", "recall@1_chance"):
+        assert 0.0 <= table.loc["beit3-micro", column] <= 1.0
+        assert summary.loc["beit3-micro", column] == pytest.approx(table.loc["beit3-micro", column])
+        assert math.isnan(summary.loc["llava-1.5-micro", column])
+    report = (tmp_path / "report.md").read_text()
+    assert "beit3-micro" in report and "R@1 image->text %" in report
+    llava_line = next(line for line in report.splitlines() if line.startswith("| llava-1.5-micro |"))
+    assert llava_line.endswith("| n/a | n/a | n/a |")

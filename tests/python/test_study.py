@@ -55,7 +55,7 @@ def test_report_names_ahead_and_inseparable_pairs(tmp_path):
         "**a** ahead of **b**", "")
     assert "c vs b" in inseparable
     assert "![learning_curves_shapes](learning_curves_shapes.png)" in text
-    assert "| a | visual tokens | abstractor+llm | 64 | 10 | 0 | 5 | 3 | 70.0 ± 1.0 | 69.0-71.0 | 40.0 |" in text
+    assert "| a | visual tokens | abstractor+llm | 64 | 10 | 0 | 5 | 3 | 70.0 ± 1.0 | 69.0-71.0 | 40.0 | n/a | n/a | n/a |" in text
 
 
 def test_curve_steps_are_evenly_spaced_and_end_at_the_last_step():

@@ -77,7 +77,7 @@ TABLE_COLUMNS = {
     "model": "model", "image_path": "sees the image by", "trained": "trained",
     "visual_tokens_per_image": "vis tok/img", "train_gflops": "train GFLOPs", "pretrain_gflops": "pretrain GFLOPs",
     "steps": "steps", "seeds": "seeds", "accuracy": "accuracy", "accuracy_min": "range", "chance_accuracy": "chance",
-    "wall_time_s": "wall s",
+    "recall@1_image_to_text": "R@1 i>t/t>i", "wall_time_s": "wall s",  # retrieval recall@1: joint encoders only
 }
 
 
@@ -482,6 +482,8 @@ def _format_cell(column: str, value: Any, row: Any = None) -> str:
         return f"{100 * value:.1f}%" + ("" if std != std else f" ± {100 * std:.1f}")
     if column == "accuracy_min" and row is not None:
         return f"{100 * value:.1f}-{100 * row['accuracy_max']:.1f}%"
+    if column == "recall@1_image_to_text" and row is not None:  # both directions in one cell, n/a for decoders
+        return "n/a" if value != value else f"{100 * value:.1f}/{100 * row['recall@1_text_to_image']:.1f}%"
     if column == "chance_accuracy" or column == "accuracy":
         return f"{100 * value:.1f}%"
     if isinstance(value, float):

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from vlmzoo.storage.atomic import atomic_write_text
+from vlmzoo.training.encoder_retrieval import CHANCE as RECALL_CHANCE
+from vlmzoo.training.encoder_retrieval import CHANCE_NOTE, IMAGE_TO_TEXT, TEXT_TO_IMAGE
 from vlmzoo.training.train import FINAL_LOSS
 
 SPREAD = "sample std over seeds (ddof=1)"
@@ -23,6 +25,13 @@ RULE = "A is ahead of B when mean(A) - mean(B) > std(A) + std(B) (accuracy over 
 _FIRST = ("family", "image_path", "trained", "recipe", "precision", "params_total", "params_trainable", "visual_tokens_per_image", "steps", "train_gflops",
           "pretrain_gflops", "chance_accuracy")
 _MEAN = ("train_examples_per_s", "peak_rss_mib", "wall_time_s", "cpu_time_s", FINAL_LOSS)
+# Image-text retrieval recall@1 (rows of a joint encoder, BEiT-3; absent, so NaN and "n/a", for the others):
+# mean and sample std over seeds as accuracy; chance is the same for every seed (the test split's captions).
+_RECALL = (IMAGE_TO_TEXT, TEXT_TO_IMAGE)
+RECALL_NOTE = ("retrieval recall@1 (image->text, text->image): a joint encoder's row (BEiT-3) only, the test images "
+               "against their template captions, cosine of the retrieval head's embeddings or else of the class "
+               "tokens of a vision-only and a text-only pass; images with equal captions count as positives of "
+               f"each other, so {CHANCE_NOTE}; n/a for a row without such embeddings (a decoder)")
 
 
 def summarize(rows) -> "Any":
@@ -36,6 +45,10 @@ def summarize(rows) -> "Any":
         record: dict[str, Any] = dict(zip(keys, key))
         record.update({c: group[c].iloc[0] for c in _FIRST if c in group})
         record.update({c: group[c].mean() for c in _MEAN if c in group})
+        for column in _RECALL:
+            values = group[column].astype(float) if column in group else pd.Series([math.nan] * len(group))
+            record.update({column: values.mean(), f"{column}_std": values.std(ddof=1)})
+        record[RECALL_CHANCE] = group[RECALL_CHANCE].astype(float).mean() if RECALL_CHANCE in group else math.nan
         accuracy = group["accuracy"].astype(float)
         record.update(seeds=len(group), accuracy=accuracy.mean(), accuracy_std=accuracy.std(ddof=1),
                       accuracy_min=accuracy.min(), accuracy_max=accuracy.max())
@@ -64,17 +77,27 @@ def _percent(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.1f}"
 
 
+def _recall_cell(mean: float, std: float) -> str:
+    """Recall in percent as mean ± std (the mean alone with one seed), "n/a" where the row has none."""
+    if mean != mean:
+        return "n/a"
+    return _percent(mean) + ("" if std != std else f" ± {_percent(std)}")
+
+
 def summary_markdown(summary) -> str:
-    """The summary as a Markdown table (accuracy in percent)."""
+    """The summary as a Markdown table (accuracy and retrieval recall@1 in percent)."""
     lines = ["| model | sees the image by | trained | vis tok/img | train GFLOPs | pretrain GFLOPs | steps | seeds "
-             "| accuracy % (mean ± std) | min-max % | chance % |", "|" + "---|" * 11]
-    for r in summary.itertuples(index=False):
+             "| accuracy % (mean ± std) | min-max % | chance % | R@1 image->text % | R@1 text->image % | R@1 chance % |",
+             "|" + "---|" * 14]
+    for r in summary.to_dict("records"):
+        recall = [_recall_cell(r.get(c, math.nan), r.get(f"{c}_std", math.nan)) for c in _RECALL]
         lines.append(
-            f"| {r.model} | {getattr(r, 'image_path', '')} | {getattr(r, 'trained', '')} | "
-            f"{int(r.visual_tokens_per_image)} | {r.train_gflops:,.0f} | "
-            f"{getattr(r, 'pretrain_gflops', 0.0):,.0f} | {int(r.steps)} | {int(r.seeds)} | "
-            f"{_percent(r.accuracy)} ± {_percent(r.accuracy_std)} | "
-            f"{_percent(r.accuracy_min)}-{_percent(r.accuracy_max)} | {_percent(r.chance_accuracy)} |")
+            f"| {r['model']} | {r.get('image_path', '')} | {r.get('trained', '')} | "
+            f"{int(r['visual_tokens_per_image'])} | {r['train_gflops']:,.0f} | "
+            f"{r.get('pretrain_gflops', 0.0):,.0f} | {int(r['steps'])} | {int(r['seeds'])} | "
+            f"{_percent(r['accuracy'])} ± {_percent(r['accuracy_std'])} | "
+            f"{_percent(r['accuracy_min'])}-{_percent(r['accuracy_max'])} | {_percent(r['chance_accuracy'])} | "
+            f"{recall[0]} | {recall[1]} | {_percent(r.get(RECALL_CHANCE, math.nan))} |")
     return "\n".join(lines)
 
 
@@ -95,7 +118,8 @@ def write_report(out: str | Path, summary, figures: Mapping[str, Any], notes: Ma
     out = Path(out)
     lines = ["# vlmzoo compare: report", ""]
     lines += [f"- {k}: {v}" for k, v in (notes or {}).items()]
-    lines += [f"- spread: {SPREAD}; the table also shows the min-max range", f"- rule: {RULE}", ""]
+    lines += [f"- spread: {SPREAD}; the table also shows the min-max range", f"- rule: {RULE}",
+              f"- {RECALL_NOTE}", ""]
     tasks = list(dict.fromkeys(summary["task"])) if "task" in summary else [""]
     for task in tasks:
         part = summary[summary["task"] == task] if task else summary

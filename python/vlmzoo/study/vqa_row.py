@@ -1,6 +1,7 @@
 """One `vlmzoo compare` row for a BEiT-3 config: trained from scratch on a built-in task as VQA
 classification over the task's answer set (the vqa head on the joint class token), at the FLOPs budget
-the other rows get, scored by the same per-kind accuracy (argmax answer == the example's answer).
+the other rows get, scored by the same per-kind accuracy (argmax answer == the example's answer), plus
+image-text retrieval recall@1 both ways on the test images and their captions (training.encoder_retrieval).
 study.compare.train_and_evaluate hands multiway-encoder configs here; the returned dict has its shape."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from vlmzoo.config.budget import parse_budget
 from vlmzoo.models.multiway_encoder import MultiwayEncoderModel
 from vlmzoo.study.design import image_path, trained_slots
 from vlmzoo.study.measure import _peak_rss_mib, _save_model, curve_steps
+from vlmzoo.training.encoder_retrieval import retrieval_recall
 from vlmzoo.training.precision import autocast, resolve_precision
 from vlmzoo.training.train import FINAL_LOSS, lr_at, mean_final_loss
 from vlmzoo.training.vqa import answer_set, task_overrides, vqa_batch, vqa_batches
@@ -121,6 +123,7 @@ def train_and_evaluate_vqa(name: str, config: dict[str, Any], task: Any, budget:
         epoch += 1
     train_time = time.perf_counter() - began - eval_time
     evaluation = evaluate_vqa(model, task, "test")
+    recall = retrieval_recall(model, task)  # the class tokens of separate passes (the vqa head has no embeddings)
     if curve_points:
         subset = evaluation["predictions"][:curve_examples]
         measured[steps] = sum(p["correct"] for p in subset) / max(1, len(subset))
@@ -138,6 +141,7 @@ def train_and_evaluate_vqa(name: str, config: dict[str, Any], task: Any, budget:
         "accuracy": evaluation["accuracy"]["all"],
         "chance_accuracy": task.chance_accuracy.get("all", float("nan")),
         **{f"accuracy_{k}": v for k, v in evaluation["accuracy"].items() if k != "all"},
+        **recall,
         FINAL_LOSS: mean_final_loss(losses),
         "peak_rss_mib": peak, "peak_rss_over_baseline_mib": peak - rss_before, "curve_eval_s": eval_time,
         "wall_time_s": time.perf_counter() - started, "cpu_time_s": time.process_time() - cpu_started,
