@@ -330,8 +330,9 @@ def compare(
     # Explicit options beat the recipe (short-run options included), as they do in `train`.
     options = {k: v for k, v in dict(batch_size=batch_size, lr=lr, trainable=trainable,
                                      caption_fraction=caption_fraction, init_std=init_std).items() if v is not None}
-    if resolve_precision(precision) != "float32":  # float32 runs keep the run keys they always had
-        options["precision"] = resolve_precision(precision)
+    precision = resolve_precision(precision)
+    if precision != "float32":  # float32 runs keep the run keys they always had
+        options["precision"] = precision
     sizes = {**DEFAULT_TASK_SIZES, **(task_sizes or {})}
     tasks = {}
     for t in ([task] if isinstance(task, (str, Task)) else list(task)):
